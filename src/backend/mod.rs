@@ -1,0 +1,384 @@
+//! Connections to backend IMAP servers: connect (plaintext, STARTTLS or
+//! implicit TLS), read the greeting, forward the client's address to trusted
+//! backends (ID x-originating-ip…), log in, learn the post-login
+//! capabilities. The command text is built by the pure functions in
+//! [`login`]; this module is the I/O around them.
+
+pub mod health;
+pub mod login;
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::BackendTls;
+use crate::imap::framing::{Frame, Framer};
+use crate::imap::response::{has_capability, parse_capability_data, parse_status, Kind, Status};
+use crate::route::Backend;
+use crate::session::{ClientInfo, Credentials};
+
+pub use login::LoginStep;
+
+/// A byte stream to a backend (TCP or TLS over TCP).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+pub type BoxStream = Box<dyn Stream>;
+
+/// Where a backend connection attempt failed. `retryable` errors happened
+/// before any credentials were sent, so another backend may be tried.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    #[error("timed out during {0}")]
+    Timeout(&'static str),
+    #[error("TLS: {0}")]
+    Tls(io::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("backend refused service: {0}")]
+    Refused(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("connection closed by backend")]
+    Closed,
+}
+
+impl BackendError {
+    /// Short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Connect(_) => "connect",
+            BackendError::Timeout(_) => "timeout",
+            BackendError::Tls(_) => "tls",
+            BackendError::Io(_) => "io",
+            BackendError::Refused(_) => "refused",
+            BackendError::Protocol(_) => "protocol",
+            BackendError::Closed => "closed",
+        }
+    }
+}
+
+/// An established, not yet logged-in backend connection.
+pub struct Connected {
+    pub(crate) stream: BoxStream,
+    reader: Reader,
+    pub capabilities: Vec<String>,
+}
+
+/// A logged-in backend connection, ready to relay.
+pub struct LoggedIn {
+    pub stream: BoxStream,
+    /// Bytes already read from the backend after the login response.
+    pub buf: BytesMut,
+    pub capabilities: Vec<String>,
+}
+
+/// The backend's answer to the login.
+pub enum LoginOutcome {
+    Ok(LoggedIn),
+    /// Tagged NO/BAD: relay status, code and text to the client.
+    Rejected {
+        status: &'static str,
+        code: Option<String>,
+        text: String,
+    },
+}
+
+const MAX_LINE: usize = 65_536;
+
+/// Reads backend response lines before the relay starts.
+struct Reader {
+    buf: BytesMut,
+    framer: Framer,
+    timeout: Duration,
+}
+
+impl Reader {
+    fn new(timeout: Duration) -> Self {
+        Reader {
+            buf: BytesMut::with_capacity(4096),
+            framer: Framer::new(MAX_LINE),
+            timeout,
+        }
+    }
+
+    /// Read the next complete line (literal data in it is skipped).
+    async fn read_line<S: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        s: &mut S,
+        stage: &'static str,
+    ) -> Result<Bytes, BackendError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            while let Some(frame) = self.framer.next_frame(&mut self.buf) {
+                match frame {
+                    Frame::Line {
+                        bytes, first: true, ..
+                    } => return Ok(bytes),
+                    Frame::LineChunk { .. } => {
+                        return Err(BackendError::Protocol(format!(
+                            "{stage}: response line too long"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            let n = tokio::time::timeout_at(deadline, s.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| BackendError::Timeout(stage))??;
+            if n == 0 {
+                return Err(BackendError::Closed);
+            }
+        }
+    }
+
+    /// Send a command and wait for its tagged OK; untagged lines are dropped.
+    async fn command_ok<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        s: &mut S,
+        cmd: &str,
+        tag: &str,
+        stage: &'static str,
+    ) -> Result<(), BackendError> {
+        s.write_all(cmd.as_bytes()).await?;
+        s.flush().await?;
+        loop {
+            let line = self.read_line(s, stage).await?;
+            if let Some(st) = parse_status(&line) {
+                if st.kind == Kind::Tagged(tag.to_string()) {
+                    return match st.status {
+                        Status::Ok => Ok(()),
+                        _ => Err(BackendError::Refused(format!("{stage}: {}", st.text))),
+                    };
+                }
+                if st.status == Status::Bye {
+                    return Err(BackendError::Refused(st.text));
+                }
+            }
+        }
+    }
+
+    async fn capability<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        s: &mut S,
+    ) -> Result<Vec<String>, BackendError> {
+        s.write_all(b"C1 CAPABILITY\r\n").await?;
+        s.flush().await?;
+        let mut caps = Vec::new();
+        loop {
+            let line = self.read_line(s, "capability").await?;
+            if let Some(c) = parse_capability_data(&line) {
+                caps = c;
+                continue;
+            }
+            if let Some(st) = parse_status(&line) {
+                if st.kind == Kind::Tagged("C1".into()) {
+                    return Ok(caps);
+                }
+            }
+        }
+    }
+}
+
+/// Read the greeting: its capabilities, if it carried them.
+async fn greeting<S: AsyncRead + Unpin + ?Sized>(
+    r: &mut Reader,
+    s: &mut S,
+) -> Result<Vec<String>, BackendError> {
+    let line = r.read_line(s, "greeting").await?;
+    let status =
+        parse_status(&line).ok_or_else(|| BackendError::Protocol("unparsable greeting".into()))?;
+    match status.status {
+        Status::Ok => Ok(status.capabilities().unwrap_or_default()),
+        Status::Bye => Err(BackendError::Refused(status.text)),
+        _ => Err(BackendError::Protocol("unexpected greeting".into())),
+    }
+}
+
+/// Connect to `backend`, (START)TLS as configured, read the greeting and
+/// the pre-login capabilities. Every error here happened before any
+/// credentials were sent, so another backend may be tried.
+pub async fn connect(
+    backend: &Backend,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<Connected, BackendError> {
+    let mut tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(&backend.cfg.address))
+        .await
+        .map_err(|_| BackendError::Timeout("connect"))?
+        .map_err(BackendError::Connect)?;
+    tcp.set_nodelay(true).map_err(BackendError::Connect)?;
+    let mut reader = Reader::new(response_timeout);
+    let (mut stream, mut caps): (BoxStream, Vec<String>) = match backend.cfg.tls {
+        BackendTls::None => {
+            let caps = greeting(&mut reader, &mut tcp).await?;
+            (Box::new(tcp), caps)
+        }
+        BackendTls::Implicit => {
+            let mut tls = tls_wrap(backend, tcp, connect_timeout).await?;
+            let caps = greeting(&mut reader, &mut tls).await?;
+            (Box::new(tls), caps)
+        }
+        BackendTls::Starttls => {
+            greeting(&mut reader, &mut tcp).await?;
+            reader
+                .command_ok(&mut tcp, "S1 STARTTLS\r\n", "S1", "starttls")
+                .await?;
+            if !reader.buf.is_empty() {
+                return Err(BackendError::Protocol(
+                    "data pipelined after STARTTLS response".into(),
+                ));
+            }
+            reader = Reader::new(response_timeout);
+            // Capabilities learned before TLS are discarded (RFC 9051 §6.2.1).
+            (
+                Box::new(tls_wrap(backend, tcp, connect_timeout).await?),
+                Vec::new(),
+            )
+        }
+    };
+    if caps.is_empty() {
+        caps = reader.capability(&mut stream).await?;
+    }
+    Ok(Connected {
+        stream,
+        reader,
+        capabilities: caps,
+    })
+}
+
+async fn tls_wrap(
+    backend: &Backend,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BackendError> {
+    let cfg = backend
+        .tls
+        .clone()
+        .ok_or_else(|| BackendError::Protocol("TLS requested without a TLS config".into()))?;
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    tokio::time::timeout(timeout, connector.connect(backend.server_name.clone(), tcp))
+        .await
+        .map_err(|_| BackendError::Timeout("TLS handshake"))?
+        .map_err(BackendError::Tls)
+}
+
+impl Connected {
+    /// Forward the client's address (trusted backends only), then log in.
+    pub async fn login(
+        mut self,
+        creds: &Credentials,
+        client: Option<&ClientInfo>,
+    ) -> Result<LoginOutcome, BackendError> {
+        if has_capability(&self.capabilities, "LOGINDISABLED")
+            && !has_capability(&self.capabilities, "AUTH=PLAIN")
+        {
+            return Err(BackendError::Refused(
+                "backend disables login on this connection; configure tls for it".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        let id_sent = if let Some(client) = client {
+            out.extend_from_slice(&login::id_command("I1", client));
+            true
+        } else {
+            false
+        };
+        let steps =
+            login::login_steps("L1", creds, &self.capabilities).map_err(BackendError::Refused)?;
+        let mut steps = steps.into_iter();
+        if let Some(LoginStep::Send(first)) = steps.next() {
+            out.extend_from_slice(&first);
+        }
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        let mut pending: Vec<Vec<u8>> = steps
+            .map(|s| match s {
+                LoginStep::Send(b) | LoginStep::AfterContinuation(b) => b,
+            })
+            .collect();
+        pending.reverse();
+        let mut id_done = !id_sent;
+        let mut caps_from_data: Option<Vec<String>> = None;
+        loop {
+            let line = self.reader.read_line(&mut self.stream, "login").await?;
+            if line.starts_with(b"+") {
+                match pending.pop() {
+                    Some(next) => {
+                        self.stream.write_all(&next).await?;
+                        self.stream.flush().await?;
+                        continue;
+                    }
+                    None => {
+                        // Unexpected challenge: cancel the exchange.
+                        self.stream.write_all(b"*\r\n").await?;
+                        self.stream.flush().await?;
+                        continue;
+                    }
+                }
+            }
+            if let Some(c) = parse_capability_data(&line) {
+                caps_from_data = Some(c);
+                continue;
+            }
+            let Some(st) = parse_status(&line) else {
+                continue;
+            };
+            match &st.kind {
+                Kind::Tagged(t) if t == "I1" => id_done = true,
+                Kind::Tagged(t) if t == "L1" => {
+                    if !id_done {
+                        return Err(BackendError::Protocol("login answered before ID".into()));
+                    }
+                    return match st.status {
+                        Status::Ok => {
+                            let caps = match st.capabilities().or(caps_from_data) {
+                                Some(c) => c,
+                                None => self.reader.capability(&mut self.stream).await?,
+                            };
+                            Ok(LoginOutcome::Ok(LoggedIn {
+                                stream: self.stream,
+                                buf: self.reader.buf,
+                                capabilities: caps,
+                            }))
+                        }
+                        Status::No | Status::Bad => Ok(LoginOutcome::Rejected {
+                            status: if st.status == Status::No { "NO" } else { "BAD" },
+                            code: st.code.clone(),
+                            text: st.text.clone(),
+                        }),
+                        _ => Err(BackendError::Protocol("unexpected login response".into())),
+                    };
+                }
+                Kind::Untagged if st.status == Status::Bye => {
+                    return Err(BackendError::Refused(st.text.clone()))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Capabilities passed to the client after login: the backend's, minus
+/// what cannot work through the proxy (COMPRESS changes framing; the
+/// pre-login-only ones make no sense after login).
+pub fn client_capabilities(backend_caps: &[String]) -> String {
+    backend_caps
+        .iter()
+        .filter(|c| {
+            let u = c.to_ascii_uppercase();
+            !(u.starts_with("COMPRESS=")
+                || u == "STARTTLS"
+                || u == "LOGINDISABLED"
+                || u.starts_with("AUTH="))
+        })
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,548 @@
+//! The configuration file: one TOML document, every key documented in
+//! `config/imapmux.toml`. Loading checks syntax and unknown keys (serde),
+//! then meaning (`validate`), and every error names the key and the fix.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {problem}; fix: {fix}")]
+    Invalid {
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"1h\""
+        ))
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Allow LOGIN/AUTHENTICATE on a connection that is not (yet) TLS.
+    pub allow_plaintext_auth: bool,
+    /// Most client connections at once; further ones are refused with BYE.
+    pub max_connections: usize,
+    /// Greeting text after `* OK [CAPABILITY …]`.
+    pub greeting: String,
+    /// Longest command line accepted before login, in bytes.
+    pub max_line_length: usize,
+    /// Failed logins on one connection before it is closed.
+    pub max_auth_failures: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            allow_plaintext_auth: false,
+            max_connections: 10_000,
+            greeting: "imapmux ready.".into(),
+            max_line_length: 65_536,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(deserialize_with = "de_duration")]
+    pub preauth: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub idle: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backend_connect: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backend_response: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub tls_handshake: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            preauth: Duration::from_secs(60),
+            idle: Duration::from_secs(30 * 60),
+            backend_connect: Duration::from_secs(5),
+            backend_response: Duration::from_secs(15),
+            tls_handshake: Duration::from_secs(15),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub self_signed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerMode {
+    /// Plaintext with STARTTLS offered.
+    Starttls,
+    /// TLS from the first byte (RFC 8314).
+    Implicit,
+    /// Plaintext, no TLS at all (behind a TLS-terminating load balancer).
+    Plaintext,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: String,
+    pub mode: ListenerMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub address: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { address: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Consecutive failures that mark a backend down.
+    pub fall: u32,
+    /// Consecutive successes that mark a down backend up again.
+    pub rise: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
+            fall: 2,
+            rise: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub default_pool: Option<String>,
+    /// Static user → backend name map.
+    pub users: BTreeMap<String, String>,
+    /// Compare user names case-insensitively for routing and the static map.
+    pub lowercase_users: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            default_pool: None,
+            users: BTreeMap::new(),
+            lowercase_users: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(default)]
+    pub failover: bool,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendTls {
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: String,
+    #[serde(default = "default_backend_tls")]
+    pub tls: BackendTls,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub trusted: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+fn default_backend_tls() -> BackendTls {
+    BackendTls::None
+}
+fn default_weight() -> u32 {
+    1
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text (`path` is only used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check the meaning of the values; names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(invalid(
+                "listener",
+                "no listener configured",
+                "add a [[listener]] table with address and mode",
+            ));
+        }
+        let mut needs_tls = false;
+        let mut seen_addrs = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = format!("listener[{i}].address");
+            parse_addr(&l.address, &key)?;
+            if !seen_addrs.insert(l.address.clone()) {
+                return Err(invalid(
+                    key,
+                    format!("address {} is used twice", l.address),
+                    "give each listener its own address",
+                ));
+            }
+            needs_tls |= l.mode != ListenerMode::Plaintext;
+        }
+        if needs_tls {
+            match (&self.tls.cert_file, &self.tls.key_file, self.tls.self_signed) {
+                (Some(_), Some(_), _) | (None, None, true) => {}
+                (Some(_), None, _) => return Err(invalid("tls.key_file", "cert_file is set but key_file is not", "set tls.key_file to the PEM private key")),
+                (None, Some(_), _) => return Err(invalid("tls.cert_file", "key_file is set but cert_file is not", "set tls.cert_file to the PEM certificate chain")),
+                (None, None, false) => {
+                    return Err(invalid(
+                        "tls.cert_file",
+                        "a listener uses TLS but no certificate is configured",
+                        "set tls.cert_file and tls.key_file, or tls.self_signed = true for a local test",
+                    ))
+                }
+            }
+        }
+        if let Some(a) = &self.admin.address {
+            parse_addr(a, "admin.address")?;
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                "must be at least 1",
+                "set a positive number, e.g. 10000",
+            ));
+        }
+        if self.server.max_line_length < 1024 {
+            return Err(invalid(
+                "server.max_line_length",
+                "must be at least 1024",
+                "use the default 65536",
+            ));
+        }
+        if self.timeouts.idle < Duration::from_secs(30 * 60) {
+            return Err(invalid(
+                "timeouts.idle",
+                "shorter than the 30 minutes RFC 9051 requires before an idle autologout",
+                "set timeouts.idle to at least \"30m\"",
+            ));
+        }
+        for (key, d) in [
+            ("timeouts.preauth", self.timeouts.preauth),
+            ("timeouts.backend_connect", self.timeouts.backend_connect),
+            ("timeouts.backend_response", self.timeouts.backend_response),
+            ("timeouts.tls_handshake", self.timeouts.tls_handshake),
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(
+                    key,
+                    "must not be zero",
+                    "give a duration such as \"5s\"",
+                ));
+            }
+        }
+        if self.health.fall == 0 || self.health.rise == 0 {
+            return Err(invalid(
+                "health.fall",
+                "health.fall and health.rise must be at least 1",
+                "set both to 1 or more",
+            ));
+        }
+        self.validate_pools()
+    }
+
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        if self.pools.is_empty() {
+            return Err(invalid(
+                "pool",
+                "no backend pool configured",
+                "add a [[pool]] with at least one [[pool.backend]]",
+            ));
+        }
+        let mut pool_names = HashSet::new();
+        let mut backend_names = HashSet::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            if p.name.is_empty() || !pool_names.insert(p.name.clone()) {
+                return Err(invalid(
+                    format!("pool[{i}].name"),
+                    format!("pool name {:?} is empty or used twice", p.name),
+                    "give every pool a unique name",
+                ));
+            }
+            if p.backends.is_empty() {
+                return Err(invalid(
+                    format!("pool[{i}].backend"),
+                    "pool has no backend",
+                    "add a [[pool.backend]] table",
+                ));
+            }
+            for (j, b) in p.backends.iter().enumerate() {
+                let key = format!("pool[{i}].backend[{j}]");
+                if b.name.is_empty() || !backend_names.insert(b.name.clone()) {
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        format!("backend name {:?} is empty or used twice", b.name),
+                        "give every backend a unique name",
+                    ));
+                }
+                split_host_port(&b.address).ok_or_else(|| {
+                    invalid(
+                        format!("{key}.address"),
+                        format!("{:?} is not HOST:PORT", b.address),
+                        "write e.g. \"10.0.0.5:143\"",
+                    )
+                })?;
+                if b.weight == 0 {
+                    return Err(invalid(
+                        format!("{key}.weight"),
+                        "weight must be at least 1",
+                        "set weight = 1 or more (remove the backend to take it out)",
+                    ));
+                }
+                if let Some(ca) = &b.ca_file {
+                    if b.tls == BackendTls::None {
+                        return Err(invalid(
+                            format!("{key}.ca_file"),
+                            "ca_file is set but tls = \"none\"",
+                            "set tls = \"starttls\" or \"implicit\", or remove ca_file",
+                        ));
+                    }
+                    if !ca.exists() {
+                        return Err(invalid(
+                            format!("{key}.ca_file"),
+                            format!("file {} does not exist", ca.display()),
+                            "point it at a PEM CA bundle",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(d) = &self.routing.default_pool {
+            if !pool_names.contains(d) {
+                return Err(invalid(
+                    "routing.default_pool",
+                    format!("no pool is named {d:?}"),
+                    "use the name of a [[pool]]",
+                ));
+            }
+        }
+        for (user, backend) in &self.routing.users {
+            if !backend_names.contains(backend) {
+                return Err(invalid(
+                    format!("routing.users.{user}"),
+                    format!("no backend is named {backend:?}"),
+                    "use the name of a [[pool.backend]]",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool everyone not in the static map is routed to.
+    pub fn default_pool_name(&self) -> &str {
+        self.routing
+            .default_pool
+            .as_deref()
+            .unwrap_or_else(|| self.pools.first().map(|p| p.name.as_str()).unwrap_or(""))
+    }
+}
+
+fn parse_addr(s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not an IP:PORT socket address"),
+            "write e.g. \"0.0.0.0:993\" or \"[::]:993\"",
+        )
+    })
+}
+
+/// Split `host:port` (host may be `[v6]`).
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[tls]
+self_signed = true
+[[listener]]
+address = "127.0.0.1:1143"
+mode = "starttls"
+[[pool]]
+name = "default"
+[[pool.backend]]
+name = "b1"
+address = "127.0.0.1:10143"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_is_valid() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(c.default_pool_name(), "default");
+        assert_eq!(c.timeouts.idle, Duration::from_secs(1800));
+        assert!(c.routing.lowercase_users);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&MINIMAL.replace("mode = \"starttls\"", "mode = \"starttls\"\nadress = \"x\""));
+        assert!(e.contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = err(&MINIMAL.replace("127.0.0.1:1143", "nonsense"));
+        assert!(e.contains("listener[0].address"), "{e}");
+        let e = err(&MINIMAL.replace("self_signed = true", ""));
+        assert!(e.contains("tls.cert_file"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[routing.users]\nalice = \"nope\"\n"));
+        assert!(e.contains("routing.users.alice"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"5m\"\n"));
+        assert!(e.contains("timeouts.idle"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"forever\"\n"));
+        assert!(e.contains("idle") && e.contains("duration"), "{e}");
+        let e = err(&MINIMAL.replace(
+            "address = \"127.0.0.1:10143\"",
+            "address = \"127.0.0.1:10143\"\nweight = 0",
+        ));
+        assert!(e.contains("pool[0].backend[0].weight"), "{e}");
+        let e = err(&MINIMAL.replace("mode = \"starttls\"", "mode = \"tls\""));
+        assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn host_port() {
+        assert_eq!(
+            split_host_port("mail.example:143"),
+            Some(("mail.example".into(), 143))
+        );
+        assert_eq!(split_host_port("[::1]:993"), Some(("::1".into(), 993)));
+        assert_eq!(split_host_port("nope"), None);
+        assert_eq!(split_host_port("h:0"), None);
+    }
+}

@@ -1,0 +1,325 @@
+//! Parsing of the client commands the proxy itself answers (the
+//! not-authenticated state), and encoding helpers for the commands it sends.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::framing::literal_at_end;
+
+/// A parsed command argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    /// An atom (also numbers, flags, `*`-free sequence sets…).
+    Atom(Vec<u8>),
+    /// A quoted string or a literal, decoded.
+    Str(Vec<u8>),
+    /// `NIL`.
+    Nil,
+    /// A parenthesized list.
+    List(Vec<Arg>),
+}
+
+impl Arg {
+    /// The bytes of an astring (atom, quoted or literal).
+    pub fn as_astring(&self) -> Option<&[u8]> {
+        match self {
+            Arg::Atom(a) | Arg::Str(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// A command: tag, upper-cased name, arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub tag: String,
+    pub name: String,
+    pub args: Vec<Arg>,
+}
+
+/// Why a command line could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    #[error("missing or invalid tag")]
+    BadTag,
+    #[error("missing command name")]
+    NoCommand,
+    #[error("invalid arguments: {0}")]
+    Syntax(&'static str),
+}
+
+fn is_atom_char(b: u8) -> bool {
+    // RFC 9051 ATOM-CHAR: any CHAR except atom-specials.
+    !(b <= 0x20 || b >= 0x7f || matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']'))
+}
+
+fn is_tag_char(b: u8) -> bool {
+    is_atom_char(b) && b != b'+'
+}
+
+/// Extract the tag of a command line, if it has a valid one.
+pub fn tag_of(line: &[u8]) -> Option<&str> {
+    let end = line
+        .iter()
+        .position(|b| !is_tag_char(*b))
+        .unwrap_or(line.len());
+    if end == 0 || line.get(end) != Some(&b' ') {
+        return None;
+    }
+    std::str::from_utf8(&line[..end]).ok()
+}
+
+/// Strip CRLF (or LF) from the end of a line.
+pub fn trim_crlf(line: &[u8]) -> &[u8] {
+    let l = line.strip_suffix(b"\n").unwrap_or(line);
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
+/// Parse a command made of `lines` (each with its CRLF) and the literal data
+/// that followed every line but the last.
+pub fn parse_command(lines: &[Bytes], literals: &[Bytes]) -> Result<Command, ParseError> {
+    let first = lines.first().ok_or(ParseError::NoCommand)?;
+    let tag = tag_of(first).ok_or(ParseError::BadTag)?.to_string();
+    let mut cur = Cursor {
+        lines,
+        literals,
+        line: 0,
+        pos: tag.len() + 1,
+    };
+    let name = match cur.next_arg()? {
+        Some(Arg::Atom(a)) => String::from_utf8_lossy(&a).to_ascii_uppercase(),
+        _ => return Err(ParseError::NoCommand),
+    };
+    let mut args = Vec::new();
+    while let Some(arg) = cur.next_arg()? {
+        args.push(arg);
+    }
+    Ok(Command { tag, name, args })
+}
+
+struct Cursor<'a> {
+    lines: &'a [Bytes],
+    literals: &'a [Bytes],
+    line: usize,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    /// The current line without CRLF and without its literal announcement.
+    fn text(&self) -> &[u8] {
+        let raw = &self.lines[self.line];
+        let t = trim_crlf(raw);
+        if literal_at_end(raw).is_some() {
+            let open = t.iter().rposition(|b| *b == b'{').unwrap_or(t.len());
+            let open = if open > 0 && t[open - 1] == b'~' {
+                open - 1
+            } else {
+                open
+            };
+            &t[..open]
+        } else {
+            t
+        }
+    }
+
+    fn has_literal(&self) -> bool {
+        self.line + 1 < self.lines.len() && literal_at_end(&self.lines[self.line]).is_some()
+    }
+
+    fn skip_spaces(&mut self) {
+        let text_len = self.text().len();
+        while self.pos < text_len && self.text()[self.pos] == b' ' {
+            self.pos += 1;
+        }
+    }
+
+    fn next_arg(&mut self) -> Result<Option<Arg>, ParseError> {
+        self.skip_spaces();
+        let text = self.text();
+        if self.pos >= text.len() {
+            if self.has_literal() {
+                let data = self
+                    .literals
+                    .get(self.line)
+                    .ok_or(ParseError::Syntax("literal data missing"))?
+                    .to_vec();
+                self.line += 1;
+                self.pos = 0;
+                return Ok(Some(Arg::Str(data)));
+            }
+            return Ok(None);
+        }
+        match text[self.pos] {
+            b'"' => self.quoted().map(Some),
+            b'(' => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.skip_spaces();
+                    let text = self.text();
+                    if self.pos < text.len() && text[self.pos] == b')' {
+                        self.pos += 1;
+                        return Ok(Some(Arg::List(items)));
+                    }
+                    match self.next_arg()? {
+                        Some(a) => items.push(a),
+                        None => return Err(ParseError::Syntax("unterminated list")),
+                    }
+                }
+            }
+            b')' => Err(ParseError::Syntax("unexpected )")),
+            _ => {
+                let start = self.pos;
+                let text = self.text();
+                let mut end = start;
+                while end < text.len()
+                    && text[end] != b' '
+                    && text[end] != b')'
+                    && text[end] != b'('
+                {
+                    if !(is_atom_char(text[end]) || matches!(text[end], b'*' | b'%' | b']' | b'\\'))
+                    {
+                        return Err(ParseError::Syntax("invalid character in atom"));
+                    }
+                    end += 1;
+                }
+                if end == start {
+                    return Err(ParseError::Syntax("invalid character"));
+                }
+                let atom = text[start..end].to_vec();
+                self.pos = end;
+                if atom.eq_ignore_ascii_case(b"NIL") {
+                    Ok(Some(Arg::Nil))
+                } else {
+                    Ok(Some(Arg::Atom(atom)))
+                }
+            }
+        }
+    }
+
+    fn quoted(&mut self) -> Result<Arg, ParseError> {
+        let text = self.text();
+        let mut out = Vec::new();
+        let mut i = self.pos + 1;
+        while i < text.len() {
+            match text[i] {
+                b'"' => {
+                    self.pos = i + 1;
+                    return Ok(Arg::Str(out));
+                }
+                b'\\' => {
+                    let next = *text.get(i + 1).ok_or(ParseError::Syntax("bad escape"))?;
+                    if next != b'"' && next != b'\\' {
+                        return Err(ParseError::Syntax("bad escape in quoted string"));
+                    }
+                    out.push(next);
+                    i += 2;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        Err(ParseError::Syntax("unterminated quoted string"))
+    }
+}
+
+/// Encode bytes as an IMAP string: quoted when possible, else a
+/// non-synchronizing literal (`{N+}`) when `literal_plus`, else `None` (the
+/// caller must use a synchronizing literal).
+pub fn quote(value: &[u8]) -> Option<Vec<u8>> {
+    if value.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) || value.len() > 1024 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(value.len() + 2);
+    out.push(b'"');
+    for b in value {
+        if matches!(b, b'"' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(*b);
+    }
+    out.push(b'"');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(lines: &[&[u8]], lits: &[&[u8]]) -> Result<Command, ParseError> {
+        let lines: Vec<Bytes> = lines.iter().map(|l| Bytes::copy_from_slice(l)).collect();
+        let lits: Vec<Bytes> = lits.iter().map(|l| Bytes::copy_from_slice(l)).collect();
+        parse_command(&lines, &lits)
+    }
+
+    #[test]
+    fn login_forms() {
+        let c = parse(&[b"a1 login user1 pass1\r\n"], &[]).unwrap();
+        assert_eq!(c.tag, "a1");
+        assert_eq!(c.name, "LOGIN");
+        assert_eq!(
+            c.args,
+            vec![Arg::Atom(b"user1".to_vec()), Arg::Atom(b"pass1".to_vec())]
+        );
+
+        let c = parse(&[b"a2 LOGIN \"us er\" \"p\\\"a\\\\s\"\r\n"], &[]).unwrap();
+        assert_eq!(
+            c.args,
+            vec![Arg::Str(b"us er".to_vec()), Arg::Str(b"p\"a\\s".to_vec())]
+        );
+
+        let c = parse(
+            &[b"a3 LOGIN {5}\r\n", b" {3+}\r\n", b"\r\n"],
+            &[b"us\"er", b"p w"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.args,
+            vec![Arg::Str(b"us\"er".to_vec()), Arg::Str(b"p w".to_vec())]
+        );
+    }
+
+    #[test]
+    fn id_list_and_nil() {
+        let c = parse(&[b"x ID (\"name\" \"mutt\" \"version\" NIL)\r\n"], &[]).unwrap();
+        assert_eq!(c.name, "ID");
+        assert_eq!(
+            c.args,
+            vec![Arg::List(vec![
+                Arg::Str(b"name".to_vec()),
+                Arg::Str(b"mutt".to_vec()),
+                Arg::Str(b"version".to_vec()),
+                Arg::Nil
+            ])]
+        );
+        let c = parse(&[b"x ID NIL\r\n"], &[]).unwrap();
+        assert_eq!(c.args, vec![Arg::Nil]);
+    }
+
+    #[test]
+    fn bad_input() {
+        assert_eq!(parse(&[b"\r\n"], &[]), Err(ParseError::BadTag));
+        assert_eq!(parse(&[b"+tag NOOP\r\n"], &[]), Err(ParseError::BadTag));
+        assert_eq!(parse(&[b"a\r\n"], &[]), Err(ParseError::BadTag));
+        assert_eq!(parse(&[b"a \r\n"], &[]), Err(ParseError::NoCommand));
+        assert!(parse(&[b"a LOGIN \"open\r\n"], &[]).is_err());
+        assert!(parse(&[b"a ID (\"x\"\r\n"], &[]).is_err());
+        assert!(parse(&[b"a LOGIN u\x01 p\r\n"], &[]).is_err());
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag_of(b"A001 NOOP\r\n"), Some("A001"));
+        assert_eq!(tag_of(b"* OK\r\n"), None);
+        assert_eq!(tag_of(b"+ go\r\n"), None);
+        assert_eq!(tag_of(b"NOOP\r\n"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(b"a\"b\\c").unwrap(), b"\"a\\\"b\\\\c\"".to_vec());
+        assert_eq!(quote(b"a\r\nb"), None);
+    }
+}

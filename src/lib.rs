@@ -1,0 +1,16 @@
+//! imapmux: an IMAP front proxy and connection multiplexer.
+//!
+//! Data flows one way: [`listener`] → [`session`] → [`auth`] → [`route`] →
+//! [`backend`], with [`relay`] carrying the authenticated session.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod imap;
+pub mod listener;
+pub mod relay;
+pub mod route;
+pub mod server;
+pub mod session;
+pub mod tls;

@@ -1,0 +1,85 @@
+//! Client-facing listeners: bind, accept, enforce the connection limit,
+//! hand each connection to a session task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::ListenerMode;
+use crate::session::conn::{serve, Context};
+use crate::session::{new_session_id, ClientInfo};
+
+/// A bound listener.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub mode: ListenerMode,
+    pub address: SocketAddr,
+}
+
+/// Bind every configured listener; fails on the first that cannot bind.
+pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let addr: SocketAddr = l.address.parse()?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("listener[{i}].address {addr}: cannot bind: {e}"))?;
+        out.push(Listener {
+            address: tcp.local_addr()?,
+            tcp,
+            mode: l.mode,
+        });
+    }
+    Ok(out)
+}
+
+/// Accept connections until `stop` flips.
+pub async fn accept_loop(
+    l: Listener,
+    ctx: Arc<Context>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::info!(address = %l.address, mode = ?l.mode, "listening");
+    loop {
+        let (mut tcp, peer) = tokio::select! {
+            r = l.tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, "connection limit reached; refusing");
+            tokio::spawn(async move {
+                let _ = tcp
+                    .write_all(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
+                    .await;
+                let _ = tcp.shutdown().await;
+            });
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().unwrap_or(l.address);
+        let client = ClientInfo {
+            peer,
+            local,
+            session_id: new_session_id(),
+        };
+        let ctx = ctx.clone();
+        let mode = l.mode;
+        tokio::spawn(async move {
+            serve(ctx, tcp, client, mode).await;
+            drop(permit);
+        });
+    }
+    tracing::info!(address = %l.address, "listener closed");
+}

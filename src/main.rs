@@ -1,0 +1,101 @@
+//! The imapmux command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use imapmux::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "imapmux",
+    version,
+    about = "IMAP front proxy: TLS termination, routing, caching, multiplexing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/imapmux.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 if valid, 1 with the bad key otherwise).
+    CheckConfig {
+        #[arg(long, short, default_value = "config/imapmux.toml")]
+        config: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMAPMUX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match check(&config) {
+            Ok(()) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(imapmux::server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Validate beyond syntax: build the TLS configs and backend pools too, so
+/// an unreadable certificate or CA file is reported here.
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    imapmux::route::Router::from_config(&cfg)?;
+    if cfg
+        .listeners
+        .iter()
+        .any(|l| l.mode != imapmux::config::ListenerMode::Plaintext)
+    {
+        imapmux::tls::server_config(&cfg.tls)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The authenticated phase: a full-duplex relay that understands IMAP
+//! framing in both directions (lines, `{N}`, `{N+}`, `~{N}` literals) and
+//! streams literal data without buffering it whole. Bytes pass unchanged;
+//! the framing view is what later features hook into.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::imap::framing::{Framer, Piece};
+
+/// How the relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The client logged out and the backend closed.
+    Logout,
+    ClientClosed,
+    BackendClosed,
+    ClientError,
+    BackendError,
+    IdleTimeout,
+    Shutdown,
+}
+
+impl RelayEnd {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RelayEnd::Logout => "logout",
+            RelayEnd::ClientClosed => "client_closed",
+            RelayEnd::BackendClosed => "backend_closed",
+            RelayEnd::ClientError => "client_error",
+            RelayEnd::BackendError => "backend_error",
+            RelayEnd::IdleTimeout => "idle_timeout",
+            RelayEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub max_line: usize,
+    /// Client inactivity before `* BYE` (RFC 9051: at least 30 minutes).
+    pub idle_timeout: Duration,
+    /// How long to wait for a message boundary to send a BYE.
+    pub bye_grace: Duration,
+}
+
+/// Byte counters of a relay (shared so they survive cancellation).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub client_to_backend: AtomicU64,
+    pub backend_to_client: AtomicU64,
+}
+
+/// State shared by the two directions.
+#[derive(Debug)]
+struct Shared {
+    /// Tag of a command waiting for the backend's `+` for a sync literal.
+    awaiting_plus: Mutex<Option<String>>,
+    awaiting: AtomicBool,
+    /// The backend refused the literal: the client will not send it.
+    cancel_literal: AtomicBool,
+    logout: AtomicBool,
+    /// Milliseconds since `start` of the last client input.
+    last_client_ms: AtomicU64,
+    start: Instant,
+}
+
+/// Something the proxy itself says to the client, at a message boundary.
+#[derive(Debug)]
+struct Inject {
+    bytes: Bytes,
+    then_close: bool,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Relay between `client` and `backend` until one side ends. `client_buf`
+/// holds bytes the client already sent (pipelined after LOGIN),
+/// `backend_buf` bytes the backend already sent after the login response.
+pub async fn relay<C, B>(
+    client: C,
+    client_buf: BytesMut,
+    backend: B,
+    backend_buf: BytesMut,
+    cfg: &RelayConfig,
+    counters: &Counters,
+    mut shutdown: watch::Receiver<bool>,
+) -> RelayEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_r, client_w) = tokio::io::split(client);
+    let (backend_r, backend_w) = tokio::io::split(backend);
+    let shared = Shared {
+        awaiting_plus: Mutex::new(None),
+        awaiting: AtomicBool::new(false),
+        cancel_literal: AtomicBool::new(false),
+        logout: AtomicBool::new(false),
+        last_client_ms: AtomicU64::new(0),
+        start: Instant::now(),
+    };
+    let (inject_tx, inject_rx) = mpsc::channel::<Inject>(8);
+    let up = client_to_backend(
+        client_r,
+        client_buf,
+        backend_w,
+        cfg,
+        &shared,
+        counters,
+        inject_tx.clone(),
+    );
+    let down = backend_to_client(
+        backend_r,
+        backend_buf,
+        client_w,
+        cfg,
+        &shared,
+        counters,
+        inject_rx,
+    );
+    tokio::pin!(up);
+    tokio::pin!(down);
+    let idle = cfg.idle_timeout;
+    let idle_check = async {
+        loop {
+            let last = Duration::from_millis(shared.last_client_ms.load(Ordering::Relaxed));
+            let due = shared.start + last + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::pin!(idle_check);
+    let mut bye_sent: Option<RelayEnd> = None;
+    let mut bye_deadline = None;
+    loop {
+        let grace = async {
+            match bye_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            end = &mut up => return end,
+            end = &mut down => return bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
+            _ = &mut idle_check, if bye_sent.is_none() => {
+                let _ = inject_tx.try_send(Inject { bytes: Bytes::from_static(b"* BYE Autologout; idle for too long.\r\n"), then_close: true });
+                bye_sent = Some(RelayEnd::IdleTimeout);
+                bye_deadline = Some(Instant::now() + cfg.bye_grace);
+            }
+            changed = shutdown.changed(), if bye_sent.is_none() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    let _ = inject_tx.try_send(Inject { bytes: Bytes::from_static(b"* BYE [UNAVAILABLE] Server shutting down.\r\n"), then_close: true });
+                    bye_sent = Some(RelayEnd::Shutdown);
+                    bye_deadline = Some(Instant::now() + cfg.bye_grace);
+                }
+            }
+            _ = grace => return bye_sent.unwrap_or(RelayEnd::Shutdown),
+        }
+    }
+}
+
+/// First word after the tag, upper-cased, and the tag.
+fn command_of(line: &[u8]) -> Option<(&[u8], String)> {
+    let sp = memchr::memchr(b' ', line)?;
+    let rest = &line[sp + 1..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    Some((
+        &line[..sp],
+        String::from_utf8_lossy(&rest[..end]).to_ascii_uppercase(),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_to_backend<R, W>(
+    mut client: R,
+    mut buf: BytesMut,
+    mut backend: W,
+    cfg: &RelayConfig,
+    shared: &Shared,
+    counters: &Counters,
+    inject: mpsc::Sender<Inject>,
+) -> RelayEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut framer = Framer::new(cfg.max_line);
+    let mut cur_tag = String::new();
+    loop {
+        if shared.cancel_literal.swap(false, Ordering::AcqRel) {
+            framer.cancel_literal();
+        }
+        // Pass on every complete frame in `buf`.
+        let mut off = 0;
+        let mut written = 0;
+        while let Some((piece, len)) = framer.step(&buf[off..]) {
+            if let Piece::Line { first, literal, .. } = piece {
+                let line = &buf[off..off + len];
+                if first {
+                    if let Some((tag, name)) = command_of(line) {
+                        cur_tag = String::from_utf8_lossy(tag).into_owned();
+                        match name.as_str() {
+                            "LOGOUT" => shared.logout.store(true, Ordering::Relaxed),
+                            // COMPRESS would change the framing under us and
+                            // STARTTLS is only valid before login.
+                            "COMPRESS" | "STARTTLS" if literal.is_none() => {
+                                let reply = format!("{cur_tag} NO [CANNOT] {name} is not available through this proxy.\r\n");
+                                if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                                    return RelayEnd::BackendError;
+                                }
+                                counters
+                                    .client_to_backend
+                                    .fetch_add((off - written) as u64, Ordering::Relaxed);
+                                written = off + len;
+                                let _ = inject
+                                    .send(Inject {
+                                        bytes: reply.into(),
+                                        then_close: false,
+                                    })
+                                    .await;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if let Some(spec) = literal {
+                    if spec.sync {
+                        *lock(&shared.awaiting_plus) = Some(cur_tag.clone());
+                        shared.awaiting.store(true, Ordering::Release);
+                    }
+                }
+            }
+            off += len;
+        }
+        if off > written {
+            if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                return RelayEnd::BackendError;
+            }
+            counters
+                .client_to_backend
+                .fetch_add((off - written) as u64, Ordering::Relaxed);
+        }
+        buf.advance(off);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match client.read_buf(&mut buf).await {
+            Ok(0) => return RelayEnd::ClientClosed,
+            Ok(_) => {
+                let ms = shared.start.elapsed().as_millis() as u64;
+                shared.last_client_ms.store(ms, Ordering::Relaxed);
+            }
+            Err(_) => return RelayEnd::ClientError,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    w.write_all(data).await?;
+    w.flush().await
+}
+
+async fn backend_to_client<R, W>(
+    mut backend: R,
+    mut buf: BytesMut,
+    mut client: W,
+    cfg: &RelayConfig,
+    shared: &Shared,
+    counters: &Counters,
+    mut inject: mpsc::Receiver<Inject>,
+) -> RelayEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut framer = Framer::new(cfg.max_line);
+    let mut queued: VecDeque<Inject> = VecDeque::new();
+    loop {
+        let mut off = 0;
+        while let Some((piece, len)) = framer.step(&buf[off..]) {
+            if let Piece::Line { first: true, .. } = piece {
+                if shared.awaiting.load(Ordering::Acquire) {
+                    note_continuation(shared, &buf[off..off + len]);
+                }
+            }
+            off += len;
+        }
+        if off > 0 {
+            if write_out(&mut client, &buf[..off]).await.is_err() {
+                return RelayEnd::ClientError;
+            }
+            counters
+                .backend_to_client
+                .fetch_add(off as u64, Ordering::Relaxed);
+            buf.advance(off);
+        }
+        // What the proxy says itself goes out between two messages only.
+        if framer.at_boundary() && buf.is_empty() {
+            while let Some(msg) = queued.pop_front() {
+                if write_out(&mut client, &msg.bytes).await.is_err() {
+                    return RelayEnd::ClientError;
+                }
+                counters
+                    .backend_to_client
+                    .fetch_add(msg.bytes.len() as u64, Ordering::Relaxed);
+                if msg.then_close {
+                    let _ = client.shutdown().await;
+                    return RelayEnd::Shutdown;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            Some(msg) = inject.recv() => queued.push_back(msg),
+            r = backend.read_buf(&mut buf) => match r {
+                Ok(0) => {
+                    let _ = client.shutdown().await;
+                    return if shared.logout.load(Ordering::Relaxed) { RelayEnd::Logout } else { RelayEnd::BackendClosed };
+                }
+                Ok(_) => {}
+                Err(_) => return RelayEnd::BackendError,
+            },
+        }
+    }
+}
+
+/// The backend answered while a sync literal was pending: `+` lets the
+/// client send it; a tagged answer refuses it.
+fn note_continuation(shared: &Shared, line: &[u8]) {
+    let mut waiting = lock(&shared.awaiting_plus);
+    if line.starts_with(b"+") {
+        shared.awaiting.store(false, Ordering::Release);
+        *waiting = None;
+    } else if let Some(tag) = waiting.as_deref() {
+        if line.starts_with(tag.as_bytes()) && line.get(tag.len()) == Some(&b' ') {
+            shared.cancel_literal.store(true, Ordering::Release);
+            shared.awaiting.store(false, Ordering::Release);
+            *waiting = None;
+        }
+    }
+}

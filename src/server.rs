@@ -1,0 +1,113 @@
+//! Running the proxy: build everything from the config, start health
+//! checks and listeners, and shut down gracefully on SIGTERM/SIGINT (stop
+//! accepting, let sessions drain, then `* BYE` the rest).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::Passthrough;
+use crate::config::{Config, ListenerMode};
+use crate::listener::{accept_loop, bind_all};
+use crate::route::Router;
+use crate::session::conn::Context;
+
+/// Run until a shutdown signal; returns when every session is gone.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let router = Arc::new(Router::from_config(&cfg).context("building backend pools")?);
+    let needs_tls = cfg
+        .listeners
+        .iter()
+        .any(|l| l.mode != ListenerMode::Plaintext);
+    let tls = if needs_tls {
+        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            &cfg.tls,
+        )?))
+    } else {
+        None
+    };
+    let listeners = bind_all(&cfg).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (close_tx, close_rx) = watch::channel(false);
+    let ctx = Arc::new(Context {
+        config: cfg.clone(),
+        router: router.clone(),
+        auth: Arc::new(Passthrough),
+        tls,
+        close_now: close_rx,
+    });
+    for b in router.backends() {
+        tokio::spawn(crate::backend::health::run(
+            b.clone(),
+            cfg.health.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let max = cfg.server.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
+    let mut accepts = Vec::new();
+    for l in listeners {
+        accepts.push(tokio::spawn(accept_loop(
+            l,
+            ctx.clone(),
+            permits.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "imapmux started");
+
+    shutdown_signal().await;
+    let drain = cfg.timeouts.drain;
+    tracing::info!(
+        drain_secs = drain.as_secs(),
+        "shutting down: no new connections, draining sessions"
+    );
+    let _ = stop_tx.send(true);
+    for a in accepts {
+        let _ = a.await;
+    }
+    let active = || max - permits.available_permits();
+    let deadline = tokio::time::Instant::now() + drain;
+    while active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown_signal() => {
+                tracing::warn!("second signal: closing sessions now");
+                break;
+            }
+        }
+    }
+    if active() > 0 {
+        tracing::info!(
+            sessions = active(),
+            "drain time over: sending BYE to remaining sessions"
+        );
+        let _ = close_tx.send(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tracing::info!("imapmux stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The I/O driver of one client connection: TLS at the edge, the pre-auth
+//! state machine fed from the socket, then auth → route → backend login,
+//! then the relay. One log line when the session ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::preauth::{CloseReason, Event, PreAuth, PreAuthConfig};
+use super::stream::ClientStream;
+use super::{ClientInfo, Credentials};
+use crate::auth::{AuthDecision, Authenticator};
+use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
+use crate::config::{Config, ListenerMode};
+use crate::relay::{relay, Counters, RelayConfig};
+use crate::route::{Backend, Router};
+
+/// Everything a connection needs, shared by all connections.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub router: Arc<Router>,
+    pub auth: Arc<dyn Authenticator>,
+    pub tls: Option<TlsAcceptor>,
+    /// Flips to true when sessions must end (end of the drain time).
+    pub close_now: watch::Receiver<bool>,
+}
+
+/// How a session ended, for the log line.
+struct Summary {
+    user: Option<String>,
+    backend: Option<String>,
+    end: &'static str,
+}
+
+/// Serve one accepted client connection to its end.
+pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, client: ClientInfo, mode: ListenerMode) {
+    let started = Instant::now();
+    let counters = Counters::default();
+    let summary = run(&ctx, tcp, &client, mode, &counters).await;
+    tracing::info!(
+        session = %client.session_id,
+        client = %client.peer,
+        user = summary.user.as_deref().unwrap_or("-"),
+        backend = summary.backend.as_deref().unwrap_or("-"),
+        bytes_in = counters.client_to_backend.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_out = counters.backend_to_client.load(std::sync::atomic::Ordering::Relaxed),
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = summary.end,
+        "session ended"
+    );
+}
+
+async fn handshake(ctx: &Context, tcp: TcpStream) -> Result<ClientStream, &'static str> {
+    let acceptor = ctx.tls.as_ref().ok_or("no_tls_config")?;
+    match tokio::time::timeout(ctx.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            Err("tls_handshake_failed")
+        }
+        Err(_) => Err("tls_handshake_timeout"),
+    }
+}
+
+async fn run(
+    ctx: &Context,
+    tcp: TcpStream,
+    client: &ClientInfo,
+    mode: ListenerMode,
+    counters: &Counters,
+) -> Summary {
+    let mut summary = Summary {
+        user: None,
+        backend: None,
+        end: "client_closed",
+    };
+    let mut stream = match mode {
+        ListenerMode::Implicit => match handshake(ctx, tcp).await {
+            Ok(s) => s,
+            Err(why) => {
+                summary.end = why;
+                return summary;
+            }
+        },
+        _ => ClientStream::Plain(tcp),
+    };
+    let cfg = &ctx.config;
+    let mut pre = PreAuth::new(PreAuthConfig {
+        tls_active: stream.is_tls(),
+        starttls_available: mode == ListenerMode::Starttls && ctx.tls.is_some(),
+        allow_plaintext_auth: cfg.server.allow_plaintext_auth,
+        greeting: cfg.server.greeting.clone(),
+        max_line: cfg.server.max_line_length,
+        max_literal: 8192,
+        max_auth_failures: cfg.server.max_auth_failures,
+        max_bad_commands: 10,
+        deadline: Instant::now() + cfg.timeouts.preauth,
+    });
+    let mut close_now = ctx.close_now.clone();
+    let mut rbuf = vec![0u8; 4096];
+    let mut out = BytesMut::new();
+    // Pre-auth loop: the state machine decides, this loop does the I/O.
+    let logged_in: LoggedIn = loop {
+        let mut login_req: Option<(String, Credentials)> = None;
+        let mut start_tls = false;
+        let mut close: Option<CloseReason> = None;
+        while let Some(ev) = pre.poll() {
+            match ev {
+                Event::Send(b) => out.extend_from_slice(&b),
+                Event::StartTls => start_tls = true,
+                Event::Login { tag, credentials } => login_req = Some((tag, credentials)),
+                Event::Close(r) => close = Some(r),
+            }
+            if start_tls || login_req.is_some() || close.is_some() {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                summary.end = "client_error";
+                return summary;
+            }
+            counters
+                .backend_to_client
+                .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            out.clear();
+        }
+        if let Some(reason) = close {
+            let _ = stream.shutdown().await;
+            summary.end = reason.as_str();
+            return summary;
+        }
+        if start_tls {
+            let ClientStream::Plain(tcp) = stream else {
+                summary.end = "protocol_error";
+                return summary;
+            };
+            stream = match handshake(ctx, tcp).await {
+                Ok(s) => s,
+                Err(why) => {
+                    summary.end = why;
+                    return summary;
+                }
+            };
+            pre.tls_established();
+            continue;
+        }
+        if let Some((tag, creds)) = login_req {
+            summary.user = Some(creds.user.clone());
+            match login(ctx, &creds, client).await {
+                Ok((li, backend)) => {
+                    summary.backend = Some(backend.name.clone());
+                    pre.login_ok(&tag, &client_capabilities(&li.capabilities));
+                    tracing::info!(session = %client.session_id, user = %creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
+                    break li;
+                }
+                Err(fail) => {
+                    summary.backend = fail.backend.clone();
+                    tracing::info!(
+                        session = %client.session_id,
+                        client = %client.peer,
+                        user = %creds.user,
+                        reason = fail.code.as_deref().unwrap_or(""),
+                        "login failed"
+                    );
+                    pre.login_failed(&tag, fail.status, fail.code.as_deref(), &fail.text);
+                    continue;
+                }
+            }
+        }
+        // Wait for input, the pre-auth deadline, or shutdown.
+        tokio::select! {
+            r = stream.read(&mut rbuf) => match r {
+                Ok(0) => { summary.end = "client_closed"; return summary; }
+                Ok(n) => {
+                    counters.client_to_backend.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    pre.input(&rbuf[..n]);
+                }
+                Err(_) => { summary.end = "client_error"; return summary; }
+            },
+            _ = tokio::time::sleep_until(pre.deadline().into()) => pre.timeout(Instant::now()),
+            _ = close_now.changed() => {
+                let _ = stream.write_all(b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
+                let _ = stream.shutdown().await;
+                summary.end = "shutdown";
+                return summary;
+            }
+        }
+    };
+    // Flush the tagged OK with the capabilities.
+    while let Some(ev) = pre.poll() {
+        if let Event::Send(b) = ev {
+            out.extend_from_slice(&b);
+        }
+    }
+    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+        summary.end = "client_error";
+        return summary;
+    }
+    let pipelined = pre.take_pipelined();
+    drop(rbuf);
+    let relay_cfg = RelayConfig {
+        max_line: cfg.server.max_line_length,
+        idle_timeout: cfg.timeouts.idle,
+        bye_grace: std::time::Duration::from_secs(5),
+    };
+    let end = relay(
+        stream,
+        pipelined,
+        logged_in.stream,
+        logged_in.buf,
+        &relay_cfg,
+        counters,
+        close_now,
+    )
+    .await;
+    summary.end = end.as_str();
+    summary
+}
+
+struct LoginFail {
+    status: &'static str,
+    code: Option<String>,
+    text: String,
+    backend: Option<String>,
+}
+
+fn unavailable(backend: Option<String>) -> LoginFail {
+    LoginFail {
+        status: "NO",
+        code: Some("UNAVAILABLE".into()),
+        text: "Mail server temporarily unavailable; try again later.".into(),
+        backend,
+    }
+}
+
+/// auth → route → backend login.
+async fn login(
+    ctx: &Context,
+    creds: &Credentials,
+    client: &ClientInfo,
+) -> Result<(LoggedIn, Arc<Backend>), LoginFail> {
+    let (backend_creds, hint) = match ctx.auth.authenticate(creds, client).await {
+        AuthDecision::Login {
+            credentials,
+            backend,
+            ..
+        } => (credentials, backend),
+        AuthDecision::Reject { code, text } => {
+            return Err(LoginFail {
+                status: "NO",
+                code: Some(code.into()),
+                text,
+                backend: None,
+            })
+        }
+    };
+    let candidates = match hint {
+        Some(name) => ctx.router.backend_by_name(&name).into_iter().collect(),
+        None => ctx
+            .router
+            .candidates(&backend_creds.user)
+            .unwrap_or_else(|e| {
+                tracing::warn!(session = %client.session_id, error = %e, "no backend for login");
+                Vec::new()
+            }),
+    };
+    let t = &ctx.config.timeouts;
+    let mut last = None;
+    for b in candidates.iter().take(3) {
+        last = Some(b.name.clone());
+        let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend connect failed");
+                continue; // nothing was sent yet: the next candidate may serve
+            }
+        };
+        let info = b.cfg.trusted.then_some(client);
+        return match conn.login(&backend_creds, info).await {
+            Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone())),
+            Ok(LoginOutcome::Rejected { status, code, text }) => Err(LoginFail {
+                status,
+                code,
+                text,
+                backend: Some(b.name.clone()),
+            }),
+            Err(e) => {
+                tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend login failed");
+                Err(unavailable(Some(b.name.clone())))
+            }
+        };
+    }
+    Err(unavailable(last))
+}

@@ -1,0 +1,191 @@
+//! rustls configuration: the server side (client-facing listeners) and the
+//! client side (connections to backends). One crypto provider (ring) is
+//! injected explicitly everywhere.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use thiserror::Error;
+
+use crate::config::{BackendConfig, TlsConfig};
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("tls.cert_file {path}: {message}")]
+    Cert { path: String, message: String },
+    #[error("tls.key_file {path}: {message}")]
+    Key { path: String, message: String },
+    #[error("{key}: {message}")]
+    Ca { key: String, message: String },
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("self-signed certificate: {0}")]
+    SelfSigned(String),
+}
+
+/// The one crypto provider used by imapmux.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Build the client-facing server config (TLS 1.2+ only).
+pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => (load_certs(c)?, load_key(k)?),
+        _ => {
+            tracing::warn!("tls.self_signed: using an in-memory self-signed certificate for localhost; clients will not trust it (local testing only)");
+            self_signed()?
+        }
+    };
+    let mut sc = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    sc.alpn_protocols = vec![b"imap".to_vec()];
+    Ok(Arc::new(sc))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::Cert {
+        path: path.display().to_string(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    Ok((vec![ck.cert.der().clone()], key))
+}
+
+/// Build the client config used to reach one backend.
+pub fn backend_client_config(
+    b: &BackendConfig,
+    key_prefix: &str,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    let cc = if b.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &b.ca_file {
+            Some(path) => {
+                let key = format!("{key_prefix}.ca_file");
+                let certs = CertificateDer::pem_file_iter(path).map_err(|e| TlsError::Ca {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })?;
+                for c in certs {
+                    let c = c.map_err(|e| TlsError::Ca {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })?;
+                    roots.add(c).map_err(|e| TlsError::Ca {
+                        key: key.clone(),
+                        message: e.to_string(),
+                    })?;
+                }
+                if roots.is_empty() {
+                    return Err(TlsError::Ca {
+                        key,
+                        message: "no CA certificate in file".into(),
+                    });
+                }
+            }
+            None => {
+                let loaded = rustls_native_certs::load_native_certs();
+                for c in loaded.certs {
+                    let _ = roots.add(c);
+                }
+                if roots.is_empty() {
+                    return Err(TlsError::Ca {
+                        key: format!("{key_prefix}.ca_file"),
+                        message: "no system CA roots found; set ca_file".into(),
+                    });
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(cc))
+}
+
+/// Accepts any backend certificate (`insecure = true`, labs only). The
+/// handshake signatures are still checked.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
