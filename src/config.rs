@@ -327,15 +327,9 @@ impl Config {
                 "use the default 65536",
             ));
         }
-        if self.timeouts.idle < Duration::from_secs(30 * 60) {
-            return Err(invalid(
-                "timeouts.idle",
-                "shorter than the 30 minutes RFC 9051 requires before an idle autologout",
-                "set timeouts.idle to at least \"30m\"",
-            ));
-        }
         for (key, d) in [
             ("timeouts.preauth", self.timeouts.preauth),
+            ("timeouts.idle", self.timeouts.idle),
             ("timeouts.backend_connect", self.timeouts.backend_connect),
             ("timeouts.backend_response", self.timeouts.backend_response),
             ("timeouts.tls_handshake", self.timeouts.tls_handshake),
@@ -447,6 +441,29 @@ impl Config {
         Ok(())
     }
 
+    /// Legal but questionable settings, for a warning at startup and in
+    /// `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.timeouts.idle < Duration::from_secs(30 * 60) {
+            w.push(format!(
+                "timeouts.idle = {:?} is shorter than the 30 minutes RFC 9051 requires before an idle autologout; clients in IDLE may be cut off",
+                self.timeouts.idle
+            ));
+        }
+        if self.server.allow_plaintext_auth {
+            w.push("server.allow_plaintext_auth = true: passwords may cross the network unencrypted".into());
+        }
+        for p in &self.pools {
+            for b in &p.backends {
+                if b.insecure {
+                    w.push(format!("backend {:?}: insecure = true, its TLS certificate is not verified", b.name));
+                }
+            }
+        }
+        w
+    }
+
     /// The pool everyone not in the static map is routed to.
     pub fn default_pool_name(&self) -> &str {
         self.routing
@@ -522,7 +539,9 @@ address = "127.0.0.1:10143"
         assert!(e.contains("tls.cert_file"), "{e}");
         let e = err(&format!("{MINIMAL}\n[routing.users]\nalice = \"nope\"\n"));
         assert!(e.contains("routing.users.alice"), "{e}");
-        let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"5m\"\n"));
+        let c = Config::parse(&format!("{MINIMAL}\n[timeouts]\nidle = \"5m\"\n"), Path::new("t")).unwrap();
+        assert!(c.warnings().iter().any(|w| w.contains("timeouts.idle")));
+        let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"0s\"\n"));
         assert!(e.contains("timeouts.idle"), "{e}");
         let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"forever\"\n"));
         assert!(e.contains("idle") && e.contains("duration"), "{e}");

@@ -35,8 +35,10 @@ enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMAPMUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -89,6 +91,9 @@ fn main() -> ExitCode {
 /// an unreadable certificate or CA file is reported here.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
     imapmux::route::Router::from_config(&cfg)?;
     if cfg
         .listeners

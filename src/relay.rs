@@ -258,13 +258,23 @@ where
             buf.reserve(READ_CHUNK);
         }
         match client.read_buf(&mut buf).await {
-            Ok(0) => return RelayEnd::ClientClosed,
+            // A client that closes without TLS close_notify is still just closing.
+            Ok(0) => return closed(shared),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return closed(shared),
             Ok(_) => {
                 let ms = shared.start.elapsed().as_millis() as u64;
                 shared.last_client_ms.store(ms, Ordering::Relaxed);
             }
             Err(_) => return RelayEnd::ClientError,
         }
+    }
+}
+
+fn closed(shared: &Shared) -> RelayEnd {
+    if shared.logout.load(Ordering::Relaxed) {
+        RelayEnd::Logout
+    } else {
+        RelayEnd::ClientClosed
     }
 }
 

@@ -16,6 +16,9 @@ use crate::session::conn::Context;
 
 /// Run until a shutdown signal; returns when every session is gone.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let cfg = Arc::new(cfg);
     let router = Arc::new(Router::from_config(&cfg).context("building backend pools")?);
     let needs_tls = cfg

@@ -177,6 +177,7 @@ async fn run(
         tokio::select! {
             r = stream.read(&mut rbuf) => match r {
                 Ok(0) => { summary.end = "client_closed"; return summary; }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = "client_closed"; return summary; }
                 Ok(n) => {
                     counters.client_to_backend.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     pre.input(&rbuf[..n]);
