@@ -153,16 +153,10 @@ pub struct ListenerConfig {
     pub mode: ListenerMode,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub address: Option<String>,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig { address: None }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

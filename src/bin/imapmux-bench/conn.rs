@@ -4,22 +4,20 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{BytesMut, Bytes};
+use bytes::{Bytes, BytesMut};
 use imapmux::imap::framing::{Frame, Framer};
 use imapmux::imap::response::{has_capability, parse_capability_data, Kind, Status, StatusLine};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::resp::{is_tagged, Response, Seg};
 use crate::stats::{BenchError, ErrKind, Live, Rec, Res};
+use crate::stream::Stream;
 use crate::util::{imap_quote, Account};
 
 /// How to reach the server.
@@ -54,61 +52,6 @@ pub struct ConnCfg {
     pub live: Arc<Live>,
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only while the TCP stream is handed to the TLS handshake.
-    Gone,
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "stream taken")
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
 /// Run `fut` with the command timeout.
 pub async fn timed<T>(limit: Duration, what: &str, fut: impl Future<Output = Res<T>>) -> Res<T> {
     match tokio::time::timeout(limit, fut).await {
@@ -121,6 +64,15 @@ pub async fn timed<T>(limit: Duration, what: &str, fut: impl Future<Output = Res
 }
 
 fn io_err(kind: ErrKind, what: &str, e: io::Error) -> BenchError {
+    use io::ErrorKind as K;
+    let kind = match e.kind() {
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            if kind == ErrKind::Io =>
+        {
+            ErrKind::Closed
+        }
+        _ => kind,
+    };
     BenchError::new(kind, format!("{what}: {e}"))
 }
 
@@ -269,11 +221,17 @@ impl Conn {
         let mut segs = Vec::new();
         let mut long_line = BytesMut::new();
         let mut lit: Option<BytesMut> = None;
+        // Bounds for one message: its line parts together, its literals
+        // together.
+        let max_lines = self.cfg.max_line * 16;
+        let mut line_bytes = 0usize;
+        let mut lit_bytes = 0u64;
         loop {
             while let Some(frame) = self.framer.next_frame(&mut self.rbuf) {
                 match frame {
                     Frame::LineChunk { bytes, .. } => {
-                        if long_line.len() + bytes.len() > self.cfg.max_line * 16 {
+                        line_bytes += bytes.len();
+                        if line_bytes > max_lines {
                             return Err(BenchError::new(
                                 ErrKind::BadResponse,
                                 "response line too long",
@@ -282,6 +240,13 @@ impl Conn {
                         long_line.extend_from_slice(&bytes);
                     }
                     Frame::Line { bytes, literal, .. } => {
+                        line_bytes += bytes.len();
+                        if line_bytes > max_lines {
+                            return Err(BenchError::new(
+                                ErrKind::BadResponse,
+                                "response lines too long",
+                            ));
+                        }
                         let line = if long_line.is_empty() {
                             bytes
                         } else {
@@ -294,14 +259,18 @@ impl Conn {
                         segs.push(Seg::Line(line));
                         match literal {
                             None => return Ok(Response { segs }),
-                            Some(spec) if spec.len > self.cfg.max_literal => {
+                            Some(spec) if lit_bytes + spec.len > self.cfg.max_literal => {
                                 return Err(BenchError::new(
                                     ErrKind::BadResponse,
-                                    format!("literal of {} bytes exceeds --max-literal", spec.len),
+                                    format!(
+                                        "literals of {} bytes exceed --max-literal",
+                                        lit_bytes + spec.len
+                                    ),
                                 ))
                             }
                             Some(spec) if spec.len == 0 => segs.push(Seg::Lit(Bytes::new())),
                             Some(spec) => {
+                                lit_bytes += spec.len;
                                 lit = Some(BytesMut::with_capacity(spec.len as usize));
                             }
                         }
@@ -403,7 +372,10 @@ impl Conn {
     /// LOGIN; remembers the capabilities from the tagged OK if present.
     pub async fn login(&mut self, rec: &Rec, acct: &Account) -> Res<()> {
         let (Some(u), Some(p)) = (imap_quote(&acct.user), imap_quote(&acct.password)) else {
-            return Err(BenchError::new(ErrKind::Bad, "user or password not quotable"));
+            return Err(BenchError::new(
+                ErrKind::Bad,
+                "user or password not quotable",
+            ));
         };
         let t = Instant::now();
         let mut caps = None;
@@ -505,10 +477,7 @@ impl Conn {
                         Some(Kind::Untagged) => continue,
                         _ => match r.status() {
                             // The server refused the literal.
-                            Some(st) if is_tagged(&st, &tag) => {
-                                self.framer.cancel_literal();
-                                return Ok(st);
-                            }
+                            Some(st) if is_tagged(&st, &tag) => return Ok(st),
                             _ => {
                                 return Err(BenchError::new(
                                     ErrKind::BadResponse,
@@ -594,8 +563,14 @@ impl Conn {
 pub fn check_ok(name: &str, st: &StatusLine) -> Res<()> {
     match st.status {
         Status::Ok => Ok(()),
-        Status::No => Err(BenchError::new(ErrKind::No, format!("{name}: NO {}", st.text))),
-        Status::Bad => Err(BenchError::new(ErrKind::Bad, format!("{name}: BAD {}", st.text))),
+        Status::No => Err(BenchError::new(
+            ErrKind::No,
+            format!("{name}: NO {}", st.text),
+        )),
+        Status::Bad => Err(BenchError::new(
+            ErrKind::Bad,
+            format!("{name}: BAD {}", st.text),
+        )),
         _ => Err(BenchError::new(
             ErrKind::BadResponse,
             format!("{name}: unexpected status {:?}", st.status),

@@ -36,8 +36,10 @@ async fn ensure_mailbox(conn: &mut Conn, rec: &Rec, mailbox: &str) -> Res<()> {
 async fn empty_mailbox(conn: &mut Conn, rec: &Rec, mailbox: &str) -> Res<()> {
     let exists = conn.select(rec, mailbox, false).await?;
     if exists > 0 {
-        conn.ok(rec, "STORE", "STORE 1:* +FLAGS.SILENT (\\Deleted)", |_| Ok(()))
-            .await?;
+        conn.ok(rec, "STORE", "STORE 1:* +FLAGS.SILENT (\\Deleted)", |_| {
+            Ok(())
+        })
+        .await?;
         conn.ok(rec, "EXPUNGE", "EXPUNGE", |_| Ok(())).await?;
     }
     conn.ok(rec, "CLOSE", "CLOSE", |_| Ok(())).await?;

@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 mod conn;
+#[cfg(test)]
+mod conn_tests;
 mod idle;
 mod mailops;
 mod mem;
@@ -16,6 +18,7 @@ mod resp;
 mod runner;
 mod sessions;
 mod stats;
+mod stream;
 mod tls;
 mod util;
 
@@ -63,7 +66,12 @@ impl Scenario {
 
 /// IMAP load generator.
 #[derive(Debug, Parser)]
-#[command(name = "imapmux-bench", version, about, long_about = None)]
+#[command(
+    name = "imapmux-bench",
+    version,
+    about = "IMAP load generator: login storms, webmail and sync sessions, IDLE memory, APPEND and FETCH checks",
+    long_about = None
+)]
 pub struct Cli {
     /// What to run.
     #[arg(value_enum)]

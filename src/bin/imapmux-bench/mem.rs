@@ -80,7 +80,13 @@ pub struct MemReport {
 }
 
 impl MemReport {
-    pub fn new(what: String, pids: Vec<u32>, before: MemSample, during: MemSample, clients: u64) -> Self {
+    pub fn new(
+        what: String,
+        pids: Vec<u32>,
+        before: MemSample,
+        during: MemSample,
+        clients: u64,
+    ) -> Self {
         let delta_rss_kb = during.rss_kb as i64 - before.rss_kb as i64;
         let delta_pss_kb = during.pss_kb as i64 - before.pss_kb as i64;
         let c = clients.max(1) as f64;

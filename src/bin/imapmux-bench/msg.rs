@@ -145,10 +145,47 @@ impl Shape {
 }
 
 const WORDS: &[&str] = &[
-    "imap", "proxy", "mail", "message", "folder", "server", "client", "fetch", "store", "select",
-    "idle", "login", "the", "a", "of", "and", "to", "in", "is", "it", "bench", "load", "latency",
-    "throughput", "literal", "envelope", "header", "body", "part", "quick", "brown", "fox",
-    "jumps", "over", "lazy", "dog", "lorem", "ipsum", "dolor", "sit", "amet",
+    "imap",
+    "proxy",
+    "mail",
+    "message",
+    "folder",
+    "server",
+    "client",
+    "fetch",
+    "store",
+    "select",
+    "idle",
+    "login",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "it",
+    "bench",
+    "load",
+    "latency",
+    "throughput",
+    "literal",
+    "envelope",
+    "header",
+    "body",
+    "part",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
 ];
 
 /// Text of exactly `len` bytes (0 or at least 3): lines of words, each at
@@ -479,17 +516,11 @@ mod tests {
         ));
         // Truncated message.
         let t = &m[..m.len() - 10];
-        assert!(matches!(
-            verify(t),
-            Err(VerifyError::SizeMismatch { .. })
-        ));
+        assert!(matches!(verify(t), Err(VerifyError::SizeMismatch { .. })));
         // Extra bytes.
         let mut t = m.clone();
         t.extend_from_slice(b"x\r\n");
-        assert!(matches!(
-            verify(&t),
-            Err(VerifyError::SizeMismatch { .. })
-        ));
+        assert!(matches!(verify(&t), Err(VerifyError::SizeMismatch { .. })));
         // No headers / not a bench message.
         assert_eq!(verify(b"hello"), Err(VerifyError::NoHeaderEnd));
         assert_eq!(

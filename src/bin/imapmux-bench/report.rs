@@ -69,8 +69,23 @@ pub struct Report {
 /// the session's commands, then the rest alphabetically, `OP` last.
 fn rank(name: &str) -> (usize, &str) {
     const ORDER: &[&str] = &[
-        "CONNECT", "TLS", "GREETING", "STARTTLS", "LOGIN", "CREATE", "SELECT", "FETCH_PAGE",
-        "FETCH_META", "FETCH_BODY", "FETCH_BATCH", "STORE", "APPEND", "EXPUNGE", "IDLE", "DONE",
+        "CONNECT",
+        "TLS",
+        "GREETING",
+        "STARTTLS",
+        "LOGIN",
+        "CREATE",
+        "SELECT",
+        "FETCH_PAGE",
+        "FETCH_META",
+        "FETCH_BODY",
+        "FETCH_BATCH",
+        "STORE",
+        "APPEND",
+        "EXPUNGE",
+        "CLOSE",
+        "IDLE",
+        "DONE",
         "LOGOUT",
     ];
     match ORDER.iter().position(|n| *n == name) {

@@ -342,7 +342,11 @@ mod tests {
         let mut segs = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             let b = Bytes::copy_from_slice(p);
-            segs.push(if i % 2 == 0 { Seg::Line(b) } else { Seg::Lit(b) });
+            segs.push(if i % 2 == 0 {
+                Seg::Line(b)
+            } else {
+                Seg::Lit(b)
+            });
         }
         Response { segs }
     }
@@ -358,7 +362,10 @@ mod tests {
         assert_eq!(f.seq, 3);
         assert_eq!(f.uid, Some(17));
         assert_eq!(f.size, Some(5));
-        assert_eq!(f.flags.as_deref(), Some(&["\\Seen".to_string(), "$X".into()][..]));
+        assert_eq!(
+            f.flags.as_deref(),
+            Some(&["\\Seen".to_string(), "$X".into()][..])
+        );
         assert_eq!(f.body.as_deref(), Some(&b"he)lo"[..]));
     }
 
@@ -377,7 +384,10 @@ mod tests {
         assert_eq!(f.flags, Some(vec![]));
         assert!(f.envelope);
         assert!(f.bodystructure);
-        assert_eq!(f.internaldate.as_deref(), Some("01-Jan-2024 00:00:00 +0000"));
+        assert_eq!(
+            f.internaldate.as_deref(),
+            Some("01-Jan-2024 00:00:00 +0000")
+        );
         assert_eq!(f.section.as_deref(), Some(&b"Subject: x\r\n"[..]));
         assert_eq!(f.body, None);
     }
@@ -389,15 +399,22 @@ mod tests {
         assert_eq!(f.body.as_deref(), Some(&b"a\"b"[..]));
         assert_eq!(f.uid, Some(9));
         let r = resp(&[b"* 2 FETCH (BODY[] NIL)\r\n"]);
-        assert_eq!(parse_fetch(&r).unwrap().unwrap().body.as_deref(), Some(&b""[..]));
+        assert_eq!(
+            parse_fetch(&r).unwrap().unwrap().body.as_deref(),
+            Some(&b""[..])
+        );
     }
 
     #[test]
     fn not_fetch_and_malformed() {
         assert!(parse_fetch(&resp(&[b"* 5 EXISTS\r\n"])).is_none());
         assert!(parse_fetch(&resp(&[b"a1 OK done\r\n"])).is_none());
-        assert!(parse_fetch(&resp(&[b"* 1 FETCH (UID x)\r\n"])).unwrap().is_err());
-        assert!(parse_fetch(&resp(&[b"* 1 FETCH (UID 1\r\n"])).unwrap().is_err());
+        assert!(parse_fetch(&resp(&[b"* 1 FETCH (UID x)\r\n"]))
+            .unwrap()
+            .is_err());
+        assert!(parse_fetch(&resp(&[b"* 1 FETCH (UID 1\r\n"]))
+            .unwrap()
+            .is_err());
         // Literal announced but data length differs.
         let r = resp(&[b"* 1 FETCH (BODY[] {5}\r\n", b"abc", b")\r\n"]);
         assert!(parse_fetch(&r).unwrap().is_err());

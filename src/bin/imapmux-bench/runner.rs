@@ -66,10 +66,7 @@ pub async fn join_all(handles: Vec<(JoinHandle<()>, Rec)>, grace: Duration) {
         let abort = h.abort_handle();
         match tokio::time::timeout_at(deadline, h).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => rec.error(&BenchError::new(
-                ErrKind::Io,
-                format!("worker failed: {e}"),
-            )),
+            Ok(Err(e)) => rec.error(&BenchError::new(ErrKind::Io, format!("worker failed: {e}"))),
             Err(_) => {
                 abort.abort();
                 rec.error(&BenchError::new(
@@ -108,7 +105,8 @@ async fn run_timed(ctx: Arc<Ctx>) -> Report {
     }
     let read0 = ctx.live.bytes_read.load(Ordering::Relaxed);
     let written0 = ctx.live.bytes_written.load(Ordering::Relaxed);
-    let t0 = Instant::now();
+    // The window starts at measure_from (or now, when stopped in warmup).
+    let t0 = measure_from.min(Instant::now());
     while Instant::now() < end && !stopped(&ctx) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

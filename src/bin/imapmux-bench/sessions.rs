@@ -124,7 +124,8 @@ pub async fn webmail(ctx: &Ctx, id: usize, rec: &Rec) {
                 format!("{}: mailbox is empty (run seed first)", ctx.cli.mailbox),
             ));
         }
-        let lo = exists.saturating_sub(ctx.cli.page as u32 - 1).max(1);
+        let page_len = u32::try_from(ctx.cli.page).unwrap_or(u32::MAX);
+        let lo = exists.saturating_sub(page_len - 1).max(1);
         let mut page: Vec<Fetch> = Vec::new();
         conn.ok(
             rec,
