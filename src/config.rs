@@ -446,12 +446,18 @@ impl Config {
             ));
         }
         if self.server.allow_plaintext_auth {
-            w.push("server.allow_plaintext_auth = true: passwords may cross the network unencrypted".into());
+            w.push(
+                "server.allow_plaintext_auth = true: passwords may cross the network unencrypted"
+                    .into(),
+            );
         }
         for p in &self.pools {
             for b in &p.backends {
                 if b.insecure {
-                    w.push(format!("backend {:?}: insecure = true, its TLS certificate is not verified", b.name));
+                    w.push(format!(
+                        "backend {:?}: insecure = true, its TLS certificate is not verified",
+                        b.name
+                    ));
                 }
             }
         }
@@ -533,7 +539,11 @@ address = "127.0.0.1:10143"
         assert!(e.contains("tls.cert_file"), "{e}");
         let e = err(&format!("{MINIMAL}\n[routing.users]\nalice = \"nope\"\n"));
         assert!(e.contains("routing.users.alice"), "{e}");
-        let c = Config::parse(&format!("{MINIMAL}\n[timeouts]\nidle = \"5m\"\n"), Path::new("t")).unwrap();
+        let c = Config::parse(
+            &format!("{MINIMAL}\n[timeouts]\nidle = \"5m\"\n"),
+            Path::new("t"),
+        )
+        .unwrap();
         assert!(c.warnings().iter().any(|w| w.contains("timeouts.idle")));
         let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"0s\"\n"));
         assert!(e.contains("timeouts.idle"), "{e}");

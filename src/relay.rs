@@ -79,7 +79,46 @@ struct Inject {
     then_close: bool,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
+/// Read buffers start small, so an idle session costs little memory, and
+/// double up to the maximum while data streams (large literals).
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// Adaptive read-buffer sizing for one direction.
+#[derive(Debug)]
+struct Sizer {
+    next: usize,
+    spare: usize,
+}
+
+impl Sizer {
+    fn new() -> Self {
+        Sizer {
+            next: READ_MIN,
+            spare: 0,
+        }
+    }
+
+    /// Make room before a read; give memory back once a burst is over.
+    fn prepare(&mut self, buf: &mut BytesMut) {
+        if buf.is_empty() && buf.capacity() > 2 * self.next {
+            *buf = BytesMut::new();
+        }
+        if buf.capacity() - buf.len() < self.next / 2 {
+            buf.reserve(self.next);
+        }
+        self.spare = buf.capacity() - buf.len();
+    }
+
+    /// Adapt to how much the last read brought.
+    fn after_read(&mut self, n: usize) {
+        if n >= self.spare {
+            self.next = (self.next * 2).min(READ_MAX);
+        } else if n < self.next / 8 {
+            self.next = (self.next / 2).max(READ_MIN);
+        }
+    }
+}
 
 /// Relay between `client` and `backend` until one side ends. `client_buf`
 /// holds bytes the client already sent (pipelined after LOGIN),
@@ -198,6 +237,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut framer = Framer::new(cfg.max_line);
+    let mut sizer = Sizer::new();
     let mut cur_tag = String::new();
     loop {
         if shared.cancel_literal.swap(false, Ordering::AcqRel) {
@@ -254,14 +294,13 @@ where
                 .fetch_add((off - written) as u64, Ordering::Relaxed);
         }
         buf.advance(off);
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
+        sizer.prepare(&mut buf);
         match client.read_buf(&mut buf).await {
             // A client that closes without TLS close_notify is still just closing.
             Ok(0) => return closed(shared),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return closed(shared),
-            Ok(_) => {
+            Ok(n) => {
+                sizer.after_read(n);
                 let ms = shared.start.elapsed().as_millis() as u64;
                 shared.last_client_ms.store(ms, Ordering::Relaxed);
             }
@@ -304,6 +343,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut framer = Framer::new(cfg.max_line);
+    let mut sizer = Sizer::new();
     let mut queued: VecDeque<Inject> = VecDeque::new();
     loop {
         let mut off = 0;
@@ -339,9 +379,7 @@ where
                 }
             }
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
+        sizer.prepare(&mut buf);
         tokio::select! {
             Some(msg) = inject.recv() => queued.push_back(msg),
             r = backend.read_buf(&mut buf) => match r {
@@ -349,7 +387,7 @@ where
                     let _ = client.shutdown().await;
                     return if shared.logout.load(Ordering::Relaxed) { RelayEnd::Logout } else { RelayEnd::BackendClosed };
                 }
-                Ok(_) => {}
+                Ok(n) => sizer.after_read(n),
                 Err(_) => return RelayEnd::BackendError,
             },
         }

@@ -204,7 +204,8 @@ async fn run(
         return summary;
     }
     let pipelined = pre.take_pipelined();
-    drop(rbuf);
+    // Free what the pre-auth phase held before the long-lived relay.
+    drop((rbuf, out, pre));
     let relay_cfg = RelayConfig {
         max_line: cfg.server.max_line_length,
         idle_timeout: cfg.timeouts.idle,
