@@ -81,7 +81,7 @@ struct Inject {
 
 /// Read buffers start small, so an idle session costs little memory, and
 /// double up to the maximum while data streams (large literals).
-const READ_MIN: usize = 4 * 1024;
+const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
 /// Adaptive read-buffer sizing for one direction.

@@ -202,3 +202,26 @@ async fn unreachable_backend_gives_unavailable_not_a_hang() {
     assert!(r.is_no() && r.code("UNAVAILABLE").is_some(), "{r}");
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn silent_backend_times_out_with_unavailable() {
+    // The backend accepts TCP but never greets (a hung server).
+    let dovecot = Dovecot::start();
+    let (p, addr) = start(&dovecot, |c| {
+        c.timeout("backend_response", "1s").no_health()
+    });
+    dovecot.freeze();
+    let mut c = ImapClient::connect_tls(&addr, &TlsClient::insecure())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let r = c.login("user1", "pass1").await.unwrap();
+    let took = t0.elapsed();
+    dovecot.thaw();
+    assert!(r.is_no() && r.code("UNAVAILABLE").is_some(), "{r}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(p.log().contains("timed out during greeting"), "{}", p.log());
+}

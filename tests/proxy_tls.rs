@@ -302,3 +302,26 @@ async fn backend_with_untrusted_certificate_is_unavailable() {
     );
     drop(other);
 }
+
+#[tokio::test]
+async fn backend_insecure_switch_skips_verification() {
+    // No CA configured and a certificate from an unknown CA: only
+    // `insecure = true` lets the proxy through (labs).
+    let s = setup(
+        |d| {
+            BackendCfg::new("b1", &d.imaps_addr())
+                .tls("implicit")
+                .insecure()
+        },
+        true,
+    );
+    let mut c = ImapClient::connect_tls(&s.implicit, &TlsClient::with_ca(s.ca.ca_pem_path()))
+        .await
+        .unwrap();
+    assert!(c.login("user2", "pass2").await.unwrap().is_ok());
+    c.select("INBOX").await.unwrap();
+    assert_eq!(
+        c.fetch_body(1).await.unwrap(),
+        s.dovecot.message("user2", 1)
+    );
+}
