@@ -40,7 +40,7 @@ fn invalid(
     }
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -68,6 +68,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolConfig>,
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -337,6 +339,20 @@ impl Config {
                     "give a duration such as \"5s\"",
                 ));
             }
+        }
+        if self.cache.enabled && self.cache.max_bytes.as_u64() < 1024 * 1024 {
+            return Err(invalid(
+                "cache.max_bytes",
+                "smaller than 1 MiB",
+                "give e.g. \"512MiB\", or set cache.enabled = false",
+            ));
+        }
+        if self.cache.ttl.is_zero() || self.cache.idle_ttl.is_zero() {
+            return Err(invalid(
+                "cache.ttl",
+                "cache.ttl and cache.idle_ttl must not be zero",
+                "give durations such as \"24h\" and \"1h\"",
+            ));
         }
         if self.health.fall == 0 || self.health.rise == 0 {
             return Err(invalid(

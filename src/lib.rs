@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod imap;
 pub mod listener;
