@@ -3,6 +3,7 @@
 //! that runs them over sockets ([`conn`]).
 
 pub mod conn;
+pub mod mailbox;
 pub mod preauth;
 pub mod stream;
 

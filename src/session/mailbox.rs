@@ -1,0 +1,446 @@
+//! What the proxy knows of the client's selected mailbox (sans-I/O): name,
+//! UIDVALIDITY and the sequence-number → UID map, kept current from the
+//! commands the client sends and the responses the backend returns.
+//!
+//! The map is partial: a UID is known only once a response told it, and
+//! any event the tracker cannot follow exactly makes it forget (it never
+//! guesses). Callers forward to the backend whatever is not known.
+
+use crate::imap::command::trim_crlf;
+
+/// The selected mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    pub name: String,
+    pub uidvalidity: Option<u32>,
+    /// `uids[seq - 1]`; 0 = not known.
+    uids: Vec<u32>,
+}
+
+/// Bound on the tracked mailbox size (beyond it, nothing is tracked).
+pub const MAX_TRACKED: u32 = 1_000_000;
+
+impl Selected {
+    fn new(name: String) -> Self {
+        Selected {
+            name,
+            uidvalidity: None,
+            uids: Vec::new(),
+        }
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.uids.len() as u32
+    }
+
+    /// The UID of message `seq`, if known.
+    pub fn uid_of(&self, seq: u32) -> Option<u32> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        self.uids.get(i).copied().filter(|u| *u != 0)
+    }
+
+    /// The sequence number of `uid`, if known.
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        if uid == 0 {
+            return None;
+        }
+        self.uids
+            .iter()
+            .position(|u| *u == uid)
+            .map(|p| p as u32 + 1)
+    }
+
+    fn set_exists(&mut self, n: u32) {
+        if n > MAX_TRACKED {
+            self.uids.clear();
+            return;
+        }
+        if (n as usize) < self.uids.len() {
+            // EXISTS never shrinks without EXPUNGE: we lost track.
+            self.uids = vec![0; n as usize];
+        } else {
+            self.uids.resize(n as usize, 0);
+        }
+    }
+
+    fn learn(&mut self, seq: u32, uid: u32) {
+        let Some(i) = seq.checked_sub(1).and_then(|i| usize::try_from(i).ok()) else {
+            return;
+        };
+        let Some(&old) = self.uids.get(i) else {
+            return;
+        };
+        if old != 0 && old != uid {
+            // Contradiction: forget everything rather than guess.
+            self.uids.iter_mut().for_each(|u| *u = 0);
+        }
+        self.uids[i] = uid;
+    }
+
+    fn expunge(&mut self, seq: u32) -> Option<u32> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        if i < self.uids.len() {
+            let uid = self.uids.remove(i);
+            (uid != 0).then_some(uid)
+        } else {
+            None
+        }
+    }
+
+    fn vanished(&mut self, uids: &[u32]) {
+        let unknown = self.uids.iter().any(|u| *u == 0);
+        let before = self.uids.len();
+        self.uids.retain(|u| !uids.contains(u));
+        if unknown && self.uids.len() + uids.len() != before {
+            // Some vanished UIDs may hide among the unknown ones.
+            self.uids.iter_mut().for_each(|u| *u = 0);
+        }
+    }
+}
+
+/// What a response means for the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Message with this UID is gone.
+    Expunged(u32),
+    /// A mailbox's content changed identity (deleted, renamed, new
+    /// UIDVALIDITY): drop what is cached for it.
+    MailboxInvalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    Select { tag: String, name: String },
+    Close { tag: String },
+    Drop { tag: String, names: Vec<String> },
+}
+
+/// Follows SELECT/EXAMINE, CLOSE/UNSELECT, DELETE/RENAME, EXISTS,
+/// EXPUNGE, VANISHED and FETCH UID data.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub selected: Option<Selected>,
+    pending: Vec<Pending>,
+    /// UIDVALIDITY seen in the mailbox being selected.
+    select_uidvalidity: Option<u32>,
+    /// EXISTS seen in the mailbox being selected.
+    pending_exists: Option<u32>,
+}
+
+fn atom_or_quoted(s: &str) -> Option<(String, &str)> {
+    let s = s.trim_start();
+    if let Some(rest) = s.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?.1),
+                '"' => return Some((out, &rest[i + 1..])),
+                c => out.push(c),
+            }
+        }
+        None
+    } else {
+        let end = s.find(' ').unwrap_or(s.len());
+        (end > 0 && !s.starts_with('{')).then(|| (s[..end].to_string(), &s[end..]))
+    }
+}
+
+impl Tracker {
+    /// A client command line (first line of a command).
+    pub fn on_command(&mut self, line: &[u8]) {
+        let Ok(text) = std::str::from_utf8(trim_crlf(line)) else {
+            return;
+        };
+        let mut parts = text.splitn(3, ' ');
+        let (Some(tag), Some(name)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let rest = parts.next().unwrap_or("");
+        let tag = tag.to_string();
+        match name.to_ascii_uppercase().as_str() {
+            "SELECT" | "EXAMINE" => {
+                // Per RFC 9051 a SELECT deselects at once, success or not.
+                self.selected = None;
+                self.select_uidvalidity = None;
+                self.pending_exists = None;
+                match atom_or_quoted(rest) {
+                    Some((name, _)) => self.pending.push(Pending::Select { tag, name }),
+                    None => self.pending.push(Pending::Close { tag }),
+                }
+            }
+            "CLOSE" | "UNSELECT" => self.pending.push(Pending::Close { tag }),
+            "DELETE" => {
+                if let Some((name, _)) = atom_or_quoted(rest) {
+                    self.pending.push(Pending::Drop {
+                        tag,
+                        names: vec![name],
+                    });
+                }
+            }
+            "RENAME" => {
+                if let Some((from, rest)) = atom_or_quoted(rest) {
+                    let mut names = vec![from];
+                    if let Some((to, _)) = atom_or_quoted(rest) {
+                        names.push(to);
+                    }
+                    self.pending.push(Pending::Drop { tag, names });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A complete backend response line (literal data excluded). FETCH
+    /// lines give `seq` and `uid` through [`Tracker::on_fetch_uid`].
+    pub fn on_response(&mut self, line: &[u8]) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let Ok(text) = std::str::from_utf8(trim_crlf(line)) else {
+            return changes;
+        };
+        if let Some(rest) = text.strip_prefix("* ") {
+            let mut words = rest.splitn(3, ' ');
+            let a = words.next().unwrap_or("");
+            let b = words.next().unwrap_or("");
+            if let Ok(n) = a.parse::<u32>() {
+                match b.to_ascii_uppercase().as_str() {
+                    "EXISTS" => {
+                        if let Some(s) = self.selected.as_mut() {
+                            s.set_exists(n);
+                        } else if self.pending_select().is_some() {
+                            self.pending_exists = Some(n);
+                        }
+                    }
+                    "EXPUNGE" => {
+                        if let Some(s) = self.selected.as_mut() {
+                            if let Some(uid) = s.expunge(n) {
+                                changes.push(Change::Expunged(uid));
+                            } else {
+                                // Unknown UID expunged: cache entries stay
+                                // (keys are UIDs, never reused), map shifts.
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            } else if a.eq_ignore_ascii_case("VANISHED") {
+                let set = b
+                    .strip_prefix("(EARLIER)")
+                    .map(|_| words.next().unwrap_or(""))
+                    .unwrap_or(b);
+                let uids = expand_uid_set(set);
+                match uids {
+                    Some(uids) => {
+                        if let Some(s) = self.selected.as_mut() {
+                            s.vanished(&uids);
+                        }
+                        changes.extend(uids.into_iter().map(Change::Expunged));
+                    }
+                    None => {
+                        if let Some(s) = self.selected.as_mut() {
+                            s.uids.iter_mut().for_each(|u| *u = 0);
+                        }
+                    }
+                }
+            } else if a.eq_ignore_ascii_case("OK") && b.eq_ignore_ascii_case("[UIDVALIDITY") {
+                let v = words
+                    .next()
+                    .and_then(|w| w.split(']').next())
+                    .and_then(|v| v.parse().ok());
+                if self.pending_select().is_some() {
+                    self.select_uidvalidity = v;
+                }
+            }
+            return changes;
+        }
+        // Tagged completion of a pending command.
+        let Some((tag, rest)) = text.split_once(' ') else {
+            return changes;
+        };
+        let ok = rest.len() >= 2 && rest[..2].eq_ignore_ascii_case("OK");
+        let Some(pos) = self.pending.iter().position(|p| match p {
+            Pending::Select { tag: t, .. }
+            | Pending::Close { tag: t }
+            | Pending::Drop { tag: t, .. } => t == tag,
+        }) else {
+            return changes;
+        };
+        match self.pending.remove(pos) {
+            Pending::Select { name, .. } => {
+                if ok {
+                    let mut s = Selected::new(name);
+                    s.uidvalidity = self.select_uidvalidity.take();
+                    if let Some(n) = self.pending_exists.take() {
+                        s.set_exists(n);
+                    }
+                    self.selected = Some(s);
+                } else {
+                    self.selected = None;
+                }
+                self.pending_exists = None;
+            }
+            Pending::Close { .. } => {
+                if ok {
+                    self.selected = None;
+                }
+            }
+            Pending::Drop { names, .. } => {
+                if ok {
+                    changes.extend(names.into_iter().map(Change::MailboxInvalid));
+                }
+            }
+        }
+        changes
+    }
+
+    fn pending_select(&self) -> Option<&str> {
+        self.pending.iter().rev().find_map(|p| match p {
+            Pending::Select { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// A FETCH response for message `seq` carried `UID uid`.
+    pub fn on_fetch_uid(&mut self, seq: u32, uid: u32) {
+        if let Some(s) = self.selected.as_mut() {
+            s.learn(seq, uid);
+        }
+    }
+
+    /// True while a SELECT/EXAMINE/CLOSE is in flight (state in flux).
+    pub fn changing(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pending::Select { .. } | Pending::Close { .. }))
+    }
+}
+
+/// Expand a UID set without `*` (VANISHED never has one), bounded.
+pub fn expand_uid_set(set: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in set.split(',') {
+        let (a, b) = match part.split_once(':') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let v = part.parse::<u32>().ok()?;
+                (v, v)
+            }
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if (hi - lo) as usize + out.len() > 100_000 {
+            return None;
+        }
+        out.extend(lo..=hi);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select(t: &mut Tracker, name: &str, exists: u32, uidvalidity: u32) {
+        t.on_command(format!("s SELECT {name}\r\n").as_bytes());
+        t.on_response(format!("* {exists} EXISTS\r\n").as_bytes());
+        t.on_response(format!("* OK [UIDVALIDITY {uidvalidity}] UIDs valid\r\n").as_bytes());
+        t.on_response(b"s OK [READ-WRITE] Select completed.\r\n");
+    }
+
+    #[test]
+    fn select_and_map() {
+        let mut t = Tracker::default();
+        select(&mut t, "\"Sent Items\"", 3, 42);
+        let s = t.selected.as_ref().unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.uidvalidity, s.exists()),
+            ("Sent Items", Some(42), 3)
+        );
+        assert_eq!(s.uid_of(1), None);
+        for (seq, uid) in [(1, 10), (2, 11), (3, 15)] {
+            t.on_fetch_uid(seq, uid);
+        }
+        let s = t.selected.as_ref().unwrap();
+        assert_eq!(s.uid_of(3), Some(15));
+        assert_eq!(s.seq_of(11), Some(2));
+        assert_eq!(s.uid_of(4), None);
+    }
+
+    #[test]
+    fn expunge_renumbers_and_reports() {
+        let mut t = Tracker::default();
+        select(&mut t, "INBOX", 3, 1);
+        for (seq, uid) in [(1, 10), (2, 11), (3, 15)] {
+            t.on_fetch_uid(seq, uid);
+        }
+        assert_eq!(
+            t.on_response(b"* 2 EXPUNGE\r\n"),
+            vec![Change::Expunged(11)]
+        );
+        let s = t.selected.as_ref().unwrap();
+        assert_eq!((s.exists(), s.uid_of(2)), (2, Some(15)));
+        t.on_response(b"* 3 EXISTS\r\n");
+        assert_eq!(t.selected.as_ref().unwrap().uid_of(3), None);
+        assert_eq!(
+            t.on_response(b"* VANISHED 10\r\n"),
+            vec![Change::Expunged(10)]
+        );
+        assert_eq!(t.selected.as_ref().unwrap().uid_of(1), Some(15));
+    }
+
+    #[test]
+    fn failed_select_deselects_and_close() {
+        let mut t = Tracker::default();
+        select(&mut t, "INBOX", 1, 1);
+        t.on_command(b"x SELECT Nope\r\n");
+        assert!(t.selected.is_none());
+        t.on_response(b"x NO [NONEXISTENT] Mailbox doesn't exist\r\n");
+        assert!(t.selected.is_none());
+        select(&mut t, "INBOX", 1, 1);
+        t.on_command(b"c CLOSE\r\n");
+        t.on_response(b"c OK done\r\n");
+        assert!(t.selected.is_none());
+    }
+
+    #[test]
+    fn delete_and_rename_invalidate_on_success_only() {
+        let mut t = Tracker::default();
+        t.on_command(b"d DELETE Old\r\n");
+        assert_eq!(
+            t.on_response(b"d OK\r\n"),
+            vec![Change::MailboxInvalid("Old".into())]
+        );
+        t.on_command(b"r RENAME \"A B\" C\r\n");
+        assert_eq!(
+            t.on_response(b"r OK\r\n"),
+            vec![
+                Change::MailboxInvalid("A B".into()),
+                Change::MailboxInvalid("C".into())
+            ]
+        );
+        t.on_command(b"e DELETE X\r\n");
+        assert!(t.on_response(b"e NO nope\r\n").is_empty());
+    }
+
+    #[test]
+    fn contradictions_forget() {
+        let mut t = Tracker::default();
+        select(&mut t, "INBOX", 2, 1);
+        t.on_fetch_uid(1, 5);
+        t.on_fetch_uid(2, 6);
+        t.on_fetch_uid(1, 7);
+        let s = t.selected.as_ref().unwrap();
+        assert_eq!(s.uid_of(2), None);
+        assert_eq!(s.uid_of(1), Some(7));
+        // EXISTS shrinking without EXPUNGE also forgets
+        t.on_response(b"* 1 EXISTS\r\n");
+        assert_eq!(t.selected.as_ref().unwrap().uid_of(1), None);
+    }
+
+    #[test]
+    fn uid_sets() {
+        assert_eq!(expand_uid_set("1:3,7"), Some(vec![1, 2, 3, 7]));
+        assert_eq!(expand_uid_set("5:4"), Some(vec![4, 5]));
+        assert_eq!(expand_uid_set("1:*"), None);
+        assert_eq!(expand_uid_set("1:4000000000"), None);
+    }
+}
