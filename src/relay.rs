@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::cache::flow::{Disposition, Flow};
 use crate::imap::framing::{Framer, Piece};
 
 /// How the relay ended.
@@ -70,6 +71,8 @@ struct Shared {
     /// Milliseconds since `start` of the last client input.
     last_client_ms: AtomicU64,
     start: Instant,
+    /// The FETCH cache flow, when the cache is on.
+    flow: Option<Mutex<Flow>>,
 }
 
 /// Something the proxy itself says to the client, at a message boundary.
@@ -124,12 +127,11 @@ impl Sizer {
 /// holds bytes the client already sent (pipelined after LOGIN),
 /// `backend_buf` bytes the backend already sent after the login response.
 pub async fn relay<C, B>(
-    client: C,
-    client_buf: BytesMut,
-    backend: B,
-    backend_buf: BytesMut,
+    (client, client_buf): (C, BytesMut),
+    (backend, backend_buf): (B, BytesMut),
     cfg: &RelayConfig,
     counters: &Counters,
+    flow: Option<Flow>,
     mut shutdown: watch::Receiver<bool>,
 ) -> RelayEnd
 where
@@ -145,6 +147,7 @@ where
         logout: AtomicBool::new(false),
         last_client_ms: AtomicU64::new(0),
         start: Instant::now(),
+        flow: flow.map(Mutex::new),
     };
     let (inject_tx, inject_rx) = mpsc::channel::<Inject>(8);
     let up = client_to_backend(
@@ -250,6 +253,24 @@ where
             if let Piece::Line { first, literal, .. } = piece {
                 let line = &buf[off..off + len];
                 if first {
+                    let replacement = shared
+                        .flow
+                        .as_ref()
+                        .and_then(|f| lock(f).on_client_command(line, literal.is_some()));
+                    if let Some(rep) = replacement {
+                        // The cache flow rewrote the command (a FETCH it can
+                        // partly answer): send the new line instead.
+                        if write_out(&mut backend, &buf[written..off]).await.is_err()
+                            || write_out(&mut backend, &rep).await.is_err()
+                        {
+                            return RelayEnd::BackendError;
+                        }
+                        counters
+                            .client_to_backend
+                            .fetch_add((off - written + len) as u64, Ordering::Relaxed);
+                        written = off + len;
+                    }
+                    let line = &buf[off..off + len];
                     if let Some((tag, name)) = command_of(line) {
                         cur_tag = String::from_utf8_lossy(tag).into_owned();
                         match name.as_str() {
@@ -347,21 +368,47 @@ where
     let mut queued: VecDeque<Inject> = VecDeque::new();
     loop {
         let mut off = 0;
+        let mut pass_from = 0;
+        // Only built when the cache flow holds back or rewrites a response.
+        let mut rewritten: Option<BytesMut> = None;
         while let Some((piece, len)) = framer.step(&buf[off..]) {
             if let Piece::Line { first: true, .. } = piece {
                 if shared.awaiting.load(Ordering::Acquire) {
                     note_continuation(shared, &buf[off..off + len]);
                 }
             }
+            if let Some(f) = &shared.flow {
+                let (first, end) = match piece {
+                    Piece::Line { first, literal, .. } => (first, literal.is_none()),
+                    Piece::LineChunk { first } => (first, false),
+                    Piece::Literal { .. } => (false, false),
+                };
+                let mut f = lock(f);
+                if f.on_backend_frame(&buf[off..off + len], first, end) == Disposition::Hold {
+                    let out = rewritten.get_or_insert_with(BytesMut::new);
+                    out.extend_from_slice(&buf[pass_from..off]);
+                    pass_from = off + len;
+                    if let Some(o) = f.take_output() {
+                        out.extend_from_slice(&o);
+                    }
+                }
+            }
             off += len;
         }
         if off > 0 {
-            if write_out(&mut client, &buf[..off]).await.is_err() {
-                return RelayEnd::ClientError;
-            }
-            counters
-                .backend_to_client
-                .fetch_add(off as u64, Ordering::Relaxed);
+            let result = match rewritten.as_mut() {
+                None => write_out(&mut client, &buf[..off]).await.map(|_| off),
+                Some(out) => {
+                    out.extend_from_slice(&buf[pass_from..off]);
+                    write_out(&mut client, out).await.map(|_| out.len())
+                }
+            };
+            match result {
+                Ok(n) => counters
+                    .backend_to_client
+                    .fetch_add(n as u64, Ordering::Relaxed),
+                Err(_) => return RelayEnd::ClientError,
+            };
             buf.advance(off);
         }
         // What the proxy says itself goes out between two messages only.

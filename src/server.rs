@@ -35,7 +35,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listeners = bind_all(&cfg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, close_rx) = watch::channel(false);
+    let cache = cfg.cache.enabled.then(|| {
+        let c = Arc::new(crate::cache::FetchCache::new(&cfg.cache));
+        let c2 = c.clone();
+        // moka evicts lazily: let it catch up regularly.
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                c2.run_pending_tasks();
+            }
+        });
+        (c, Arc::new(crate::cache::flow::Templates::default()))
+    });
     let ctx = Arc::new(Context {
+        cache,
         config: cfg.clone(),
         router: router.clone(),
         auth: Arc::new(Passthrough),

@@ -8,6 +8,9 @@
 //! item name bytes exactly as the backend sent them, so a hit can be
 //! answered byte-identically.
 
+pub mod flow;
+pub mod split;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,5 +2,6 @@
 //! ([`command`]) and the responses it reads and writes ([`response`]).
 
 pub mod command;
+pub mod fetch;
 pub mod framing;
 pub mod response;

@@ -26,6 +26,11 @@ pub struct Context {
     pub router: Arc<Router>,
     pub auth: Arc<dyn Authenticator>,
     pub tls: Option<TlsAcceptor>,
+    /// The FETCH cache and its learned response orders, when enabled.
+    pub cache: Option<(
+        Arc<crate::cache::FetchCache>,
+        Arc<crate::cache::flow::Templates>,
+    )>,
     /// Flips to true when sessions must end (end of the drain time).
     pub close_now: watch::Receiver<bool>,
 }
@@ -211,13 +216,18 @@ async fn run(
         idle_timeout: cfg.timeouts.idle,
         bye_grace: std::time::Duration::from_secs(5),
     };
+    let flow = match (&ctx.cache, &summary.backend, &summary.user) {
+        (Some((cache, templates)), Some(backend), Some(user)) => Some(
+            crate::cache::flow::Flow::new(cache.clone(), templates.clone(), backend, user),
+        ),
+        _ => None,
+    };
     let end = relay(
-        stream,
-        pipelined,
-        logged_in.stream,
-        logged_in.buf,
+        (stream, pipelined),
+        (logged_in.stream, logged_in.buf),
         &relay_cfg,
         counters,
+        flow,
         close_now,
     )
     .await;

@@ -88,7 +88,7 @@ impl Selected {
     }
 
     fn vanished(&mut self, uids: &[u32]) {
-        let unknown = self.uids.iter().any(|u| *u == 0);
+        let unknown = self.uids.contains(&0);
         let before = self.uids.len();
         self.uids.retain(|u| !uids.contains(u));
         if unknown && self.uids.len() + uids.len() != before {

@@ -1,0 +1,722 @@
+//! The FETCH cache in a session (sans-I/O): decides per client FETCH
+//! whether cached items can be injected, rewrites the command sent to the
+//! backend, fills the cache from responses, and rebuilds responses
+//! byte-identical to what the backend would have sent.
+//!
+//! The rewritten command always goes to the backend, in order, so response
+//! order is never changed and the backend still validates that the
+//! messages exist and applies side effects (\Seen). It asks only for the
+//! items that are not cached, plus a 1-byte body marker that tells our
+//! responses apart from unsolicited FETCH responses (for \Seen-setting
+//! items the marker is non-PEEK, so the backend sets \Seen itself and
+//! reports the FLAGS change the client would have seen).
+//!
+//! Item order in a rebuilt response follows a template learned from a
+//! complete backend response to the same item list; without one the
+//! command is forwarded unchanged (and teaches the template).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use bytes::{Bytes, BytesMut};
+
+use super::split::{build_fetch, fetch_start, parse_fetch};
+use super::{CachedItem, FetchCache, MailboxKey, MessageItems, MessageKey};
+use crate::imap::command::trim_crlf;
+use crate::imap::fetch::{parse_fetch_command, FetchAtt, FetchCommand};
+use crate::session::mailbox::{Change, Tracker};
+
+/// Most messages one served FETCH may cover.
+const MAX_SERVE_MESSAGES: usize = 1000;
+
+/// One element of a response item order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The request's att with this index.
+    Att(usize),
+    /// UID added by the server to a UID FETCH.
+    Uid,
+    /// FLAGS added by the server after it set \Seen.
+    Flags,
+}
+
+/// Learned response item orders, per backend and request item list.
+#[derive(Debug, Default)]
+pub struct Templates {
+    map: RwLock<HashMap<String, Arc<Vec<Slot>>>>,
+}
+
+impl Templates {
+    fn get(&self, key: &str) -> Option<Arc<Vec<Slot>>> {
+        self.map.read().ok()?.get(key).cloned()
+    }
+
+    fn learn(&self, key: String, order: Vec<Slot>) {
+        let Ok(mut m) = self.map.write() else { return };
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        match m.get(&key) {
+            // Prefer the richer template (the one that saw FLAGS added).
+            Some(old) if old.len() >= order.len() => {}
+            _ => {
+                m.insert(key, Arc::new(order));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Fill {
+    /// Another command ran alongside: responses may not be ours.
+    tainted: bool,
+    mailbox: MailboxKey,
+    uid_cmd: bool,
+    atts: Arc<Vec<FetchAtt>>,
+    template_key: String,
+}
+
+#[derive(Debug)]
+struct Serve {
+    mailbox: MailboxKey,
+    uid_cmd: bool,
+    atts: Arc<Vec<FetchAtt>>,
+    /// For each att: injected from the cache (true) or asked of the backend.
+    injected: Vec<bool>,
+    pinned: HashMap<u32, Arc<MessageItems>>,
+    template: Arc<Vec<Slot>>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Other,
+    Fill(Fill),
+    Serve(Serve),
+}
+
+#[derive(Debug)]
+struct Cmd {
+    tag: String,
+    kind: Kind,
+    /// Items learned from this command's responses, stored only when it
+    /// completes with a plain OK: Dovecot answers for messages another
+    /// session expunged with placeholders (`BODY[] NIL`) and
+    /// `OK [EXPUNGEISSUED]`, which must never be cached.
+    pending: Vec<(MessageKey, Vec<CachedItem>)>,
+    pending_bytes: usize,
+}
+
+/// Most bytes of items one command may hold back for the cache.
+const PENDING_BUDGET: usize = 16 * 1024 * 1024;
+
+impl Cmd {
+    fn new(tag: String, kind: Kind) -> Self {
+        Cmd {
+            tag,
+            kind,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    fn hold_for_cache(&mut self, key: MessageKey, items: Vec<CachedItem>) {
+        let bytes: usize = items.iter().map(|i| i.name.len() + i.value.len()).sum();
+        if self.pending_bytes + bytes > PENDING_BUDGET {
+            return; // too much for one command: those are simply not cached
+        }
+        self.pending_bytes += bytes;
+        self.pending.push((key, items));
+    }
+}
+
+/// What to do with a backend frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Send to the client unchanged.
+    Pass,
+    /// Held by the flow; output comes from [`Flow::take_output`].
+    Hold,
+}
+
+/// A FETCH response being assembled from frames.
+#[derive(Debug)]
+struct Resp {
+    buf: BytesMut,
+    hold: bool,
+    /// Too large to assemble: passes through without filling.
+    overflow: bool,
+}
+
+/// Statistics a session reports (hits/misses are also counted globally).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlowStats {
+    pub served_commands: u64,
+    pub rewritten_bytes_saved: u64,
+}
+
+/// `UID <n>` among the items of a FETCH response's first line.
+fn uid_in_line(line: &[u8]) -> Option<u32> {
+    let open = line.iter().position(|c| *c == b'(')?;
+    let text = std::str::from_utf8(&line[open + 1..]).ok()?;
+    let mut words = text.split([' ', ')', '\r', '\n']);
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("UID") {
+            return words.next()?.parse().ok();
+        }
+        if w.contains('[') || w.starts_with('{') || w.starts_with('"') || w.starts_with('(') {
+            // Past simple items: stop rather than misread data as items.
+            return None;
+        }
+    }
+    None
+}
+
+fn cmd_str(a: &FetchAtt) -> String {
+    String::from_utf8_lossy(&a.to_command_bytes()).into_owned()
+}
+
+/// Body data (possibly large): never asked of the backend in a served
+/// command, whose responses are held in memory.
+fn is_body_data(att: &FetchAtt) -> bool {
+    let k = att.cache_key();
+    (k.starts_with("BODY[") || k.starts_with("BINARY[") || k.starts_with("RFC822"))
+        && k != "RFC822.SIZE"
+}
+
+/// Per-session cache flow.
+pub struct Flow {
+    cache: Arc<FetchCache>,
+    templates: Arc<Templates>,
+    backend: Arc<str>,
+    user: Arc<str>,
+    pub tracker: Tracker,
+    inflight: VecDeque<Cmd>,
+    resp: Option<Resp>,
+    output: BytesMut,
+    /// Last UIDVALIDITY seen per mailbox name (bounded).
+    uidvalidities: HashMap<String, u32>,
+    pub stats: FlowStats,
+}
+
+/// The marker: a body partial far beyond any message, so the answer is an
+/// empty string, and an origin no client uses, so it cannot be confused
+/// with a client's own item.
+const MARKER_PEEK: &str = "BODY.PEEK[]<2147483646.1>";
+const MARKER_SEEN: &str = "BODY[]<2147483646.1>";
+
+fn is_marker_name(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"BODY[]<2147483646>")
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("inflight", &self.inflight.len())
+            .finish()
+    }
+}
+
+impl Flow {
+    pub fn new(
+        cache: Arc<FetchCache>,
+        templates: Arc<Templates>,
+        backend: &str,
+        user: &str,
+    ) -> Self {
+        Flow {
+            cache,
+            templates,
+            backend: backend.into(),
+            user: user.into(),
+            tracker: Tracker::default(),
+            inflight: VecDeque::new(),
+            resp: None,
+            output: BytesMut::new(),
+            uidvalidities: HashMap::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// True when backend frames can pass without looking at them beyond
+    /// line starts (no FETCH of ours in flight and nothing assembling).
+    pub fn idle(&self) -> bool {
+        self.resp.is_none() && self.inflight.iter().all(|c| matches!(c.kind, Kind::Other))
+    }
+
+    /// A client command (its first line; `has_literal` when more follows).
+    /// Returns the replacement line to send instead, if any.
+    pub fn on_client_command(&mut self, line: &[u8], has_literal: bool) -> Option<Vec<u8>> {
+        let sp = line.iter().position(|b| *b == b' ')?;
+        let tag = String::from_utf8_lossy(&line[..sp]).into_owned();
+        if has_literal {
+            self.tracker.on_command(line);
+            self.inflight.push_back(Cmd::new(tag, Kind::Other));
+            return None;
+        }
+        self.tracker.on_command(line);
+        // Backends may run pipelined commands concurrently (Dovecot does),
+        // so FETCH responses can be attributed to a command only while it
+        // is alone in flight: plan only then, and stop filling from a
+        // FETCH once another command joins it.
+        let busy = !self.inflight.is_empty();
+        for c in self.inflight.iter_mut() {
+            if let Kind::Fill(f) = &mut c.kind {
+                f.tainted = true;
+            }
+        }
+        let planned = if busy {
+            None
+        } else {
+            self.plan(&line[sp + 1..])
+        };
+        let (kind, replacement) = match planned {
+            Some((k, r)) => (k, r),
+            None => (Kind::Other, None),
+        };
+        let replacement = replacement.map(|body| {
+            let mut l = Vec::with_capacity(sp + 1 + body.len() + 2);
+            l.extend_from_slice(&line[..=sp]);
+            l.extend_from_slice(&body);
+            l.extend_from_slice(b"\r\n");
+            l
+        });
+        self.inflight.push_back(Cmd::new(tag, kind));
+        replacement
+    }
+
+    fn mailbox_key(&self) -> Option<MailboxKey> {
+        if self.tracker.changing() {
+            return None;
+        }
+        let sel = self.tracker.selected.as_ref()?;
+        Some(MailboxKey::new(
+            &self.backend,
+            &self.user,
+            &sel.name,
+            sel.uidvalidity?,
+        ))
+    }
+
+    /// Decide Fill or Serve for a FETCH command (text after the tag).
+    fn plan(&mut self, after_tag: &[u8]) -> Option<(Kind, Option<Vec<u8>>)> {
+        let cmd: FetchCommand = parse_fetch_command(trim_crlf(after_tag))?;
+        if cmd.has_modifiers || !cmd.items.iter().any(|a| a.cacheable()) {
+            return None;
+        }
+        let mailbox = self.mailbox_key()?;
+        let template_key = format!(
+            "{}|{}|{}",
+            self.backend,
+            cmd.uid,
+            cmd.items.iter().map(cmd_str).collect::<Vec<_>>().join(" ")
+        );
+        let atts = Arc::new(cmd.items.clone());
+        let fill = |atts: Arc<Vec<FetchAtt>>| {
+            Kind::Fill(Fill {
+                tainted: false,
+                mailbox: mailbox.clone(),
+                uid_cmd: cmd.uid,
+                atts,
+                template_key: template_key.clone(),
+            })
+        };
+        let Some(template) = self.templates.get(&template_key) else {
+            self.count_miss();
+            return Some((fill(atts), None));
+        };
+        // Which messages: explicit UIDs, or sequence numbers we can map.
+        let uids: Vec<u32> = if cmd.set.has_star() {
+            Vec::new()
+        } else if cmd.uid {
+            cmd.set
+                .iter_resolved(u32::MAX, MAX_SERVE_MESSAGES)
+                .map(|i| i.collect())
+                .unwrap_or_default()
+        } else {
+            let sel = self.tracker.selected.as_ref()?;
+            let seqs: Option<Vec<u32>> = cmd
+                .set
+                .iter_resolved(sel.exists(), MAX_SERVE_MESSAGES)
+                .map(|i| i.collect());
+            seqs.and_then(|s| {
+                s.iter()
+                    .map(|q| sel.uid_of(*q))
+                    .collect::<Option<Vec<u32>>>()
+            })
+            .unwrap_or_default()
+        };
+        if uids.is_empty() {
+            self.count_miss();
+            return Some((fill(atts), None));
+        }
+        let mut pinned = HashMap::with_capacity(uids.len());
+        for uid in &uids {
+            if let Some(items) = self.cache.get(&MessageKey {
+                mailbox: mailbox.clone(),
+                uid: *uid,
+            }) {
+                pinned.insert(*uid, items);
+            }
+        }
+        let injected: Vec<bool> = cmd
+            .items
+            .iter()
+            .map(|a| {
+                a.cacheable()
+                    && uids.iter().all(|u| {
+                        pinned
+                            .get(u)
+                            .is_some_and(|m| m.get(&a.cache_key()).is_some())
+                    })
+            })
+            .collect();
+        let any_seen = cmd
+            .items
+            .iter()
+            .zip(&injected)
+            .any(|(a, inj)| *inj && a.sets_seen());
+        let template_ok = !any_seen || template.contains(&Slot::Flags);
+        let clash = cmd.items.iter().any(|a| {
+            let c = cmd_str(a);
+            c.eq_ignore_ascii_case(MARKER_PEEK) || c.eq_ignore_ascii_case(MARKER_SEEN)
+        });
+        let big_rest = cmd
+            .items
+            .iter()
+            .zip(&injected)
+            .any(|(a, inj)| !*inj && is_body_data(a));
+        if !injected.iter().any(|i| *i) || !template_ok || clash || big_rest {
+            self.count_miss();
+            return Some((fill(atts), None));
+        }
+        // The rewritten command: what is not injected, plus the marker.
+        let mut parts: Vec<String> = cmd
+            .items
+            .iter()
+            .zip(&injected)
+            .filter(|(_, inj)| !**inj)
+            .map(|(a, _)| cmd_str(a))
+            .collect();
+        parts.push(if any_seen { MARKER_SEEN } else { MARKER_PEEK }.to_string());
+        let body = format!(
+            "{}FETCH {} ({})",
+            if cmd.uid { "UID " } else { "" },
+            cmd.set,
+            parts.join(" ")
+        );
+        let hits = injected.iter().filter(|i| **i).count() as u64 * uids.len() as u64;
+        self.cache.counters.hits.fetch_add(hits, Ordering::Relaxed);
+        self.stats.served_commands += 1;
+        Some((
+            Kind::Serve(Serve {
+                mailbox,
+                uid_cmd: cmd.uid,
+                atts,
+                injected,
+                pinned,
+                template,
+            }),
+            Some(body.into_bytes()),
+        ))
+    }
+
+    fn count_miss(&self) {
+        self.cache.counters.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Is a FETCH of ours (Fill/Serve) at the head of the queue?
+    fn head_fetch(&self) -> Option<&Cmd> {
+        self.inflight
+            .front()
+            .filter(|c| !matches!(c.kind, Kind::Other))
+    }
+
+    /// A backend frame: the first line part of a response (`first`), a
+    /// later line part, or literal data. `end` is true on the last frame
+    /// of the response.
+    pub fn on_backend_frame(&mut self, bytes: &[u8], first: bool, end: bool) -> Disposition {
+        if first {
+            self.start_response(bytes);
+        }
+        let Some(resp) = self.resp.as_mut() else {
+            if first && end {
+                self.complete_line(bytes);
+            }
+            return Disposition::Pass;
+        };
+        let cap = self.cache.max_item_size.saturating_add(64 * 1024);
+        if !resp.overflow {
+            if resp.buf.len() + bytes.len() > cap {
+                resp.overflow = true;
+                if resp.hold {
+                    // Cannot rebuild what we cannot hold: send what we have
+                    // as it came, and the rest unchanged.
+                    let held = std::mem::take(&mut resp.buf);
+                    self.output.extend_from_slice(&held);
+                    self.output.extend_from_slice(bytes);
+                    resp.hold = false;
+                    resp.buf = BytesMut::new();
+                    if end {
+                        self.resp = None;
+                    }
+                    return Disposition::Hold;
+                }
+                resp.buf = BytesMut::new();
+            } else {
+                resp.buf.extend_from_slice(bytes);
+            }
+        }
+        let hold = resp.hold;
+        if end {
+            let resp = self.resp.take();
+            if let Some(r) = resp {
+                if !r.overflow {
+                    self.finish_response(r.buf.freeze(), hold);
+                }
+            }
+        }
+        if hold {
+            Disposition::Hold
+        } else {
+            Disposition::Pass
+        }
+    }
+
+    /// Output produced by held responses, in order.
+    pub fn take_output(&mut self) -> Option<Bytes> {
+        (!self.output.is_empty()).then(|| self.output.split().freeze())
+    }
+
+    fn start_response(&mut self, line: &[u8]) {
+        self.resp = None;
+        if fetch_start(line).is_none() {
+            return;
+        }
+        let hold = match self.head_fetch().map(|c| &c.kind) {
+            Some(Kind::Serve(_)) => true,
+            Some(Kind::Fill(_)) => false,
+            _ => {
+                // FETCH outside our commands: only the UID map learns, from
+                // the first line; nothing is assembled.
+                if let (Some(seq), Some(uid)) = (fetch_start(line), uid_in_line(line)) {
+                    self.tracker.on_fetch_uid(seq, uid);
+                }
+                return;
+            }
+        };
+        self.resp = Some(Resp {
+            buf: BytesMut::new(),
+            hold,
+            overflow: false,
+        });
+    }
+
+    /// A one-line response that is not part of a FETCH we handle.
+    fn complete_line(&mut self, line: &[u8]) {
+        let changes = self.tracker.on_response(line);
+        self.apply(changes);
+        let tagged = crate::imap::command::tag_of(line).is_some();
+        if let Some(sel) = self.tracker.selected.as_ref().filter(|_| tagged) {
+            if let Some(v) = sel.uidvalidity {
+                if self.uidvalidities.len() > 1000 {
+                    self.uidvalidities.clear();
+                }
+                let old = self.uidvalidities.insert(sel.name.clone(), v);
+                if old.is_some_and(|o| o != v) {
+                    // Same name, new mailbox: purge what the old one left.
+                    self.cache
+                        .invalidate_mailbox(&self.backend, &self.user, &sel.name);
+                }
+            }
+        }
+        if let Some(tag) = crate::imap::command::tag_of(line) {
+            if let Some(pos) = self.inflight.iter().position(|c| c.tag == tag) {
+                if let Some(cmd) = self.inflight.remove(pos) {
+                    let rest = &line[tag.len()..];
+                    let plain_ok = rest.len() >= 3
+                        && rest[..3].eq_ignore_ascii_case(b" OK")
+                        && !rest
+                            .windows(15)
+                            .any(|w| w.eq_ignore_ascii_case(b"[EXPUNGEISSUED]"));
+                    if plain_ok {
+                        for (key, items) in cmd.pending {
+                            self.cache.insert_items(key, items);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            match c {
+                Change::Expunged(uid) => {
+                    if let Some(mk) = self.mailbox_key() {
+                        self.cache
+                            .invalidate_message(&MessageKey { mailbox: mk, uid });
+                    }
+                }
+                Change::MailboxInvalid(name) => {
+                    self.cache
+                        .invalidate_mailbox(&self.backend, &self.user, &name)
+                }
+            }
+        }
+    }
+
+    fn finish_response(&mut self, resp: Bytes, hold: bool) {
+        let Some(parsed) = parse_fetch(&resp) else {
+            if hold {
+                self.output.extend_from_slice(&resp);
+            }
+            return;
+        };
+        let item = |i: usize| -> (&[u8], &[u8]) {
+            let r = &parsed.items[i];
+            (&resp[r.name.clone()], &resp[r.value.clone()])
+        };
+        let uid = (0..parsed.items.len()).find_map(|i| {
+            let (n, v) = item(i);
+            n.eq_ignore_ascii_case(b"UID")
+                .then(|| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+                .flatten()
+        });
+        if let Some(uid) = uid {
+            self.tracker.on_fetch_uid(parsed.seq, uid);
+        }
+        let uid = uid.or_else(|| self.tracker.selected.as_ref()?.uid_of(parsed.seq));
+        let mut hold: Option<(MessageKey, Vec<CachedItem>)> = None;
+        let head = self.inflight.front().map(|c| &c.kind);
+        match head {
+            Some(Kind::Fill(f)) => {
+                let Some(uid) = uid.filter(|_| !f.tainted) else {
+                    return;
+                };
+                let mut new = Vec::new();
+                let mut order = Vec::new();
+                for i in 0..parsed.items.len() {
+                    let (n, v) = item(i);
+                    match f.atts.iter().position(|a| a.matches_response_item(n)) {
+                        Some(ai) => {
+                            order.push(Slot::Att(ai));
+                            if f.atts[ai].cacheable() && v.len() <= self.cache.max_item_size {
+                                new.push(CachedItem {
+                                    key: f.atts[ai].cache_key().into(),
+                                    name: Bytes::copy_from_slice(n),
+                                    value: Bytes::copy_from_slice(v),
+                                });
+                            }
+                        }
+                        None if n.eq_ignore_ascii_case(b"UID") && f.uid_cmd => {
+                            order.push(Slot::Uid)
+                        }
+                        None if n.eq_ignore_ascii_case(b"FLAGS") => order.push(Slot::Flags),
+                        None => {
+                            order.clear();
+                            break;
+                        }
+                    }
+                }
+                // A complete answer (every att present) teaches the order.
+                let complete = (0..f.atts.len()).all(|ai| order.contains(&Slot::Att(ai)));
+                if complete {
+                    self.templates.learn(f.template_key.clone(), order);
+                }
+                let key = MessageKey {
+                    mailbox: f.mailbox.clone(),
+                    uid,
+                };
+                hold = Some((key, new));
+            }
+            Some(Kind::Serve(s)) => {
+                let marker = (0..parsed.items.len()).find(|i| is_marker_name(item(*i).0));
+                let (Some(marker), Some(uid)) = (marker, uid) else {
+                    // Not an answer to our command (unsolicited update).
+                    self.output.extend_from_slice(&resp);
+                    return;
+                };
+                let Some(cached) = s.pinned.get(&uid) else {
+                    // Cannot happen for UIDs we planned; never invent data.
+                    self.output.extend_from_slice(&resp);
+                    return;
+                };
+                let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(s.template.len());
+                let mut used = vec![false; parsed.items.len()];
+                used[marker] = true;
+                let mut served = 0u64;
+                for slot in s.template.iter() {
+                    match *slot {
+                        Slot::Att(ai) => {
+                            let Some(att) = s.atts.get(ai) else { continue };
+                            if s.injected.get(ai).copied().unwrap_or(false) {
+                                if let Some(ci) = cached.get(&att.cache_key()) {
+                                    served += (ci.name.len() + ci.value.len()) as u64;
+                                    out.push((&ci.name[..], &ci.value[..]));
+                                }
+                            } else if let Some(i) = (0..parsed.items.len())
+                                .find(|i| !used[*i] && att.matches_response_item(item(*i).0))
+                            {
+                                used[i] = true;
+                                out.push(item(i));
+                            }
+                        }
+                        Slot::Uid | Slot::Flags => {
+                            let want: &[u8] = if *slot == Slot::Uid { b"UID" } else { b"FLAGS" };
+                            if *slot == Slot::Uid && !s.uid_cmd {
+                                continue;
+                            }
+                            if let Some(i) = (0..parsed.items.len())
+                                .find(|i| !used[*i] && item(*i).0.eq_ignore_ascii_case(want))
+                            {
+                                used[i] = true;
+                                out.push(item(i));
+                            }
+                        }
+                    }
+                }
+                // Anything the template did not place (should not happen).
+                for (i, u) in used.iter().enumerate() {
+                    if !u {
+                        out.push(item(i));
+                    }
+                }
+                // Cacheable items the backend sent now are kept for next time.
+                let mut new = Vec::new();
+                for (ai, att) in s.atts.iter().enumerate() {
+                    if att.cacheable() && !s.injected.get(ai).copied().unwrap_or(true) {
+                        if let Some(i) =
+                            (0..parsed.items.len()).find(|i| att.matches_response_item(item(*i).0))
+                        {
+                            let (n, v) = item(i);
+                            new.push(CachedItem {
+                                key: att.cache_key().into(),
+                                name: Bytes::copy_from_slice(n),
+                                value: Bytes::copy_from_slice(v),
+                            });
+                        }
+                    }
+                }
+                let key = MessageKey {
+                    mailbox: s.mailbox.clone(),
+                    uid,
+                };
+                if !new.is_empty() {
+                    hold = Some((key, new));
+                }
+                self.cache
+                    .counters
+                    .bytes_served
+                    .fetch_add(served, Ordering::Relaxed);
+                self.stats.rewritten_bytes_saved += served;
+                self.output
+                    .extend_from_slice(&build_fetch(parsed.seq, &out));
+            }
+            _ => {}
+        }
+        if let (Some((key, items)), Some(cmd)) = (hold, self.inflight.front_mut()) {
+            cmd.hold_for_cache(key, items);
+        }
+    }
+}
