@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::ListenerMode;
+use crate::metrics::RejectReason;
 use crate::session::conn::{serve, Context};
 use crate::session::{new_session_id, ClientInfo};
 
@@ -17,6 +18,8 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub mode: ListenerMode,
     pub address: SocketAddr,
+    /// Position in the config (the `listener` metric label).
+    pub index: usize,
 }
 
 /// Bind every configured listener; fails on the first that cannot bind.
@@ -31,6 +34,7 @@ pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listene
             address: tcp.local_addr()?,
             tcp,
             mode: l.mode,
+            index: i,
         });
     }
     Ok(out)
@@ -44,6 +48,8 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(address = %l.address, mode = ?l.mode, "listening");
+    let metrics = ctx.metrics.clone();
+    let accepted = metrics.accepted_counter(l.index, l.mode);
     loop {
         let (mut tcp, peer) = tokio::select! {
             r = l.tcp.accept() => match r {
@@ -51,6 +57,7 @@ pub async fn accept_loop(
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
+                    metrics.accept_error();
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -59,6 +66,7 @@ pub async fn accept_loop(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection limit reached; refusing");
+            metrics.connection_rejected(RejectReason::MaxConnections);
             tokio::spawn(async move {
                 let _ = tcp
                     .write_all(b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
@@ -67,6 +75,8 @@ pub async fn accept_loop(
             });
             continue;
         };
+        accepted.inc();
+        let open = metrics.client_connection_opened();
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(l.address);
         let client = ClientInfo {
@@ -78,7 +88,7 @@ pub async fn accept_loop(
         let mode = l.mode;
         tokio::spawn(async move {
             serve(ctx, tcp, client, mode).await;
-            drop(permit);
+            drop((open, permit));
         });
     }
     tracing::info!(address = %l.address, "listener closed");

@@ -1,6 +1,7 @@
 //! Running the proxy: build everything from the config, start health
-//! checks and listeners, and shut down gracefully on SIGTERM/SIGINT (stop
-//! accepting, let sessions drain, then `* BYE` the rest).
+//! checks, the admin server and listeners, and shut down gracefully on
+//! SIGTERM/SIGINT (report not ready, stop accepting, let sessions drain,
+//! then `* BYE` the rest).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::{watch, Semaphore};
 
+use crate::admin::{AdminState, Readiness};
 use crate::auth::Passthrough;
 use crate::config::{Config, ListenerMode};
 use crate::listener::{accept_loop, bind_all};
+use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::session::conn::Context;
 
@@ -32,7 +35,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.set_max_connections(cfg.server.max_connections);
+    metrics.attach_router(router.clone())?;
+    let readiness = Arc::new(Readiness::new(router.clone()));
     let listeners = bind_all(&cfg).await?;
+    let admin = match &cfg.admin.address {
+        Some(a) => Some(crate::admin::bind(a).await?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, close_rx) = watch::channel(false);
     let cache = cfg.cache.enabled.then(|| {
@@ -48,18 +59,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
         (c, Arc::new(crate::cache::flow::Templates::default()))
     });
+    if let Some((c, _)) = &cache {
+        metrics.attach_cache(c.clone(), cfg.cache.max_bytes.as_u64())?;
+    }
     let ctx = Arc::new(Context {
         cache,
         config: cfg.clone(),
         router: router.clone(),
         auth: Arc::new(Passthrough),
         tls,
+        metrics: metrics.clone(),
         close_now: close_rx,
     });
     for b in router.backends() {
         tokio::spawn(crate::backend::health::run(
             b.clone(),
             cfg.health.clone(),
+            metrics.clone(),
             stop_rx.clone(),
         ));
     }
@@ -74,9 +90,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         )));
     }
+    readiness.set_listeners_bound();
+    // The admin server lives until run() returns: /readyz says "draining"
+    // and /metrics stays readable while sessions drain.
+    let (_admin_stop, admin_stop_rx) = watch::channel(false);
+    let admin_task = admin.map(|l| {
+        let state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        });
+        tokio::spawn(crate::admin::serve(l, state, admin_stop_rx))
+    });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "imapmux started");
 
     shutdown_signal().await;
+    readiness.set_draining();
     let drain = cfg.timeouts.drain;
     tracing::info!(
         drain_secs = drain.as_secs(),
@@ -107,6 +135,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         while active() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+    if let Some(t) = admin_task {
+        t.abort();
     }
     tracing::info!("imapmux stopped");
     Ok(())

@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::config::HealthConfig;
+use crate::metrics::Metrics;
 use crate::route::Backend;
 
 /// Counts consecutive results and decides the state (pure).
@@ -50,8 +51,14 @@ pub async fn check(backend: &Backend, cfg: &HealthConfig) -> Result<(), super::B
     Ok(())
 }
 
-/// Run health checks for `backend` until `shutdown` flips.
-pub async fn run(backend: Arc<Backend>, cfg: HealthConfig, mut shutdown: watch::Receiver<bool>) {
+/// Run health checks for `backend` until `shutdown` flips; failures are
+/// counted in `metrics` (the up/down state is read from `backend`).
+pub async fn run(
+    backend: Arc<Backend>,
+    cfg: HealthConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut h = Hysteresis::new(cfg.fall, cfg.rise);
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,6 +68,9 @@ pub async fn run(backend: Arc<Backend>, cfg: HealthConfig, mut shutdown: watch::
             _ = shutdown.changed() => return,
         }
         let result = check(&backend, &cfg).await;
+        if result.is_err() {
+            metrics.health_check_failed(&backend.name);
+        }
         if let Some(up) = h.record(result.is_ok(), backend.is_up()) {
             backend.set_up(up);
             match &result {

@@ -50,6 +50,11 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Every value [`kind`](Self::kind) returns (metric label values).
+    pub const KINDS: &'static [&'static str] = &[
+        "connect", "timeout", "tls", "io", "refused", "protocol", "closed",
+    ];
+
     /// Short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -228,6 +228,15 @@ impl CommandTracker {
     }
 }
 
+/// The last CRLF-terminated line of a complete response.
+fn last_line(bytes: &[u8]) -> &[u8] {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    match body.iter().rposition(|b| *b == b'\n') {
+        Some(nl) => &bytes[nl + 1..],
+        None => bytes,
+    }
+}
+
 /// Cheap pre-check: untagged (`*`) and continuation (`+`) lines never
 /// complete a command.
 fn is_candidate(line: &[u8]) -> bool {
@@ -262,9 +271,7 @@ fn whole_word(line: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// RFC 9051 tag: ASTRING-CHAR except `+`.
 fn is_tag_char(b: u8) -> bool {
-    b > b' '
-        && b < 0x7f
-        && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+    b > b' ' && b < 0x7f && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
 }
 
 /// A [`CommandTracker`] for the relay: both directions share it, it reads
@@ -300,6 +307,12 @@ impl CommandMeter {
             self.metrics
                 .command_done(c.command, c.result, c.duration.as_secs_f64());
         }
+    }
+
+    /// Call with a response imapmux sends itself (a cache answer, a
+    /// refusal): its last line, when tagged, completes the command.
+    pub fn proxy_answer(&self, bytes: &[u8]) {
+        self.backend_line(last_line(bytes));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CommandTracker> {
@@ -371,7 +384,9 @@ mod tests {
         assert_eq!(t.backend_line(b"+ idling\r\n", ms(t0, 21)), None);
         t.client_line(b"DONE\r\n", ms(t0, 30));
         assert_eq!(t.pending(), 1);
-        let c = t.backend_line(b"a4 OK Idle completed.\r\n", ms(t0, 31)).unwrap();
+        let c = t
+            .backend_line(b"a4 OK Idle completed.\r\n", ms(t0, 31))
+            .unwrap();
         assert_eq!(c.command, "idle");
         // A tagged line for an unknown tag, or not a status, is ignored.
         t.client_line(b"a5 NOOP\r\n", ms(t0, 40));
@@ -437,6 +452,11 @@ mod tests {
         meter.backend_line(b"* 1 FETCH (FLAGS ())\r\n");
         meter.backend_line(b"a1 OK done\r\n");
         meter.backend_line(b"a2 NO nope\r\n");
+        meter.client_line(b"a3 FETCH 1 BODY[]\r\n");
+        meter.client_line(b"a4 COMPRESS DEFLATE\r\n");
+        meter.proxy_answer(b"* 1 FETCH (BODY[] {5}\r\na\r\nb\n)\r\na3 OK Fetch completed.\r\n");
+        meter.proxy_answer(b"a4 NO [CANNOT] not here\r\n");
+        meter.proxy_answer(b"* BYE shutting down\r\n");
         let text = m.encode().unwrap();
         assert!(
             text.contains("imapmux_commands_total{command=\"uid_fetch\",result=\"ok\"} 1"),
@@ -450,5 +470,16 @@ mod tests {
             text.contains("imapmux_command_duration_seconds_count{command=\"uid_fetch\"} 1"),
             "{text}"
         );
+        assert!(
+            text.contains("imapmux_commands_total{command=\"fetch\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imapmux_commands_total{command=\"compress\",result=\"no\"} 1"),
+            "{text}"
+        );
+        assert_eq!(last_line(b"x\r\ny OK\r\n"), b"y OK\r\n");
+        assert_eq!(last_line(b"y OK"), b"y OK");
+        assert_eq!(last_line(b""), b"");
     }
 }
