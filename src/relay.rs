@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::cache::flow::{Disposition, Flow};
+use crate::cache::flow::{Disposition, Flow, Upstream};
 use crate::imap::framing::{Framer, Piece};
 
 /// How the relay ended.
@@ -73,6 +73,12 @@ struct Shared {
     start: Instant,
     /// The FETCH cache flow, when the cache is on.
     flow: Option<Mutex<Flow>>,
+    /// What the proxy says itself, for the backend-to-client direction to
+    /// send between two messages (no channel: nothing allocated until used).
+    injected: Mutex<VecDeque<Inject>>,
+    inject_ready: Notify,
+    /// Per-command metrics (client tags matched with tagged answers).
+    meter: Option<crate::metrics::CommandMeter>,
 }
 
 /// Something the proxy itself says to the client, at a message boundary.
@@ -132,6 +138,7 @@ pub async fn relay<C, B>(
     cfg: &RelayConfig,
     counters: &Counters,
     flow: Option<Flow>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> RelayEnd
 where
@@ -148,26 +155,12 @@ where
         last_client_ms: AtomicU64::new(0),
         start: Instant::now(),
         flow: flow.map(Mutex::new),
+        injected: Mutex::new(VecDeque::new()),
+        inject_ready: Notify::new(),
+        meter: metrics.map(crate::metrics::CommandMeter::new),
     };
-    let (inject_tx, inject_rx) = mpsc::channel::<Inject>(8);
-    let up = client_to_backend(
-        client_r,
-        client_buf,
-        backend_w,
-        cfg,
-        &shared,
-        counters,
-        inject_tx.clone(),
-    );
-    let down = backend_to_client(
-        backend_r,
-        backend_buf,
-        client_w,
-        cfg,
-        &shared,
-        counters,
-        inject_rx,
-    );
+    let up = client_to_backend(client_r, client_buf, backend_w, cfg, &shared, counters);
+    let down = backend_to_client(backend_r, backend_buf, client_w, cfg, &shared, counters);
     tokio::pin!(up);
     tokio::pin!(down);
     let idle = cfg.idle_timeout;
@@ -195,13 +188,13 @@ where
             end = &mut up => return end,
             end = &mut down => return bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
             _ = &mut idle_check, if bye_sent.is_none() => {
-                let _ = inject_tx.try_send(Inject { bytes: Bytes::from_static(b"* BYE Autologout; idle for too long.\r\n"), then_close: true });
+                push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE Autologout; idle for too long.\r\n"), then_close: true });
                 bye_sent = Some(RelayEnd::IdleTimeout);
                 bye_deadline = Some(Instant::now() + cfg.bye_grace);
             }
             changed = shutdown.changed(), if bye_sent.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    let _ = inject_tx.try_send(Inject { bytes: Bytes::from_static(b"* BYE [UNAVAILABLE] Server shutting down.\r\n"), then_close: true });
+                    push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE [UNAVAILABLE] Server shutting down.\r\n"), then_close: true });
                     bye_sent = Some(RelayEnd::Shutdown);
                     bye_deadline = Some(Instant::now() + cfg.bye_grace);
                 }
@@ -233,7 +226,6 @@ async fn client_to_backend<R, W>(
     cfg: &RelayConfig,
     shared: &Shared,
     counters: &Counters,
-    inject: mpsc::Sender<Inject>,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin,
@@ -253,24 +245,49 @@ where
             if let Piece::Line { first, literal, .. } = piece {
                 let line = &buf[off..off + len];
                 if first {
-                    let replacement = shared
+                    let up = shared
                         .flow
                         .as_ref()
-                        .and_then(|f| lock(f).on_client_command(line, literal.is_some()));
-                    if let Some(rep) = replacement {
-                        // The cache flow rewrote the command (a FETCH it can
-                        // partly answer): send the new line instead.
-                        if write_out(&mut backend, &buf[written..off]).await.is_err()
-                            || write_out(&mut backend, &rep).await.is_err()
-                        {
-                            return RelayEnd::BackendError;
+                        .map(|f| lock(f).on_client_command(line, literal.is_some()))
+                        .unwrap_or(Upstream::Forward);
+                    match up {
+                        Upstream::Forward => {}
+                        Upstream::Replace(rep) => {
+                            // The cache flow rewrote the command (a FETCH it
+                            // can partly answer): send the new line instead.
+                            if write_out(&mut backend, &buf[written..off]).await.is_err()
+                                || write_out(&mut backend, &rep).await.is_err()
+                            {
+                                return RelayEnd::BackendError;
+                            }
+                            counters
+                                .client_to_backend
+                                .fetch_add((off - written + len) as u64, Ordering::Relaxed);
+                            written = off + len;
                         }
-                        counters
-                            .client_to_backend
-                            .fetch_add((off - written + len) as u64, Ordering::Relaxed);
-                        written = off + len;
+                        Upstream::Answer(resp) => {
+                            // Answered from the cache: nothing goes to the
+                            // backend; the answer goes out between messages.
+                            if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                                return RelayEnd::BackendError;
+                            }
+                            counters
+                                .client_to_backend
+                                .fetch_add((off - written + len) as u64, Ordering::Relaxed);
+                            written = off + len;
+                            push_inject(
+                                shared,
+                                Inject {
+                                    bytes: resp.into(),
+                                    then_close: false,
+                                },
+                            );
+                        }
                     }
                     let line = &buf[off..off + len];
+                    if let Some(m) = &shared.meter {
+                        m.client_line(line);
+                    }
                     if let Some((tag, name)) = command_of(line) {
                         cur_tag = String::from_utf8_lossy(tag).into_owned();
                         match name.as_str() {
@@ -286,12 +303,13 @@ where
                                     .client_to_backend
                                     .fetch_add((off - written) as u64, Ordering::Relaxed);
                                 written = off + len;
-                                let _ = inject
-                                    .send(Inject {
+                                push_inject(
+                                    shared,
+                                    Inject {
                                         bytes: reply.into(),
                                         then_close: false,
-                                    })
-                                    .await;
+                                    },
+                                );
                             }
                             _ => {}
                         }
@@ -330,6 +348,11 @@ where
     }
 }
 
+fn push_inject(shared: &Shared, msg: Inject) {
+    lock(&shared.injected).push_back(msg);
+    shared.inject_ready.notify_one();
+}
+
 fn closed(shared: &Shared) -> RelayEnd {
     if shared.logout.load(Ordering::Relaxed) {
         RelayEnd::Logout
@@ -357,7 +380,6 @@ async fn backend_to_client<R, W>(
     cfg: &RelayConfig,
     shared: &Shared,
     counters: &Counters,
-    mut inject: mpsc::Receiver<Inject>,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin,
@@ -373,6 +395,9 @@ where
         let mut rewritten: Option<BytesMut> = None;
         while let Some((piece, len)) = framer.step(&buf[off..]) {
             if let Piece::Line { first: true, .. } = piece {
+                if let Some(m) = &shared.meter {
+                    m.backend_line(&buf[off..off + len]);
+                }
                 if shared.awaiting.load(Ordering::Acquire) {
                     note_continuation(shared, &buf[off..off + len]);
                 }
@@ -411,9 +436,13 @@ where
             };
             buf.advance(off);
         }
+        queued.extend(lock(&shared.injected).drain(..));
         // What the proxy says itself goes out between two messages only.
         if framer.at_boundary() && buf.is_empty() {
             while let Some(msg) = queued.pop_front() {
+                if let Some(m) = &shared.meter {
+                    m.proxy_answer(&msg.bytes);
+                }
                 if write_out(&mut client, &msg.bytes).await.is_err() {
                     return RelayEnd::ClientError;
                 }
@@ -428,7 +457,10 @@ where
         }
         sizer.prepare(&mut buf);
         tokio::select! {
-            Some(msg) = inject.recv() => queued.push_back(msg),
+            // Proxy answers first: they were queued before any later
+            // command reached the backend.
+            biased;
+            _ = shared.inject_ready.notified() => {}
             r = backend.read_buf(&mut buf) => match r {
                 Ok(0) => {
                     let _ = client.shutdown().await;

@@ -94,7 +94,7 @@ pub fn backend_client_config(
     let cc = if b.insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+            .with_custom_certificate_verifier(NoVerify::new())
             .with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
@@ -143,7 +143,14 @@ pub fn backend_client_config(
 /// Accepts any backend certificate (`insecure = true`, labs only). The
 /// handshake signatures are still checked.
 #[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
+pub struct NoVerify(Arc<CryptoProvider>);
+
+impl NoVerify {
+    /// A verifier that accepts any certificate (labs, load tests).
+    pub fn new() -> Arc<NoVerify> {
+        Arc::new(NoVerify(provider()))
+    }
+}
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(

@@ -21,10 +21,12 @@ use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 
-use super::split::{build_fetch, fetch_start, parse_fetch};
+use super::split::{fetch_start, parse_fetch};
 use super::{CachedItem, FetchCache, MailboxKey, MessageItems, MessageKey};
 use crate::imap::command::trim_crlf;
-use crate::imap::fetch::{parse_fetch_command, FetchAtt, FetchCommand};
+use crate::imap::fetch::{
+    build_fetch_response as build_fetch, parse_fetch_command, FetchAtt, FetchCommand,
+};
 use crate::session::mailbox::{Change, Tracker};
 
 /// Most messages one served FETCH may cover.
@@ -129,6 +131,20 @@ impl Cmd {
         self.pending.push((key, items));
     }
 }
+
+/// What to do with a client command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// Send it to the backend as it is.
+    Forward,
+    /// Send this line instead (a FETCH the cache partly answers).
+    Replace(Vec<u8>),
+    /// Do not send anything: these bytes are the whole answer.
+    Answer(Vec<u8>),
+}
+
+/// Most messages a FETCH answered without the backend may cover.
+const MAX_LOCAL_MESSAGES: usize = 64;
 
 /// What to do with a backend frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -246,15 +262,16 @@ impl Flow {
 
     /// A client command (its first line; `has_literal` when more follows).
     /// Returns the replacement line to send instead, if any.
-    pub fn on_client_command(&mut self, line: &[u8], has_literal: bool) -> Option<Vec<u8>> {
-        let sp = line.iter().position(|b| *b == b' ')?;
+    pub fn on_client_command(&mut self, line: &[u8], has_literal: bool) -> Upstream {
+        let Some(sp) = line.iter().position(|b| *b == b' ') else {
+            return Upstream::Forward;
+        };
         let tag = String::from_utf8_lossy(&line[..sp]).into_owned();
-        if has_literal {
-            self.tracker.on_command(line);
-            self.inflight.push_back(Cmd::new(tag, Kind::Other));
-            return None;
-        }
         self.tracker.on_command(line);
+        if has_literal {
+            self.inflight.push_back(Cmd::new(tag, Kind::Other));
+            return Upstream::Forward;
+        }
         // Backends may run pipelined commands concurrently (Dovecot does),
         // so FETCH responses can be attributed to a command only while it
         // is alone in flight: plan only then, and stop filling from a
@@ -270,19 +287,72 @@ impl Flow {
         } else {
             self.plan(&line[sp + 1..])
         };
-        let (kind, replacement) = match planned {
-            Some((k, r)) => (k, r),
-            None => (Kind::Other, None),
+        let (kind, up) = planned.unwrap_or((Kind::Other, Upstream::Forward));
+        let up = match up {
+            Upstream::Replace(body) => {
+                let mut l = Vec::with_capacity(sp + 1 + body.len() + 2);
+                l.extend_from_slice(&line[..=sp]);
+                l.extend_from_slice(&body);
+                l.extend_from_slice(b"\r\n");
+                Upstream::Replace(l)
+            }
+            Upstream::Answer(mut resp) => {
+                // Answered here: the backend never sees this command.
+                resp.extend_from_slice(format!("{tag} OK Fetch completed (cache).\r\n").as_bytes());
+                return Upstream::Answer(resp);
+            }
+            Upstream::Forward => Upstream::Forward,
         };
-        let replacement = replacement.map(|body| {
-            let mut l = Vec::with_capacity(sp + 1 + body.len() + 2);
-            l.extend_from_slice(&line[..=sp]);
-            l.extend_from_slice(&body);
-            l.extend_from_slice(b"\r\n");
-            l
-        });
         self.inflight.push_back(Cmd::new(tag, kind));
-        replacement
+        up
+    }
+
+    /// Answer a FETCH of cacheable items only, from pinned entries, when
+    /// every UID's sequence number is known: no backend round trip.
+    fn answer_locally(
+        &self,
+        cmd: &FetchCommand,
+        uids: &[u32],
+        pinned: &HashMap<u32, Arc<MessageItems>>,
+        template: &[Slot],
+    ) -> Option<Vec<u8>> {
+        if uids.len() > MAX_LOCAL_MESSAGES
+            || cmd.sets_seen()
+            || !cmd
+                .items
+                .iter()
+                .all(|a| a.cacheable() || matches!(a, FetchAtt::Uid))
+            || template.contains(&Slot::Flags)
+        {
+            return None;
+        }
+        let sel = self.tracker.selected.as_ref()?;
+        let mut msgs: Vec<(u32, u32)> = uids
+            .iter()
+            .map(|u| Some((sel.seq_of(*u)?, *u)))
+            .collect::<Option<_>>()?;
+        msgs.sort_unstable();
+        let mut out = Vec::new();
+        for (seq, uid) in msgs {
+            let cached = pinned.get(&uid)?;
+            let uid_text = uid.to_string();
+            let mut items: Vec<(&[u8], &[u8])> = Vec::with_capacity(template.len());
+            for slot in template {
+                match *slot {
+                    Slot::Uid => items.push((b"UID", uid_text.as_bytes())),
+                    Slot::Att(i) => match cmd.items.get(i)? {
+                        FetchAtt::Uid => items.push((b"UID", uid_text.as_bytes())),
+                        att => {
+                            let ci = cached.get(&att.cache_key())?;
+                            items.push((&ci.name[..], &ci.value[..]));
+                        }
+                    },
+                    Slot::Flags => return None,
+                }
+            }
+            out.extend_from_slice(&build_fetch(seq, &items));
+        }
+        Some(out)
     }
 
     fn mailbox_key(&self) -> Option<MailboxKey> {
@@ -299,7 +369,7 @@ impl Flow {
     }
 
     /// Decide Fill or Serve for a FETCH command (text after the tag).
-    fn plan(&mut self, after_tag: &[u8]) -> Option<(Kind, Option<Vec<u8>>)> {
+    fn plan(&mut self, after_tag: &[u8]) -> Option<(Kind, Upstream)> {
         let cmd: FetchCommand = parse_fetch_command(trim_crlf(after_tag))?;
         if cmd.has_modifiers || !cmd.items.iter().any(|a| a.cacheable()) {
             return None;
@@ -323,7 +393,7 @@ impl Flow {
         };
         let Some(template) = self.templates.get(&template_key) else {
             self.count_miss();
-            return Some((fill(atts), None));
+            return Some((fill(atts), Upstream::Forward));
         };
         // Which messages: explicit UIDs, or sequence numbers we can map.
         let uids: Vec<u32> = if cmd.set.has_star() {
@@ -348,7 +418,7 @@ impl Flow {
         };
         if uids.is_empty() {
             self.count_miss();
-            return Some((fill(atts), None));
+            return Some((fill(atts), Upstream::Forward));
         }
         let mut pinned = HashMap::with_capacity(uids.len());
         for uid in &uids {
@@ -388,7 +458,17 @@ impl Flow {
             .any(|(a, inj)| !*inj && is_body_data(a));
         if !injected.iter().any(|i| *i) || !template_ok || clash || big_rest {
             self.count_miss();
-            return Some((fill(atts), None));
+            return Some((fill(atts), Upstream::Forward));
+        }
+        if let Some(answer) = self.answer_locally(&cmd, &uids, &pinned, &template) {
+            let bytes: usize = answer.len();
+            self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
+            self.cache
+                .counters
+                .bytes_served
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            self.stats.served_commands += 1;
+            return Some((Kind::Other, Upstream::Answer(answer)));
         }
         // The rewritten command: what is not injected, plus the marker.
         let mut parts: Vec<String> = cmd
@@ -405,8 +485,7 @@ impl Flow {
             cmd.set,
             parts.join(" ")
         );
-        let hits = injected.iter().filter(|i| **i).count() as u64 * uids.len() as u64;
-        self.cache.counters.hits.fetch_add(hits, Ordering::Relaxed);
+        self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
         self.stats.served_commands += 1;
         Some((
             Kind::Serve(Serve {
@@ -417,7 +496,7 @@ impl Flow {
                 pinned,
                 template,
             }),
-            Some(body.into_bytes()),
+            Upstream::Replace(body.into_bytes()),
         ))
     }
 

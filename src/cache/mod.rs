@@ -125,7 +125,9 @@ impl MessageItems {
 /// from the cache itself.
 #[derive(Debug, Default)]
 pub struct CacheCounters {
+    /// FETCH commands answered (fully or partly) from the cache.
     pub hits: AtomicU64,
+    /// Cacheable FETCH commands sent to the backend as they were.
     pub misses: AtomicU64,
     pub bytes_served: AtomicU64,
     pub evictions: AtomicU64,

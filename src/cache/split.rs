@@ -1,5 +1,6 @@
 //! Cutting one complete, buffered `* N FETCH (…)` response into its items
-//! (name and value byte ranges), and putting items back together. Values
+//! (name and value byte ranges); `imap::fetch::build_fetch_response` puts
+//! items back together. Values
 //! are kept exactly as sent (quoted strings, literals with their `{n}`
 //! header, nested lists), so a rebuilt response is byte-identical.
 
@@ -161,26 +162,10 @@ pub fn parse_fetch(resp: &[u8]) -> Option<FetchResponse> {
     (resp.get(p.i..)? == b"\r\n").then_some(FetchResponse { seq, items })
 }
 
-/// `* <seq> FETCH (<name> <value> …)\r\n`.
-pub fn build_fetch(seq: u32, items: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let len: usize = items.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(len + 24);
-    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
-    for (i, (n, v)) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        out.extend_from_slice(n);
-        out.push(b' ');
-        out.extend_from_slice(v);
-    }
-    out.extend_from_slice(b")\r\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imap::fetch::build_fetch_response as build_fetch;
 
     // Real Dovecot 2.3.19 responses.
     const SAMPLES: &[&[u8]] = &[

@@ -17,6 +17,7 @@ use super::{ClientInfo, Credentials};
 use crate::auth::{AuthDecision, Authenticator};
 use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
+use crate::metrics::{LoginResult, Metrics};
 use crate::relay::{relay, Counters, RelayConfig};
 use crate::route::{Backend, Router};
 
@@ -26,6 +27,7 @@ pub struct Context {
     pub router: Arc<Router>,
     pub auth: Arc<dyn Authenticator>,
     pub tls: Option<TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
     /// The FETCH cache and its learned response orders, when enabled.
     pub cache: Option<(
         Arc<crate::cache::FetchCache>,
@@ -45,8 +47,11 @@ struct Summary {
 /// Serve one accepted client connection to its end.
 pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, client: ClientInfo, mode: ListenerMode) {
     let started = Instant::now();
-    let counters = Counters::default();
+    let counters = Arc::new(Counters::default());
+    let bytes = ctx.metrics.session_bytes(counters.clone());
     let summary = run(&ctx, tcp, &client, mode, &counters).await;
+    drop(bytes);
+    ctx.metrics.session_ended(summary.end, started.elapsed());
     tracing::info!(
         session = %client.session_id,
         client = %client.peer,
@@ -60,15 +65,23 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, client: ClientInfo, mode: 
     );
 }
 
-async fn handshake(ctx: &Context, tcp: TcpStream) -> Result<ClientStream, &'static str> {
+async fn handshake(
+    ctx: &Context,
+    tcp: TcpStream,
+    mode: ListenerMode,
+) -> Result<ClientStream, &'static str> {
     let acceptor = ctx.tls.as_ref().ok_or("no_tls_config")?;
     match tokio::time::timeout(ctx.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
+            ctx.metrics.tls_handshake_failed(mode, false);
             Err("tls_handshake_failed")
         }
-        Err(_) => Err("tls_handshake_timeout"),
+        Err(_) => {
+            ctx.metrics.tls_handshake_failed(mode, true);
+            Err("tls_handshake_timeout")
+        }
     }
 }
 
@@ -85,7 +98,7 @@ async fn run(
         end: "client_closed",
     };
     let mut stream = match mode {
-        ListenerMode::Implicit => match handshake(ctx, tcp).await {
+        ListenerMode::Implicit => match handshake(ctx, tcp, mode).await {
             Ok(s) => s,
             Err(why) => {
                 summary.end = why;
@@ -145,7 +158,7 @@ async fn run(
                 summary.end = "protocol_error";
                 return summary;
             };
-            stream = match handshake(ctx, tcp).await {
+            stream = match handshake(ctx, tcp, mode).await {
                 Ok(s) => s,
                 Err(why) => {
                     summary.end = why;
@@ -157,7 +170,13 @@ async fn run(
         }
         if let Some((tag, creds)) = login_req {
             summary.user = Some(creds.user.clone());
-            match login(ctx, &creds, client).await {
+            let t0 = Instant::now();
+            let result = login(ctx, &creds, client).await;
+            let outcome = result
+                .as_ref()
+                .map_or_else(|f| f.result, |_| LoginResult::Ok);
+            ctx.metrics.login(outcome, t0.elapsed().as_secs_f64());
+            match result {
                 Ok((li, backend)) => {
                     summary.backend = Some(backend.name.clone());
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
@@ -208,6 +227,9 @@ async fn run(
         summary.end = "client_error";
         return summary;
     }
+    counters
+        .backend_to_client
+        .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let pipelined = pre.take_pipelined();
     // Free what the pre-auth phase held before the long-lived relay.
     drop((rbuf, out, pre));
@@ -222,12 +244,25 @@ async fn run(
         ),
         _ => None,
     };
+    // Counted open for as long as the relay runs.
+    let _backend_conn = summary
+        .backend
+        .as_deref()
+        .map(|b| ctx.metrics.backend_connection(b));
+    // Only the stream and its buffered bytes live on in the relay.
+    let LoggedIn {
+        stream: backend_stream,
+        buf: backend_buf,
+        capabilities,
+    } = logged_in;
+    drop(capabilities);
     let end = relay(
         (stream, pipelined),
-        (logged_in.stream, logged_in.buf),
+        (backend_stream, backend_buf),
         &relay_cfg,
         counters,
         flow,
+        Some(ctx.metrics.clone()),
         close_now,
     )
     .await;
@@ -240,6 +275,7 @@ struct LoginFail {
     code: Option<String>,
     text: String,
     backend: Option<String>,
+    result: LoginResult,
 }
 
 fn unavailable(backend: Option<String>) -> LoginFail {
@@ -248,6 +284,7 @@ fn unavailable(backend: Option<String>) -> LoginFail {
         code: Some("UNAVAILABLE".into()),
         text: "Mail server temporarily unavailable; try again later.".into(),
         backend,
+        result: LoginResult::Unavailable,
     }
 }
 
@@ -269,6 +306,7 @@ async fn login(
                 code: Some(code.into()),
                 text,
                 backend: None,
+                result: LoginResult::Failed,
             })
         }
     };
@@ -286,23 +324,36 @@ async fn login(
     let mut last = None;
     for b in candidates.iter().take(3) {
         last = Some(b.name.clone());
+        let m = &ctx.metrics;
+        let t0 = Instant::now();
         let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
-            Ok(c) => c,
+            Ok(c) => {
+                m.backend_connected(&b.name, t0.elapsed().as_secs_f64());
+                c
+            }
             Err(e) => {
+                m.backend_error(&b.name, "connect", e.kind());
                 tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend connect failed");
                 continue; // nothing was sent yet: the next candidate may serve
             }
         };
         let info = b.cfg.trusted.then_some(client);
-        return match conn.login(&backend_creds, info).await {
+        let t0 = Instant::now();
+        let answer = conn.login(&backend_creds, info).await;
+        if answer.is_ok() {
+            m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
+        }
+        return match answer {
             Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone())),
             Ok(LoginOutcome::Rejected { status, code, text }) => Err(LoginFail {
                 status,
                 code,
                 text,
                 backend: Some(b.name.clone()),
+                result: LoginResult::Failed,
             }),
             Err(e) => {
+                m.backend_error(&b.name, "login", e.kind());
                 tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend login failed");
                 Err(unavailable(Some(b.name.clone())))
             }
