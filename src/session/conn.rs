@@ -97,12 +97,66 @@ async fn run(
         backend: None,
         end: "client_closed",
     };
+    let Some((stream, pipelined, logged_in)) =
+        Box::pin(preauth(ctx, tcp, client, mode, counters, &mut summary)).await
+    else {
+        return summary;
+    };
+    let cfg = &ctx.config;
+    let relay_cfg = RelayConfig {
+        max_line: cfg.server.max_line_length,
+        idle_timeout: cfg.timeouts.idle,
+        bye_grace: std::time::Duration::from_secs(5),
+    };
+    let flow = match (&ctx.cache, &summary.backend, &summary.user) {
+        (Some((cache, templates)), Some(backend), Some(user)) => Some(
+            crate::cache::flow::Flow::new(cache.clone(), templates.clone(), backend, user),
+        ),
+        _ => None,
+    };
+    // Counted open for as long as the relay runs.
+    let _backend_conn = summary
+        .backend
+        .as_deref()
+        .map(|b| ctx.metrics.backend_connection(b));
+    // Only the stream and its buffered bytes live on in the relay.
+    let LoggedIn {
+        stream: backend_stream,
+        buf: backend_buf,
+        capabilities,
+    } = logged_in;
+    drop(capabilities);
+    let end = relay(
+        (stream, pipelined),
+        (backend_stream, backend_buf),
+        &relay_cfg,
+        counters,
+        flow,
+        Some(ctx.metrics.clone()),
+        ctx.close_now.clone(),
+    )
+    .await;
+    summary.end = end.as_str();
+    summary
+}
+
+/// The not-authenticated phase: TLS, the pre-auth state machine, login.
+/// Boxed by the caller, so its state does not stay in the session's
+/// long-lived future (memory per idle client).
+async fn preauth(
+    ctx: &Context,
+    tcp: TcpStream,
+    client: &ClientInfo,
+    mode: ListenerMode,
+    counters: &Counters,
+    summary: &mut Summary,
+) -> Option<(ClientStream, BytesMut, LoggedIn)> {
     let mut stream = match mode {
         ListenerMode::Implicit => match handshake(ctx, tcp, mode).await {
             Ok(s) => s,
             Err(why) => {
                 summary.end = why;
-                return summary;
+                return None;
             }
         },
         _ => ClientStream::Plain(tcp),
@@ -141,7 +195,7 @@ async fn run(
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
                 summary.end = "client_error";
-                return summary;
+                return None;
             }
             counters
                 .backend_to_client
@@ -151,18 +205,18 @@ async fn run(
         if let Some(reason) = close {
             let _ = stream.shutdown().await;
             summary.end = reason.as_str();
-            return summary;
+            return None;
         }
         if start_tls {
             let ClientStream::Plain(tcp) = stream else {
                 summary.end = "protocol_error";
-                return summary;
+                return None;
             };
             stream = match handshake(ctx, tcp, mode).await {
                 Ok(s) => s,
                 Err(why) => {
                     summary.end = why;
-                    return summary;
+                    return None;
                 }
             };
             pre.tls_established();
@@ -200,20 +254,20 @@ async fn run(
         // Wait for input, the pre-auth deadline, or shutdown.
         tokio::select! {
             r = stream.read(&mut rbuf) => match r {
-                Ok(0) => { summary.end = "client_closed"; return summary; }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = "client_closed"; return summary; }
+                Ok(0) => { summary.end = "client_closed"; return None; }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = "client_closed"; return None; }
                 Ok(n) => {
                     counters.client_to_backend.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     pre.input(&rbuf[..n]);
                 }
-                Err(_) => { summary.end = "client_error"; return summary; }
+                Err(_) => { summary.end = "client_error"; return None; }
             },
             _ = tokio::time::sleep_until(pre.deadline().into()) => pre.timeout(Instant::now()),
             _ = close_now.changed() => {
                 let _ = stream.write_all(b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
                 let _ = stream.shutdown().await;
                 summary.end = "shutdown";
-                return summary;
+                return None;
             }
         }
     };
@@ -225,7 +279,7 @@ async fn run(
     }
     if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
         summary.end = "client_error";
-        return summary;
+        return None;
     }
     counters
         .backend_to_client
@@ -233,41 +287,7 @@ async fn run(
     let pipelined = pre.take_pipelined();
     // Free what the pre-auth phase held before the long-lived relay.
     drop((rbuf, out, pre));
-    let relay_cfg = RelayConfig {
-        max_line: cfg.server.max_line_length,
-        idle_timeout: cfg.timeouts.idle,
-        bye_grace: std::time::Duration::from_secs(5),
-    };
-    let flow = match (&ctx.cache, &summary.backend, &summary.user) {
-        (Some((cache, templates)), Some(backend), Some(user)) => Some(
-            crate::cache::flow::Flow::new(cache.clone(), templates.clone(), backend, user),
-        ),
-        _ => None,
-    };
-    // Counted open for as long as the relay runs.
-    let _backend_conn = summary
-        .backend
-        .as_deref()
-        .map(|b| ctx.metrics.backend_connection(b));
-    // Only the stream and its buffered bytes live on in the relay.
-    let LoggedIn {
-        stream: backend_stream,
-        buf: backend_buf,
-        capabilities,
-    } = logged_in;
-    drop(capabilities);
-    let end = relay(
-        (stream, pipelined),
-        (backend_stream, backend_buf),
-        &relay_cfg,
-        counters,
-        flow,
-        Some(ctx.metrics.clone()),
-        close_now,
-    )
-    .await;
-    summary.end = end.as_str();
-    summary
+    Some((stream, pipelined, logged_in))
 }
 
 struct LoginFail {
