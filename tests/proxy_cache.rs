@@ -266,3 +266,66 @@ async fn pipelined_fetches_keep_order() {
     seen.sort();
     assert_eq!(seen, vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn uid_ranges_with_gaps_and_star_resolve_from_the_known_map() {
+    let (dovecot, _p, addr) = setup(5);
+    // Make a gap: UID 2 is gone.
+    let mut d = direct(&dovecot, "user1").await;
+    d.select("INBOX").await.unwrap();
+    d.cmd_ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+        .await
+        .unwrap();
+    d.cmd_ok("UID EXPUNGE 2").await.unwrap();
+    let expected = untagged(
+        &d.cmd_ok("UID FETCH 1:* (BODY.PEEK[] RFC822.SIZE)")
+            .await
+            .unwrap(),
+    );
+
+    let mut c = via(&addr, "user1").await;
+    c.cmd_ok("EXAMINE INBOX").await.unwrap();
+    // The first full fetch teaches sequence -> UID for every message.
+    let first = untagged(
+        &c.cmd_ok("UID FETCH 1:* (BODY.PEEK[] RFC822.SIZE)")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(show_bytes(&first, 4000), show_bytes(&expected, 4000));
+    for cmd in [
+        "UID FETCH 1:* (BODY.PEEK[] RFC822.SIZE)",
+        "UID FETCH 1:5 (BODY.PEEK[] RFC822.SIZE)",
+        "UID FETCH 2:4 (BODY.PEEK[] RFC822.SIZE)",
+    ] {
+        let got = untagged(&c.cmd_ok(cmd).await.unwrap());
+        let want = untagged(&d.cmd_ok(cmd).await.unwrap());
+        assert_eq!(show_bytes(&got, 4000), show_bytes(&want, 4000), "{cmd}");
+    }
+    // The rawlog holds both sessions: the direct one sent 1:* twice, 1:5 and
+    // 2:4 once; through the proxy only the first 1:* reached Dovecot.
+    let log = dovecot.rawlog_in("user1");
+    assert_eq!(
+        log.matches("UID FETCH 1:* (BODY.PEEK[] RFC822.SIZE)")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(log.matches("UID FETCH 1:5 ").count(), 1, "{log}");
+    assert_eq!(log.matches("UID FETCH 2:4 ").count(), 1, "{log}");
+    // New mail makes the map incomplete: the next range goes to the backend.
+    dovecot.deliver("user1", &sized_message("new", 300));
+    let r = c.cmd_ok("NOOP").await.unwrap();
+    assert!(r.contains("EXISTS"), "{r}");
+    let got = c
+        .cmd_ok("UID FETCH 1:* (BODY.PEEK[] RFC822.SIZE)")
+        .await
+        .unwrap();
+    assert_eq!(got.literals().len(), 5, "{got}");
+    assert_eq!(
+        dovecot
+            .rawlog_in("user1")
+            .matches("UID FETCH 1:* (BODY.PEEK[] RFC822.SIZE)")
+            .count(),
+        4
+    );
+}

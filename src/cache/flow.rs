@@ -396,15 +396,34 @@ impl Flow {
             return Some((fill(atts), Upstream::Forward));
         };
         // Which messages: explicit UIDs, or sequence numbers we can map.
-        let uids: Vec<u32> = if cmd.set.has_star() {
-            Vec::new()
-        } else if cmd.uid {
-            cmd.set
-                .iter_resolved(u32::MAX, MAX_SERVE_MESSAGES)
-                .map(|i| i.collect())
-                .unwrap_or_default()
+        // Which messages. With the whole sequence → UID map known (learned
+        // from the backend's own responses and kept through EXPUNGE and
+        // EXISTS), UID ranges and `*` resolve exactly; otherwise only an
+        // explicit UID list or mapped sequence numbers can be served.
+        let sel = self.tracker.selected.as_ref()?;
+        let uids: Vec<u32> = if cmd.uid {
+            match sel.complete_uids() {
+                Some(all) => {
+                    let star = all.iter().copied().max().unwrap_or(0);
+                    let v: Vec<u32> = all
+                        .iter()
+                        .copied()
+                        .filter(|u| cmd.set.contains(*u, star))
+                        .collect();
+                    if v.len() > MAX_SERVE_MESSAGES {
+                        Vec::new()
+                    } else {
+                        v
+                    }
+                }
+                None if !cmd.set.has_star() => cmd
+                    .set
+                    .iter_resolved(u32::MAX, MAX_SERVE_MESSAGES)
+                    .map(|i| i.collect())
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            }
         } else {
-            let sel = self.tracker.selected.as_ref()?;
             let seqs: Option<Vec<u32>> = cmd
                 .set
                 .iter_resolved(sel.exists(), MAX_SERVE_MESSAGES)

@@ -39,6 +39,11 @@ impl Selected {
         self.uids.get(i).copied().filter(|u| *u != 0)
     }
 
+    /// Every message's UID in sequence order, when all are known.
+    pub fn complete_uids(&self) -> Option<&[u32]> {
+        (!self.uids.contains(&0)).then_some(&self.uids[..])
+    }
+
     /// The sequence number of `uid`, if known.
     pub fn seq_of(&self, uid: u32) -> Option<u32> {
         if uid == 0 {
