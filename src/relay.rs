@@ -50,6 +50,8 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// How long to wait for a message boundary to send a BYE.
     pub bye_grace: Duration,
+    /// How long the backend may take to answer the cache's prefetch.
+    pub prefetch_timeout: Duration,
 }
 
 /// Byte counters of a relay (shared so they survive cancellation).
@@ -77,6 +79,8 @@ struct Shared {
     /// send between two messages (no channel: nothing allocated until used).
     injected: Mutex<VecDeque<Inject>>,
     inject_ready: Notify,
+    /// The cache flow's prefetch completed (backend side to client side).
+    prefetch_ready: Notify,
     /// Per-command metrics (client tags matched with tagged answers).
     meter: Option<crate::metrics::CommandMeter>,
 }
@@ -157,6 +161,7 @@ where
         flow: flow.map(Mutex::new),
         injected: Mutex::new(VecDeque::new()),
         inject_ready: Notify::new(),
+        prefetch_ready: Notify::new(),
         meter: metrics.map(crate::metrics::CommandMeter::new),
     };
     let up = client_to_backend(client_r, client_buf, backend_w, cfg, &shared, counters);
@@ -245,44 +250,71 @@ where
             if let Piece::Line { first, literal, .. } = piece {
                 let line = &buf[off..off + len];
                 if first {
-                    let up = shared
+                    let mut up = shared
                         .flow
                         .as_ref()
                         .map(|f| lock(f).on_client_command(line, literal.is_some()))
                         .unwrap_or(Upstream::Forward);
-                    match up {
-                        Upstream::Forward => {}
-                        Upstream::Replace(rep) => {
-                            // The cache flow rewrote the command (a FETCH it
-                            // can partly answer): send the new line instead.
-                            if write_out(&mut backend, &buf[written..off]).await.is_err()
-                                || write_out(&mut backend, &rep).await.is_err()
-                            {
-                                return RelayEnd::BackendError;
+                    loop {
+                        match up {
+                            Upstream::Forward => {}
+                            Upstream::Replace(rep) => {
+                                // The cache flow rewrote the command (a FETCH it
+                                // can partly answer): send the new line instead.
+                                if write_out(&mut backend, &buf[written.min(off)..off])
+                                    .await
+                                    .is_err()
+                                    || write_out(&mut backend, &rep).await.is_err()
+                                {
+                                    return RelayEnd::BackendError;
+                                }
+                                counters.client_to_backend.fetch_add(
+                                    (off + len).saturating_sub(written) as u64,
+                                    Ordering::Relaxed,
+                                );
+                                written = off + len;
                             }
-                            counters
-                                .client_to_backend
-                                .fetch_add((off - written + len) as u64, Ordering::Relaxed);
-                            written = off + len;
-                        }
-                        Upstream::Answer(resp) => {
-                            // Answered from the cache: nothing goes to the
-                            // backend; the answer goes out between messages.
-                            if write_out(&mut backend, &buf[written..off]).await.is_err() {
-                                return RelayEnd::BackendError;
+                            Upstream::Answer(resp) => {
+                                // Answered from the cache: nothing goes to the
+                                // backend; the answer goes out between messages.
+                                if write_out(&mut backend, &buf[written.min(off)..off])
+                                    .await
+                                    .is_err()
+                                {
+                                    return RelayEnd::BackendError;
+                                }
+                                counters.client_to_backend.fetch_add(
+                                    (off + len).saturating_sub(written) as u64,
+                                    Ordering::Relaxed,
+                                );
+                                written = off + len;
+                                push_inject(
+                                    shared,
+                                    Inject {
+                                        bytes: resp.into(),
+                                        then_close: false,
+                                    },
+                                );
                             }
-                            counters
-                                .client_to_backend
-                                .fetch_add((off - written + len) as u64, Ordering::Relaxed);
-                            written = off + len;
-                            push_inject(
-                                shared,
-                                Inject {
-                                    bytes: resp.into(),
-                                    then_close: false,
-                                },
-                            );
+                            Upstream::Prefetch(cmd) => {
+                                // Our own FETCH of what some messages miss goes
+                                // first, alone; the client's command waits.
+                                if write_out(&mut backend, &buf[written.min(off)..off])
+                                    .await
+                                    .is_err()
+                                    || write_out(&mut backend, &cmd).await.is_err()
+                                {
+                                    return RelayEnd::BackendError;
+                                }
+                                written = off + len;
+                                up = match wait_prefetch(shared, cfg.prefetch_timeout).await {
+                                    Some(next) => next,
+                                    None => return RelayEnd::BackendError,
+                                };
+                                continue;
+                            }
                         }
+                        break;
                     }
                     let line = &buf[off..off + len];
                     if let Some(m) = &shared.meter {
@@ -296,12 +328,16 @@ where
                             // STARTTLS is only valid before login.
                             "COMPRESS" | "STARTTLS" if literal.is_none() => {
                                 let reply = format!("{cur_tag} NO [CANNOT] {name} is not available through this proxy.\r\n");
-                                if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                                if write_out(&mut backend, &buf[written.min(off)..off])
+                                    .await
+                                    .is_err()
+                                {
                                     return RelayEnd::BackendError;
                                 }
-                                counters
-                                    .client_to_backend
-                                    .fetch_add((off - written) as u64, Ordering::Relaxed);
+                                counters.client_to_backend.fetch_add(
+                                    off.saturating_sub(written) as u64,
+                                    Ordering::Relaxed,
+                                );
                                 written = off + len;
                                 push_inject(
                                     shared,
@@ -344,6 +380,23 @@ where
                 shared.last_client_ms.store(ms, Ordering::Relaxed);
             }
             Err(_) => return RelayEnd::ClientError,
+        }
+    }
+}
+
+/// Wait until the backend answered our prefetch; then what to send for the
+/// client's command. `None`: the backend did not answer in time.
+async fn wait_prefetch(shared: &Shared, timeout: Duration) -> Option<Upstream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(up) = shared.flow.as_ref().and_then(|f| lock(f).after_prefetch()) {
+            return Some(up);
+        }
+        if tokio::time::timeout_at(deadline, shared.prefetch_ready.notified())
+            .await
+            .is_err()
+        {
+            return None;
         }
     }
 }
@@ -409,7 +462,11 @@ where
                     Piece::Literal { .. } => (false, false),
                 };
                 let mut f = lock(f);
-                if f.on_backend_frame(&buf[off..off + len], first, end) == Disposition::Hold {
+                let disposition = f.on_backend_frame(&buf[off..off + len], first, end);
+                if f.prefetch_done() {
+                    shared.prefetch_ready.notify_one();
+                }
+                if disposition == Disposition::Hold {
                     let out = rewritten.get_or_insert_with(BytesMut::new);
                     out.extend_from_slice(&buf[pass_from..off]);
                     pass_from = off + len;

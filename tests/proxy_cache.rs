@@ -329,3 +329,37 @@ async fn uid_ranges_with_gaps_and_star_resolve_from_the_known_map() {
         4
     );
 }
+
+#[tokio::test]
+async fn split_by_message_fetches_only_what_is_missing() {
+    let (dovecot, p, addr) = setup(6);
+    let mut d = direct(&dovecot, "user1").await;
+    d.cmd_ok("EXAMINE INBOX").await.unwrap();
+    let mut c = via(&addr, "user1").await;
+    c.cmd_ok("EXAMINE INBOX").await.unwrap();
+    // Messages 1-4 cached (this also teaches the item order)
+    c.cmd_ok("UID FETCH 1:4 (BODY.PEEK[] ENVELOPE)")
+        .await
+        .unwrap();
+    // 1-5 asked: only UID 5 misses
+    let cmd = "UID FETCH 1:5 (BODY.PEEK[] ENVELOPE)";
+    let r = c
+        .cmd_ok(cmd)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", p.log(), dovecot.rawlog_in("user1")));
+    let want = d.cmd_ok(cmd).await.unwrap();
+    assert_eq!(
+        show_bytes(&untagged(&r), 5000),
+        show_bytes(&untagged(&want), 5000)
+    );
+    let raw = String::from_utf8_lossy(&r.raw()).into_owned();
+    assert!(!raw.contains("imapmux.1 "), "proxy tag leaked: {raw}");
+    assert_eq!(r.lines.len(), 5, "{raw}");
+    let log = dovecot.rawlog_in("user1");
+    assert!(
+        log.contains("UID FETCH 5 (UID BODY.PEEK[] ENVELOPE)"),
+        "{log}"
+    );
+    // the client's command itself went out once: from the direct session
+    assert_eq!(log.matches(cmd).count(), 1, "{log}");
+}

@@ -95,6 +95,26 @@ enum Kind {
     Other,
     Fill(Fill),
     Serve(Serve),
+    /// Our own FETCH of the items some messages miss (split by message).
+    Prefetch(Prefetch),
+}
+
+#[derive(Debug)]
+struct Prefetch {
+    mailbox: MailboxKey,
+    atts: Vec<FetchAtt>,
+}
+
+/// A client FETCH waiting for our prefetch to complete.
+#[derive(Debug)]
+struct Waiting {
+    /// The client's command line, as it came (with tag and CRLF).
+    line: Vec<u8>,
+    tag: String,
+    proxy_tag: String,
+    /// Set when the prefetch completed: true for a plain OK.
+    outcome: Option<bool>,
+    signaled: bool,
 }
 
 #[derive(Debug)]
@@ -141,6 +161,9 @@ pub enum Upstream {
     Replace(Vec<u8>),
     /// Do not send anything: these bytes are the whole answer.
     Answer(Vec<u8>),
+    /// Send this command of ours first, wait until [`Flow::prefetch_done`],
+    /// then ask [`Flow::after_prefetch`] what to do with the client's.
+    Prefetch(Vec<u8>),
 }
 
 /// Most messages a FETCH answered without the backend may cover.
@@ -212,6 +235,8 @@ pub struct Flow {
     output: BytesMut,
     /// Last UIDVALIDITY seen per mailbox name (bounded).
     uidvalidities: HashMap<String, u32>,
+    waiting: Option<Waiting>,
+    next_proxy_tag: u64,
     pub stats: FlowStats,
 }
 
@@ -250,6 +275,8 @@ impl Flow {
             resp: None,
             output: BytesMut::new(),
             uidvalidities: HashMap::new(),
+            waiting: None,
+            next_proxy_tag: 0,
             stats: FlowStats::default(),
         }
     }
@@ -285,7 +312,7 @@ impl Flow {
         let planned = if busy {
             None
         } else {
-            self.plan(&line[sp + 1..])
+            self.plan(&line[sp + 1..], true)
         };
         let (kind, up) = planned.unwrap_or((Kind::Other, Upstream::Forward));
         let up = match up {
@@ -301,10 +328,76 @@ impl Flow {
                 resp.extend_from_slice(format!("{tag} OK Fetch completed (cache).\r\n").as_bytes());
                 return Upstream::Answer(resp);
             }
+            Upstream::Prefetch(body) => {
+                self.next_proxy_tag += 1;
+                let mut proxy_tag = format!("imapmux.{}", self.next_proxy_tag);
+                if proxy_tag == tag {
+                    proxy_tag.push('x');
+                }
+                let mut l = proxy_tag.clone().into_bytes();
+                l.push(b' ');
+                l.extend_from_slice(&body);
+                l.extend_from_slice(b"\r\n");
+                self.inflight.push_back(Cmd::new(proxy_tag.clone(), kind));
+                self.waiting = Some(Waiting {
+                    line: line.to_vec(),
+                    tag,
+                    proxy_tag,
+                    outcome: None,
+                    signaled: false,
+                });
+                return Upstream::Prefetch(l);
+            }
             Upstream::Forward => Upstream::Forward,
         };
         self.inflight.push_back(Cmd::new(tag, kind));
         up
+    }
+
+    /// True once, when our prefetch has completed (the relay then wakes
+    /// the client side, which calls [`Flow::after_prefetch`]).
+    pub fn prefetch_done(&mut self) -> bool {
+        match self.waiting.as_mut() {
+            Some(w) if w.outcome.is_some() && !w.signaled => {
+                w.signaled = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After the prefetch: what to send for the client's command. `None`
+    /// while the prefetch is still running.
+    pub fn after_prefetch(&mut self) -> Option<Upstream> {
+        let outcome = self.waiting.as_ref()?.outcome?;
+        let w = self.waiting.take()?;
+        let sp = w.line.iter().position(|b| *b == b' ').unwrap_or(0);
+        let planned = if outcome {
+            w.line
+                .get(sp + 1..)
+                .and_then(|after| self.plan(after, false))
+        } else {
+            None
+        };
+        let (kind, up) = planned.unwrap_or((Kind::Other, Upstream::Forward));
+        let up = match up {
+            Upstream::Replace(body) => {
+                let mut l = w.line.get(..=sp).unwrap_or_default().to_vec();
+                l.extend_from_slice(&body);
+                l.extend_from_slice(b"\r\n");
+                Upstream::Replace(l)
+            }
+            Upstream::Answer(mut resp) => {
+                resp.extend_from_slice(
+                    format!("{} OK Fetch completed (cache).\r\n", w.tag).as_bytes(),
+                );
+                return Some(Upstream::Answer(resp));
+            }
+            // Forward, or (impossible here) another prefetch: the original.
+            _ => Upstream::Replace(w.line.clone()),
+        };
+        self.inflight.push_back(Cmd::new(w.tag, kind));
+        Some(up)
     }
 
     /// Answer a FETCH of cacheable items only, from pinned entries, when
@@ -369,7 +462,7 @@ impl Flow {
     }
 
     /// Decide Fill or Serve for a FETCH command (text after the tag).
-    fn plan(&mut self, after_tag: &[u8]) -> Option<(Kind, Upstream)> {
+    fn plan(&mut self, after_tag: &[u8], may_prefetch: bool) -> Option<(Kind, Upstream)> {
         let cmd: FetchCommand = parse_fetch_command(trim_crlf(after_tag))?;
         if cmd.has_modifiers || !cmd.items.iter().any(|a| a.cacheable()) {
             return None;
@@ -475,6 +568,55 @@ impl Flow {
             .iter()
             .zip(&injected)
             .any(|(a, inj)| !*inj && is_body_data(a));
+        // Split by message: items cached for some of the messages only.
+        // Fetch just what those messages miss (PEEK, alone in flight), then
+        // plan again with everything cached.
+        if may_prefetch && template_ok && !clash {
+            let partial: Vec<&FetchAtt> = cmd
+                .items
+                .iter()
+                .zip(&injected)
+                .filter(|(a, inj)| {
+                    !**inj
+                        && a.cacheable()
+                        && uids.iter().any(|u| {
+                            pinned
+                                .get(u)
+                                .is_some_and(|m| m.get(&a.cache_key()).is_some())
+                        })
+                })
+                .map(|(a, _)| a)
+                .collect();
+            let peeks: Option<Vec<FetchAtt>> = partial.iter().map(|a| a.as_peek()).collect();
+            if let (false, Some(peeks)) = (partial.is_empty(), peeks) {
+                let missing: Vec<u32> = uids
+                    .iter()
+                    .copied()
+                    .filter(|u| {
+                        partial.iter().any(|a| {
+                            !pinned
+                                .get(u)
+                                .is_some_and(|m| m.get(&a.cache_key()).is_some())
+                        })
+                    })
+                    .collect();
+                // Worth it only when most messages are cached already.
+                if !missing.is_empty() && missing.len() * 2 <= uids.len() {
+                    let body = format!(
+                        "UID FETCH {} (UID {})",
+                        crate::imap::fetch::SequenceSet::from_sorted(&missing),
+                        peeks.iter().map(cmd_str).collect::<Vec<_>>().join(" ")
+                    );
+                    return Some((
+                        Kind::Prefetch(Prefetch {
+                            mailbox: mailbox.clone(),
+                            atts: peeks,
+                        }),
+                        Upstream::Prefetch(body.into_bytes()),
+                    ));
+                }
+            }
+        }
         if !injected.iter().any(|i| *i) || !template_ok || clash || big_rest {
             self.count_miss();
             return Some((fill(atts), Upstream::Forward));
@@ -538,8 +680,8 @@ impl Flow {
             self.start_response(bytes);
         }
         let Some(resp) = self.resp.as_mut() else {
-            if first && end {
-                self.complete_line(bytes);
+            if first && end && self.complete_line(bytes) {
+                return Disposition::Hold;
             }
             return Disposition::Pass;
         };
@@ -592,7 +734,7 @@ impl Flow {
             return;
         }
         let hold = match self.head_fetch().map(|c| &c.kind) {
-            Some(Kind::Serve(_)) => true,
+            Some(Kind::Serve(_)) | Some(Kind::Prefetch(_)) => true,
             Some(Kind::Fill(_)) => false,
             _ => {
                 // FETCH outside our commands: only the UID map learns, from
@@ -610,8 +752,9 @@ impl Flow {
         });
     }
 
-    /// A one-line response that is not part of a FETCH we handle.
-    fn complete_line(&mut self, line: &[u8]) {
+    /// A one-line response that is not part of a FETCH we handle. True
+    /// when it answers a command of ours (the client must not see it).
+    fn complete_line(&mut self, line: &[u8]) -> bool {
         let changes = self.tracker.on_response(line);
         self.apply(changes);
         let tagged = crate::imap::command::tag_of(line).is_some();
@@ -642,9 +785,14 @@ impl Flow {
                             self.cache.insert_items(key, items);
                         }
                     }
+                    if let Some(w) = self.waiting.as_mut().filter(|w| w.proxy_tag == tag) {
+                        w.outcome = Some(plain_ok);
+                        return true;
+                    }
                 }
             }
         }
+        false
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
@@ -727,6 +875,33 @@ impl Flow {
                     uid,
                 };
                 hold = Some((key, new));
+            }
+            Some(Kind::Prefetch(p)) => {
+                let mut new = Vec::new();
+                for i in 0..parsed.items.len() {
+                    let (n, v) = item(i);
+                    if let Some(att) = p.atts.iter().find(|a| a.matches_response_item(n)) {
+                        new.push(CachedItem {
+                            key: att.cache_key().into(),
+                            name: Bytes::copy_from_slice(n),
+                            value: Bytes::copy_from_slice(v),
+                        });
+                    }
+                }
+                match uid {
+                    // Ours: kept for the cache, never shown to the client.
+                    Some(uid) if !new.is_empty() => {
+                        hold = Some((
+                            MessageKey {
+                                mailbox: p.mailbox.clone(),
+                                uid,
+                            },
+                            new,
+                        ));
+                    }
+                    // Anything else (an unsolicited update) goes through.
+                    _ => self.output.extend_from_slice(&resp),
+                }
             }
             Some(Kind::Serve(s)) => {
                 let marker = (0..parsed.items.len()).find(|i| is_marker_name(item(*i).0));

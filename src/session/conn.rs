@@ -107,6 +107,7 @@ async fn run(
         max_line: cfg.server.max_line_length,
         idle_timeout: cfg.timeouts.idle,
         bye_grace: std::time::Duration::from_secs(5),
+        prefetch_timeout: cfg.timeouts.backend_response,
     };
     let flow = match (&ctx.cache, &summary.backend, &summary.user) {
         (Some((cache, templates)), Some(backend), Some(user)) => Some(
