@@ -48,6 +48,9 @@ pub enum Scenario {
     Append,
     /// Repeated UID FETCH BODY.PEEK[] of fixed messages on one session.
     FetchLatency,
+    /// Long sessions; each operation one FETCH: a page of headers and
+    /// BODYSTRUCTURE, or a full body read (the FETCH cache's workload).
+    ReadHeavy,
 }
 
 impl Scenario {
@@ -56,6 +59,7 @@ impl Scenario {
             Scenario::Seed => "seed",
             Scenario::LoginStorm => "login-storm",
             Scenario::Webmail => "webmail",
+            Scenario::ReadHeavy => "read-heavy",
             Scenario::Sync => "sync",
             Scenario::IdleHold => "idle-hold",
             Scenario::Append => "append",

@@ -51,6 +51,7 @@ fn spawn_worker(ctx: &Arc<Ctx>, id: usize, rec: Rec) -> JoinHandle<()> {
             Scenario::LoginStorm => sessions::login_storm(&ctx, id, &rec).await,
             Scenario::Webmail => sessions::webmail(&ctx, id, &rec).await,
             Scenario::Sync => sessions::sync(&ctx, id, &rec).await,
+            Scenario::ReadHeavy => sessions::read_heavy(&ctx, id, &rec).await,
             Scenario::Append => mailops::append(&ctx, id, &rec).await,
             Scenario::FetchLatency => mailops::fetch_latency(&ctx, id, &rec).await,
             Scenario::IdleHold => {}

@@ -205,6 +205,134 @@ pub async fn webmail(ctx: &Ctx, id: usize, rec: &Rec) {
     .await
 }
 
+/// One long session per client (LOGIN and SELECT once), then operations of
+/// one command each, as a webmail backend's read path does: half of them
+/// a header/BODYSTRUCTURE list of a random page, half a full body read of
+/// a random message (verified). The FETCH cache's target workload.
+pub async fn read_heavy(ctx: &Ctx, id: usize, rec: &Rec) {
+    let mut rng = Rng::new(ctx.cli.seed ^ (id as u64) << 32);
+    'session: while ctx.running() {
+        let setup = async {
+            let mut conn = Conn::open(&ctx.conn, rec).await?;
+            conn.login(rec, ctx.account(id, 0)).await?;
+            let exists = conn.select(rec, &ctx.cli.mailbox, true).await?;
+            let mut uids: Vec<(u32, Option<u64>)> = Vec::new();
+            conn.ok(rec, "FETCH_UIDS", "FETCH 1:* (UID RFC822.SIZE)", |r| {
+                if let Some(f) = fetch_of(r)? {
+                    if let Some(u) = f.uid {
+                        uids.push((u, f.size));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            if exists == 0 || uids.len() != exists as usize {
+                return Err(BenchError::new(
+                    ErrKind::BadResponse,
+                    format!(
+                        "{}: {} UIDs for {exists} messages (run seed first)",
+                        ctx.cli.mailbox,
+                        uids.len()
+                    ),
+                ));
+            }
+            Ok((conn, exists, uids))
+        };
+        let (mut conn, exists, uids) = match setup.await {
+            Ok(x) => x,
+            Err(e) => {
+                rec.error(&e);
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue 'session;
+            }
+        };
+        let page_len = u32::try_from(ctx.cli.page)
+            .unwrap_or(u32::MAX)
+            .clamp(1, exists);
+        while ctx.running() {
+            ctx.limiter.wait().await;
+            if !ctx.running() {
+                break;
+            }
+            let t = Instant::now();
+            let result = if rng.unit() < 0.5 {
+                let lo = 1 + rng.below((exists - page_len + 1) as usize) as u32;
+                let hi = lo + page_len - 1;
+                let mut n = 0u32;
+                let r = conn
+                    .ok(
+                        rec,
+                        "FETCH_PAGE",
+                        &format!(
+                            "FETCH {lo}:{hi} (UID RFC822.SIZE ENVELOPE BODYSTRUCTURE \
+                             BODY.PEEK[HEADER.FIELDS (From To Subject Date)])"
+                        ),
+                        |r| {
+                            if let Some(f) = fetch_of(r)? {
+                                if f.uid.is_some()
+                                    && f.envelope
+                                    && f.bodystructure
+                                    && f.section.is_some()
+                                {
+                                    n += 1;
+                                }
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await;
+                r.and_then(|_| {
+                    if n == page_len {
+                        Ok(())
+                    } else {
+                        Err(BenchError::new(
+                            ErrKind::BadResponse,
+                            format!("page {lo}:{hi}: {n} complete FETCH responses"),
+                        ))
+                    }
+                })
+            } else {
+                let (uid, size) = uids[rng.below(uids.len())];
+                let mut got = 0;
+                let r = fetch_bodies(&mut conn, rec, "FETCH_BODY", &uid.to_string(), |u, b, s| {
+                    if u == uid {
+                        got += 1;
+                        if s.is_some() && s != size {
+                            return Err(BenchError::new(
+                                ErrKind::VerifyMismatch,
+                                format!("UID {uid}: RFC822.SIZE changed {size:?} -> {s:?}"),
+                            ));
+                        }
+                        check_body(ctx, uid, b, size)?;
+                        rec.count("messages_verified", 1);
+                    }
+                    Ok(())
+                })
+                .await;
+                r.and_then(|n| {
+                    if got == 1 && n == 1 {
+                        Ok(())
+                    } else {
+                        Err(BenchError::new(
+                            ErrKind::BadResponse,
+                            format!("UID FETCH {uid}: {got} bodies, {n} in total"),
+                        ))
+                    }
+                })
+            };
+            match result {
+                Ok(()) => rec.op(t.elapsed()),
+                Err(e) => {
+                    rec.error(&e);
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                    continue 'session;
+                }
+            }
+        }
+        let _ = conn.logout(rec).await;
+    }
+}
+
 /// LOGIN, SELECT, all metadata, then every message in batches, LOGOUT.
 pub async fn sync(ctx: &Ctx, id: usize, rec: &Rec) {
     repeat(ctx, rec, |k| async move {
