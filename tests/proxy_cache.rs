@@ -66,6 +66,11 @@ const ITEM_KINDS: &[&str] = &[
     "BODY",
     "ENVELOPE",
     "INTERNALDATE",
+    "RFC822",
+    "RFC822.TEXT",
+    "BODY[TEXT]",
+    "BINARY[1]",
+    "BINARY.PEEK[2]<0.20>",
     "(UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER])",
     "(ENVELOPE BODY.PEEK[HEADER.FIELDS (From To Subject Date)] FLAGS)",
 ];
