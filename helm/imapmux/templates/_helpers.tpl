@@ -1,0 +1,133 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "imapmux.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, or the release name if it holds the chart name. */}}
+{{- define "imapmux.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "imapmux.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "imapmux.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "imapmux.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "imapmux.labels" -}}
+helm.sh/chart: {{ include "imapmux.chart" . }}
+{{ include "imapmux.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: imapmux
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "imapmux.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "imapmux.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "imapmux.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "imapmux.fullname" .)) .Values.tls.secretName }}
+{{- end }}
+
+{{- define "imapmux.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* True ("true") when a listener needs the TLS certificate. */}}
+{{- define "imapmux.needsTLS" -}}
+{{- $l := .Values.config.listeners }}
+{{- if or $l.starttls.enabled $l.implicit.enabled }}true{{ end }}
+{{- end }}
+
+{{/* HOST:PORT on the bind address; IPv6 addresses get brackets. */}}
+{{- define "imapmux.bind" -}}
+{{- $host := .root.Values.config.bindAddress }}
+{{- if contains ":" $host }}
+{{- printf "[%s]:%d" $host (int .port) }}
+{{- else }}
+{{- printf "%s:%d" $host (int .port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Seconds of a simple duration ("90s", "5m", "1h"); -1 when the form is more
+complex (then the grace-period check below is skipped).
+*/}}
+{{- define "imapmux.durationSeconds" -}}
+{{- $d := toString . }}
+{{- if regexMatch "^[0-9]+s$" $d }}{{ trimSuffix "s" $d | int }}
+{{- else if regexMatch "^[0-9]+m$" $d }}{{ mul (trimSuffix "m" $d | int) 60 }}
+{{- else if regexMatch "^[0-9]+h$" $d }}{{ mul (trimSuffix "h" $d | int) 3600 }}
+{{- else }}-1
+{{- end }}
+{{- end }}
+
+{{/* Fail early on combinations the schema cannot express. */}}
+{{- define "imapmux.validate" -}}
+{{- $l := .Values.config.listeners }}
+{{- if not (or $l.starttls.enabled $l.implicit.enabled $l.plaintext.enabled) }}
+{{- fail "config.listeners: enable at least one of starttls, implicit, plaintext" }}
+{{- end }}
+{{- $ports := list .Values.config.admin.port }}
+{{- range $name, $li := $l }}
+{{- if $li.enabled }}
+{{- if has $li.port $ports }}
+{{- fail (printf "config.listeners.%s.port %v is used twice (listeners and config.admin.port need distinct ports)" $name $li.port) }}
+{{- end }}
+{{- $ports = append $ports $li.port }}
+{{- end }}
+{{- end }}
+{{- $drain := include "imapmux.durationSeconds" .Values.config.timeouts.drain | int }}
+{{- if ge $drain 0 }}
+{{- $need := add $drain .Values.preStopSleepSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) $need }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than preStopSleepSeconds + config.timeouts.drain (%d s), or open sessions are killed before the drain ends; e.g. set it to %d" .Values.terminationGracePeriodSeconds $need (add $need 10)) }}
+{{- end }}
+{{- end }}
+{{- if .Values.certManager.enabled }}
+{{- if not .Values.certManager.issuerRef.name }}
+{{- fail "certManager.issuerRef.name is required when certManager.enabled" }}
+{{- end }}
+{{- if not .Values.certManager.dnsNames }}
+{{- fail "certManager.dnsNames needs at least one name when certManager.enabled" }}
+{{- end }}
+{{- end }}
+{{- $backends := list }}
+{{- range .Values.config.pools }}
+{{- range .backends }}
+{{- if has .name $backends }}
+{{- fail (printf "config.pools: backend name %q is used twice" .name) }}
+{{- end }}
+{{- $backends = append $backends .name }}
+{{- end }}
+{{- end }}
+{{- range $user, $backend := .Values.config.routing.users }}
+{{- if not (has $backend $backends) }}
+{{- fail (printf "config.routing.users.%s: no backend is named %q" $user $backend) }}
+{{- end }}
+{{- end }}
+{{- end }}
