@@ -170,28 +170,7 @@ pub async fn webmail(ctx: &Ctx, id: usize, rec: &Rec) {
                 }
             };
             let (uid, size) = (page[pick].uid.unwrap_or(0), page[pick].size);
-            let mut got = 0;
-            let n = fetch_bodies(&mut conn, rec, "FETCH_BODY", &uid.to_string(), |u, b, s| {
-                if u == uid {
-                    got += 1;
-                    if s.is_some() && s != size {
-                        return Err(BenchError::new(
-                            ErrKind::VerifyMismatch,
-                            format!("UID {uid}: RFC822.SIZE changed {size:?} -> {s:?}"),
-                        ));
-                    }
-                    check_body(ctx, uid, b, size)?;
-                    rec.count("messages_verified", 1);
-                }
-                Ok(())
-            })
-            .await?;
-            if got != 1 || n != 1 {
-                return Err(BenchError::new(
-                    ErrKind::BadResponse,
-                    format!("UID FETCH {uid}: {got} bodies for it, {n} in total"),
-                ));
-            }
+            read_body(ctx, &mut conn, rec, uid, size).await?;
             conn.ok(
                 rec,
                 "STORE",
@@ -203,6 +182,34 @@ pub async fn webmail(ctx: &Ctx, id: usize, rec: &Rec) {
         conn.logout(rec).await
     })
     .await
+}
+
+/// `UID FETCH uid BODY.PEEK[]`: exactly one body, the expected size, a
+/// valid digest.
+async fn read_body(ctx: &Ctx, conn: &mut Conn, rec: &Rec, uid: u32, size: Option<u64>) -> Res<()> {
+    let mut got = 0;
+    let n = fetch_bodies(conn, rec, "FETCH_BODY", &uid.to_string(), |u, b, s| {
+        if u == uid {
+            got += 1;
+            if s.is_some() && s != size {
+                return Err(BenchError::new(
+                    ErrKind::VerifyMismatch,
+                    format!("UID {uid}: RFC822.SIZE changed {size:?} -> {s:?}"),
+                ));
+            }
+            check_body(ctx, uid, b, size)?;
+            rec.count("messages_verified", 1);
+        }
+        Ok(())
+    })
+    .await?;
+    if got != 1 || n != 1 {
+        return Err(BenchError::new(
+            ErrKind::BadResponse,
+            format!("UID FETCH {uid}: {got} bodies for it, {n} in total"),
+        ));
+    }
+    Ok(())
 }
 
 /// One long session per client (LOGIN and SELECT once), then operations of
@@ -293,32 +300,7 @@ pub async fn read_heavy(ctx: &Ctx, id: usize, rec: &Rec) {
                 })
             } else {
                 let (uid, size) = uids[rng.below(uids.len())];
-                let mut got = 0;
-                let r = fetch_bodies(&mut conn, rec, "FETCH_BODY", &uid.to_string(), |u, b, s| {
-                    if u == uid {
-                        got += 1;
-                        if s.is_some() && s != size {
-                            return Err(BenchError::new(
-                                ErrKind::VerifyMismatch,
-                                format!("UID {uid}: RFC822.SIZE changed {size:?} -> {s:?}"),
-                            ));
-                        }
-                        check_body(ctx, uid, b, size)?;
-                        rec.count("messages_verified", 1);
-                    }
-                    Ok(())
-                })
-                .await;
-                r.and_then(|n| {
-                    if got == 1 && n == 1 {
-                        Ok(())
-                    } else {
-                        Err(BenchError::new(
-                            ErrKind::BadResponse,
-                            format!("UID FETCH {uid}: {got} bodies, {n} in total"),
-                        ))
-                    }
-                })
+                read_body(ctx, &mut conn, rec, uid, size).await
             };
             match result {
                 Ok(()) => rec.op(t.elapsed()),
