@@ -153,6 +153,12 @@ pub enum ListenerMode {
 pub struct ListenerConfig {
     pub address: String,
     pub mode: ListenerMode,
+    /// Expect a PROXY protocol v1/v2 header (behind a load balancer).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Sources allowed to send the PROXY header (CIDR); others are refused.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -291,6 +297,13 @@ impl Config {
                 ));
             }
             needs_tls |= l.mode != ListenerMode::Plaintext;
+            if l.proxy_protocol && l.trusted_proxies.is_empty() {
+                return Err(invalid(
+                    format!("listener[{i}].trusted_proxies"),
+                    "proxy_protocol is on but no source is trusted to send the header",
+                    "list the load balancers' networks, e.g. [\"10.0.0.0/8\"]",
+                ));
+            }
         }
         if needs_tls {
             match (&self.tls.cert_file, &self.tls.key_file, self.tls.self_signed) {

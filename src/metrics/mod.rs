@@ -87,12 +87,15 @@ impl LoginResult {
 pub enum RejectReason {
     /// `server.max_connections` reached.
     MaxConnections,
+    /// PROXY protocol listener: untrusted source, bad or missing header.
+    ProxyProtocol,
 }
 
 impl RejectReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectReason::MaxConnections => "max_connections",
+            RejectReason::ProxyProtocol => "proxy_protocol",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Client-facing listeners: bind, accept, enforce the connection limit,
 //! hand each connection to a session task.
 
+pub mod proxy_protocol;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Position in the config (the `listener` metric label).
     pub index: usize,
+    /// PROXY protocol: the sources allowed to send it (None: off).
+    pub proxy_protocol: Option<Arc<Vec<ipnet::IpNet>>>,
 }
 
 /// Bind every configured listener; fails on the first that cannot bind.
@@ -35,6 +39,9 @@ pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listene
             tcp,
             mode: l.mode,
             index: i,
+            proxy_protocol: l
+                .proxy_protocol
+                .then(|| Arc::new(l.trusted_proxies.clone())),
         });
     }
     Ok(out)
@@ -86,7 +93,21 @@ pub async fn accept_loop(
         };
         let ctx = ctx.clone();
         let mode = l.mode;
+        let proxy = l.proxy_protocol.clone();
         tokio::spawn(async move {
+            let mut client = client;
+            if let Some(trusted) = proxy {
+                let timeout = ctx.config.timeouts.tls_handshake;
+                match proxy_protocol::read_header(&tcp, client.peer, &trusted, timeout).await {
+                    Ok(real) => client.peer = real,
+                    Err(e) => {
+                        tracing::warn!(client = %client.peer, error = %e, "PROXY protocol: connection refused");
+                        ctx.metrics.connection_rejected(RejectReason::ProxyProtocol);
+                        drop((open, permit));
+                        return;
+                    }
+                }
+            }
             serve(ctx, tcp, client, mode).await;
             drop((open, permit));
         });
