@@ -49,5 +49,7 @@ EXPOSE 1143 1993 9143
 # SIGTERM starts the drain (stop accepting, let sessions finish for
 # timeouts.drain, then BYE).
 STOPSIGNAL SIGTERM
+# The binary's default config path in the image: where the chart mounts it.
+ENV IMAPMUX_CONFIG=/etc/imapmux/imapmux.toml
 ENTRYPOINT ["/usr/local/bin/imapmux"]
-CMD ["run", "--config", "/etc/imapmux/imapmux.toml"]
+CMD ["run"]

@@ -42,7 +42,7 @@ pub enum AdminError {
 /// What `/readyz` looks at.
 #[derive(Debug)]
 pub struct Readiness {
-    router: Arc<Router>,
+    router: arc_swap::ArcSwap<Router>,
     listeners_bound: AtomicBool,
     draining: AtomicBool,
 }
@@ -50,10 +50,15 @@ pub struct Readiness {
 impl Readiness {
     pub fn new(router: Arc<Router>) -> Self {
         Readiness {
-            router,
+            router: arc_swap::ArcSwap::new(router),
             listeners_bound: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// After a configuration reload: look at the new backends.
+    pub fn set_router(&self, router: Arc<Router>) {
+        self.router.store(router);
     }
 
     /// Every client listener is bound and accepting.
@@ -78,7 +83,7 @@ impl Readiness {
         if !self.listeners_bound.load(Ordering::Acquire) {
             return Err("listeners not bound yet");
         }
-        if !self.router.backends().any(|b| b.is_up()) {
+        if !self.router.load().backends().any(|b| b.is_up()) {
             return Err("no backend is up");
         }
         Ok(())
@@ -255,7 +260,7 @@ mod tests {
         );
         s.readiness.set_listeners_bound();
         assert_eq!(get(&s, Method::GET, "/readyz?x=1").0, StatusCode::OK);
-        for b in s.readiness.router.backends() {
+        for b in s.readiness.router.load().backends() {
             b.set_up(false);
         }
         assert_eq!(
@@ -268,7 +273,7 @@ mod tests {
             body.contains("imapmux_backend_up{backend=\"b1\"} 0"),
             "{body}"
         );
-        for b in s.readiness.router.backends() {
+        for b in s.readiness.router.load().backends() {
             b.set_up(true);
         }
         s.readiness.set_draining();

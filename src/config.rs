@@ -85,6 +85,10 @@ pub struct ServerConfig {
     pub max_line_length: usize,
     /// Failed logins on one connection before it is closed.
     pub max_auth_failures: u32,
+    /// How often to check the config and certificate files for changes
+    /// (reload without restart); "0s" turns the check off (SIGHUP only).
+    #[serde(deserialize_with = "de_duration")]
+    pub reload_check_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +99,7 @@ impl Default for ServerConfig {
             greeting: "imapmux ready.".into(),
             max_line_length: 65_536,
             max_auth_failures: 3,
+            reload_check_interval: Duration::from_secs(5),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod imap;
 pub mod listener;
 pub mod metrics;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -21,13 +21,24 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Run {
-        /// Configuration file.
-        #[arg(long, short, default_value = "config/imapmux.toml")]
+        /// Configuration file (the container image sets IMAPMUX_CONFIG to
+        /// /etc/imapmux/imapmux.toml, where the Helm chart mounts it).
+        #[arg(
+            long,
+            short,
+            env = "IMAPMUX_CONFIG",
+            default_value = "config/imapmux.toml"
+        )]
         config: PathBuf,
     },
     /// Check a configuration file and exit (0 if valid, 1 with the bad key otherwise).
     CheckConfig {
-        #[arg(long, short, default_value = "config/imapmux.toml")]
+        #[arg(
+            long,
+            short,
+            env = "IMAPMUX_CONFIG",
+            default_value = "config/imapmux.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -75,7 +86,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(imapmux::server::run(cfg)) {
+            match rt.block_on(imapmux::server::run(cfg, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -18,7 +18,9 @@ use crate::route::Router;
 use crate::session::conn::Context;
 
 /// Run until a shutdown signal; returns when every session is gone.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// `path` is the config file, re-read on SIGHUP and when it (or a
+/// certificate file) changes.
+pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
@@ -62,7 +64,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some((c, _)) = &cache {
         metrics.attach_cache(c.clone(), cfg.cache.max_bytes.as_u64())?;
     }
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(arc_swap::ArcSwap::from_pointee(Context {
         cache,
         config: cfg.clone(),
         router: router.clone(),
@@ -70,15 +72,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tls,
         metrics: metrics.clone(),
         close_now: close_rx,
-    });
-    for b in router.backends() {
-        tokio::spawn(crate::backend::health::run(
-            b.clone(),
-            cfg.health.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
-        ));
-    }
+    }));
+    let mut health_stop = start_health(&router, &cfg, &metrics, &stop_rx);
+    let reload_task = {
+        let (ctx, readiness, stop_rx) = (ctx.clone(), readiness.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            crate::reload::watch(
+                path,
+                ctx,
+                readiness,
+                stop_rx,
+                move |router, cfg, metrics, stop| {
+                    let _ = health_stop.send(true);
+                    health_stop = start_health(router, cfg, metrics, stop);
+                },
+            )
+            .await
+        })
+    };
     let max = cfg.server.max_connections;
     let permits = Arc::new(Semaphore::new(max));
     let mut accepts = Vec::new();
@@ -102,6 +113,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::admin::serve(l, state, admin_stop_rx))
     });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "imapmux started");
+    let _reload_task = reload_task;
 
     shutdown_signal().await;
     readiness.set_draining();
@@ -141,6 +153,37 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("imapmux stopped");
     Ok(())
+}
+
+/// Health checks for every backend of `router`, until the returned sender
+/// flips (a reload replaced the router) or the server stops.
+fn start_health(
+    router: &Router,
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    server_stop: &watch::Receiver<bool>,
+) -> watch::Sender<bool> {
+    let (tx, rx) = watch::channel(false);
+    for b in router.backends() {
+        let (b, hc, m, mut server_stop, mut rx) = (
+            b.clone(),
+            cfg.health.clone(),
+            metrics.clone(),
+            server_stop.clone(),
+            rx.clone(),
+        );
+        tokio::spawn(async move {
+            let (gen_tx, gen_rx) = watch::channel(false);
+            let checks = crate::backend::health::run(b, hc, m, gen_rx);
+            tokio::pin!(checks);
+            tokio::select! {
+                _ = &mut checks => {}
+                _ = server_stop.changed() => { let _ = gen_tx.send(true); }
+                _ = rx.changed() => { let _ = gen_tx.send(true); }
+            }
+        });
+    }
+    tx
 }
 
 async fn shutdown_signal() {

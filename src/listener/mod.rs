@@ -50,12 +50,12 @@ pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listene
 /// Accept connections until `stop` flips.
 pub async fn accept_loop(
     l: Listener,
-    ctx: Arc<Context>,
+    ctx: Arc<arc_swap::ArcSwap<Context>>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::info!(address = %l.address, mode = ?l.mode, "listening");
-    let metrics = ctx.metrics.clone();
+    let metrics = ctx.load().metrics.clone();
     let accepted = metrics.accepted_counter(l.index, l.mode);
     loop {
         let (mut tcp, peer) = tokio::select! {
@@ -91,7 +91,9 @@ pub async fn accept_loop(
             local,
             session_id: new_session_id(),
         };
-        let ctx = ctx.clone();
+        // The configuration in force now (a reload swaps it; sessions keep
+        // the one they started with).
+        let ctx = ctx.load_full();
         let mode = l.mode;
         let proxy = l.proxy_protocol.clone();
         tokio::spawn(async move {

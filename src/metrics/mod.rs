@@ -131,7 +131,7 @@ pub struct Metrics {
     backend_errors: IntCounterVec,
     health_failures: IntCounterVec,
     live_bytes: Arc<sampled::LiveBytes>,
-    router: OnceLock<Arc<Router>>,
+    router: arc_swap::ArcSwapOption<Router>,
     cache_attached: OnceLock<()>,
 }
 
@@ -333,7 +333,7 @@ impl Metrics {
             )?,
             registry: r,
             live_bytes,
-            router: OnceLock::new(),
+            router: arc_swap::ArcSwapOption::empty(),
             cache_attached: OnceLock::new(),
         };
         // Series that alerts and rates need from the start (rate() misses
@@ -370,9 +370,10 @@ impl Metrics {
                 .with_label_values(&[n])
                 .set(b.is_up().into());
         }
-        self.router
-            .set(router)
-            .map_err(|_| MetricsError::AlreadyAttached("router"))
+        // A reload attaches the new router; series of removed backends stay
+        // (Prometheus counters must not vanish while the process lives).
+        self.router.store(Some(router));
+        Ok(())
     }
 
     /// Export the FETCH cache's counters and sizes (read at scrape time).
@@ -503,7 +504,7 @@ impl Metrics {
 
     /// Refresh scrape-time values and gather every family.
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
-        if let Some(router) = self.router.get() {
+        if let Some(router) = self.router.load_full() {
             for b in router.backends() {
                 self.backend_up
                     .with_label_values(&[&b.name])
