@@ -140,3 +140,34 @@ async fn changed_files_are_picked_up_without_a_signal() {
     assert!(works_with(&addr, &ca2).await);
     assert!(proxy.log().contains("file change"), "{}", proxy.log());
 }
+
+#[tokio::test]
+async fn kubernetes_style_symlink_swap_is_picked_up() {
+    // Kubernetes mounts a Secret as cert.pem -> ..data/cert.pem and swaps the
+    // ..data symlink to a new timestamped directory atomically.
+    use std::os::unix::fs::symlink;
+    let dovecot = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca1, ca2) = (TestCa::new("first CA"), TestCa::new("second CA"));
+    for (name, ca) in [("v1", &ca1), ("v2", &ca2)] {
+        std::fs::create_dir(d.join(name)).unwrap();
+        let c = ca.issue_localhost();
+        std::fs::copy(&c.chain, d.join(name).join("cert.pem")).unwrap();
+        std::fs::copy(&c.key, d.join(name).join("key.pem")).unwrap();
+    }
+    symlink("v1", d.join("..data")).unwrap();
+    symlink("..data/cert.pem", d.join("cert.pem")).unwrap();
+    symlink("..data/key.pem", d.join("key.pem")).unwrap();
+    let addr = free_addr();
+    let proxy = Imapmux::start(&config(&addr, &dovecot, d, "200ms"), &addr);
+    assert!(works_with(&addr, &ca1).await);
+    symlink("v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    assert!(
+        proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    assert!(works_with(&addr, &ca2).await);
+}
