@@ -105,13 +105,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     for w in cfg.warnings() {
         eprintln!("warning: {w}");
     }
-    imapmux::route::Router::from_config(&cfg)?;
-    if cfg
-        .listeners
-        .iter()
-        .any(|l| l.mode != imapmux::config::ListenerMode::Plaintext)
-    {
-        imapmux::tls::server_config(&cfg.tls)?;
-    }
+    imapmux::server::build_parts(&cfg)?;
     Ok(())
 }

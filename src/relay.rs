@@ -250,71 +250,65 @@ where
             if let Piece::Line { first, literal, .. } = piece {
                 let line = &buf[off..off + len];
                 if first {
-                    let mut up = shared
+                    let up = shared
                         .flow
                         .as_ref()
                         .map(|f| lock(f).on_client_command(line, literal.is_some()))
                         .unwrap_or(Upstream::Forward);
-                    loop {
-                        match up {
-                            Upstream::Forward => {}
-                            Upstream::Replace(rep) => {
-                                // The cache flow rewrote the command (a FETCH it
-                                // can partly answer): send the new line instead.
-                                if write_out(&mut backend, &buf[written.min(off)..off])
-                                    .await
-                                    .is_err()
-                                    || write_out(&mut backend, &rep).await.is_err()
-                                {
-                                    return RelayEnd::BackendError;
-                                }
-                                counters.client_to_backend.fetch_add(
-                                    (off + len).saturating_sub(written) as u64,
-                                    Ordering::Relaxed,
-                                );
-                                written = off + len;
+                    let up = match up {
+                        Upstream::Prefetch(cmd) => {
+                            // Our own FETCH of what some messages miss goes
+                            // first, alone; the client's command waits for it.
+                            if write_out(&mut backend, &buf[written..off]).await.is_err()
+                                || write_out(&mut backend, &cmd).await.is_err()
+                            {
+                                return RelayEnd::BackendError;
                             }
-                            Upstream::Answer(resp) => {
-                                // Answered from the cache: nothing goes to the
-                                // backend; the answer goes out between messages.
-                                if write_out(&mut backend, &buf[written.min(off)..off])
-                                    .await
-                                    .is_err()
-                                {
-                                    return RelayEnd::BackendError;
-                                }
-                                counters.client_to_backend.fetch_add(
-                                    (off + len).saturating_sub(written) as u64,
-                                    Ordering::Relaxed,
-                                );
-                                written = off + len;
-                                push_inject(
-                                    shared,
-                                    Inject {
-                                        bytes: resp.into(),
-                                        then_close: false,
-                                    },
-                                );
-                            }
-                            Upstream::Prefetch(cmd) => {
-                                // Our own FETCH of what some messages miss goes
-                                // first, alone; the client's command waits.
-                                if write_out(&mut backend, &buf[written.min(off)..off])
-                                    .await
-                                    .is_err()
-                                    || write_out(&mut backend, &cmd).await.is_err()
-                                {
-                                    return RelayEnd::BackendError;
-                                }
-                                written = off + len;
-                                up = match wait_prefetch(shared, cfg.prefetch_timeout).await {
-                                    Some(next) => next,
-                                    None => return RelayEnd::BackendError,
-                                };
-                                continue;
+                            counters
+                                .client_to_backend
+                                .fetch_add((off - written) as u64, Ordering::Relaxed);
+                            written = off;
+                            match wait_prefetch(shared, cfg.prefetch_timeout).await {
+                                Some(next) => next,
+                                None => return RelayEnd::BackendError,
                             }
                         }
-                        break;
+                        other => other,
+                    };
+                    match up {
+                        // The line goes on unchanged with the bytes around it.
+                        Upstream::Forward | Upstream::Prefetch(_) => {}
+                        Upstream::Replace(rep) => {
+                            // The cache flow rewrote the command (a FETCH it
+                            // can partly answer): send the new line instead.
+                            if write_out(&mut backend, &buf[written..off]).await.is_err()
+                                || write_out(&mut backend, &rep).await.is_err()
+                            {
+                                return RelayEnd::BackendError;
+                            }
+                            counters
+                                .client_to_backend
+                                .fetch_add((off - written + len) as u64, Ordering::Relaxed);
+                            written = off + len;
+                        }
+                        Upstream::Answer(resp) => {
+                            // Answered from the cache: nothing goes to the
+                            // backend; the answer goes out between messages.
+                            if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                                return RelayEnd::BackendError;
+                            }
+                            counters
+                                .client_to_backend
+                                .fetch_add((off - written + len) as u64, Ordering::Relaxed);
+                            written = off + len;
+                            push_inject(
+                                shared,
+                                Inject {
+                                    bytes: resp.into(),
+                                    then_close: false,
+                                },
+                            );
+                        }
                     }
                     let line = &buf[off..off + len];
                     if let Some(m) = &shared.meter {
@@ -328,16 +322,12 @@ where
                             // STARTTLS is only valid before login.
                             "COMPRESS" | "STARTTLS" if literal.is_none() => {
                                 let reply = format!("{cur_tag} NO [CANNOT] {name} is not available through this proxy.\r\n");
-                                if write_out(&mut backend, &buf[written.min(off)..off])
-                                    .await
-                                    .is_err()
-                                {
+                                if write_out(&mut backend, &buf[written..off]).await.is_err() {
                                     return RelayEnd::BackendError;
                                 }
-                                counters.client_to_backend.fetch_add(
-                                    off.saturating_sub(written) as u64,
-                                    Ordering::Relaxed,
-                                );
+                                counters
+                                    .client_to_backend
+                                    .fetch_add((off - written) as u64, Ordering::Relaxed);
                                 written = off + len;
                                 push_inject(
                                     shared,

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
@@ -63,18 +62,7 @@ fn listener_key(cfg: &Config) -> Vec<(String, ListenerMode, bool, Vec<ipnet::IpN
 /// lives across reloads (metrics, cache, auth, shutdown signal).
 pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>)> {
     let cfg = Config::load(path)?;
-    let router = Arc::new(Router::from_config(&cfg).context("building backend pools")?);
-    let needs_tls = cfg
-        .listeners
-        .iter()
-        .any(|l| l.mode != ListenerMode::Plaintext);
-    let tls = if needs_tls {
-        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            &cfg.tls,
-        )?))
-    } else {
-        None
-    };
+    let (router, tls) = crate::server::build_parts(&cfg)?;
     if listener_key(&cfg) != listener_key(&old.config) {
         tracing::warn!(
             "listener changes (address, mode, PROXY protocol) take effect after a restart"

@@ -177,7 +177,10 @@ impl Router {
             order.insert(0, p);
         }
         if !pool.failover {
-            let first = order[0];
+            // Validated configs have no empty pool; an empty one routes nowhere.
+            let Some(first) = order.first().copied() else {
+                return Err(RouteError::NoHealthyBackend(pool.name.clone()));
+            };
             return if first.is_up() {
                 Ok(vec![first.clone()])
             } else {

@@ -17,15 +17,14 @@ use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::session::conn::Context;
 
-/// Run until a shutdown signal; returns when every session is gone.
-/// `path` is the config file, re-read on SIGHUP and when it (or a
-/// certificate file) changes.
-pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
-    for w in cfg.warnings() {
-        tracing::warn!("{w}");
-    }
-    let cfg = Arc::new(cfg);
-    let router = Arc::new(Router::from_config(&cfg).context("building backend pools")?);
+/// The parts of a running configuration that are built from it (and so
+/// can fail on bad files): backend pools with their TLS client contexts,
+/// and the client-facing TLS acceptor when a listener needs one. Used at
+/// startup, on reload and by `check-config`.
+pub fn build_parts(
+    cfg: &Config,
+) -> anyhow::Result<(Arc<Router>, Option<tokio_rustls::TlsAcceptor>)> {
+    let router = Arc::new(Router::from_config(cfg).context("building backend pools")?);
     let needs_tls = cfg
         .listeners
         .iter()
@@ -37,6 +36,18 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     } else {
         None
     };
+    Ok((router, tls))
+}
+
+/// Run until a shutdown signal; returns when every session is gone.
+/// `path` is the config file, re-read on SIGHUP and when it (or a
+/// certificate file) changes.
+pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
+    let cfg = Arc::new(cfg);
+    let (router, tls) = build_parts(&cfg)?;
     let metrics = Arc::new(Metrics::new()?);
     metrics.set_max_connections(cfg.server.max_connections);
     metrics.attach_router(router.clone())?;

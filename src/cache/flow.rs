@@ -21,11 +21,11 @@ use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 
-use super::split::{fetch_start, parse_fetch};
+use super::split::parse_fetch;
 use super::{CachedItem, FetchCache, MailboxKey, MessageItems, MessageKey};
 use crate::imap::command::trim_crlf;
 use crate::imap::fetch::{
-    build_fetch_response as build_fetch, parse_fetch_command, FetchAtt, FetchCommand,
+    build_fetch_response as build_fetch, fetch_seq, parse_fetch_command, FetchAtt, FetchCommand,
 };
 use crate::session::mailbox::{Change, Tracker};
 
@@ -187,13 +187,6 @@ struct Resp {
     overflow: bool,
 }
 
-/// Statistics a session reports (hits/misses are also counted globally).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FlowStats {
-    pub served_commands: u64,
-    pub rewritten_bytes_saved: u64,
-}
-
 /// `UID <n>` among the items of a FETCH response's first line.
 fn uid_in_line(line: &[u8]) -> Option<u32> {
     let open = line.iter().position(|c| *c == b'(')?;
@@ -237,7 +230,6 @@ pub struct Flow {
     uidvalidities: HashMap<String, u32>,
     waiting: Option<Waiting>,
     next_proxy_tag: u64,
-    pub stats: FlowStats,
 }
 
 /// The marker: a body partial far beyond any message, so the answer is an
@@ -277,7 +269,6 @@ impl Flow {
             uidvalidities: HashMap::new(),
             waiting: None,
             next_proxy_tag: 0,
-            stats: FlowStats::default(),
         }
     }
 
@@ -628,7 +619,6 @@ impl Flow {
                 .counters
                 .bytes_served
                 .fetch_add(bytes as u64, Ordering::Relaxed);
-            self.stats.served_commands += 1;
             return Some((Kind::Other, Upstream::Answer(answer)));
         }
         // The rewritten command: what is not injected, plus the marker.
@@ -647,7 +637,6 @@ impl Flow {
             parts.join(" ")
         );
         self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-        self.stats.served_commands += 1;
         Some((
             Kind::Serve(Serve {
                 mailbox,
@@ -730,16 +719,16 @@ impl Flow {
 
     fn start_response(&mut self, line: &[u8]) {
         self.resp = None;
-        if fetch_start(line).is_none() {
+        let Some(seq) = fetch_seq(line) else {
             return;
-        }
+        };
         let hold = match self.head_fetch().map(|c| &c.kind) {
             Some(Kind::Serve(_)) | Some(Kind::Prefetch(_)) => true,
             Some(Kind::Fill(_)) => false,
             _ => {
                 // FETCH outside our commands: only the UID map learns, from
                 // the first line; nothing is assembled.
-                if let (Some(seq), Some(uid)) = (fetch_start(line), uid_in_line(line)) {
+                if let Some(uid) = uid_in_line(line) {
                     self.tracker.on_fetch_uid(seq, uid);
                 }
                 return;
@@ -982,7 +971,6 @@ impl Flow {
                     .counters
                     .bytes_served
                     .fetch_add(served, Ordering::Relaxed);
-                self.stats.rewritten_bytes_saved += served;
                 self.output
                     .extend_from_slice(&build_fetch(parsed.seq, &out));
             }

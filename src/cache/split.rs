@@ -6,6 +6,8 @@
 
 use std::ops::Range;
 
+use crate::imap::fetch::fetch_seq;
+
 /// One item of a FETCH response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemRange {
@@ -18,15 +20,6 @@ pub struct ItemRange {
 pub struct FetchResponse {
     pub seq: u32,
     pub items: Vec<ItemRange>,
-}
-
-/// `* <n> FETCH (` at the start of a line: the sequence number.
-pub fn fetch_start(line: &[u8]) -> Option<u32> {
-    let rest = line.strip_prefix(b"* ")?;
-    let sp = rest.iter().position(|b| *b == b' ')?;
-    let seq: u32 = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
-    let rest = &rest[sp + 1..];
-    (rest.len() >= 7 && rest[..7].eq_ignore_ascii_case(b"FETCH (")).then_some(seq)
 }
 
 struct P<'a> {
@@ -135,7 +128,7 @@ impl P<'_> {
 
 /// Parse a complete FETCH response (first line, literals, CRLF at the end).
 pub fn parse_fetch(resp: &[u8]) -> Option<FetchResponse> {
-    let seq = fetch_start(resp)?;
+    let seq = fetch_seq(resp)?;
     let open = resp.iter().position(|c| *c == b'(')? + 1;
     let mut p = P { b: resp, i: open };
     let mut items = Vec::new();
@@ -232,9 +225,10 @@ mod tests {
     }
 
     #[test]
-    fn fetch_start_detects() {
-        assert_eq!(fetch_start(b"* 12 FETCH (UID 3)\r\n"), Some(12));
-        assert_eq!(fetch_start(b"* 12 EXISTS\r\n"), None);
-        assert_eq!(fetch_start(b"a1 FETCH (x)\r\n"), None);
+    fn fetch_seq_detects() {
+        assert_eq!(fetch_seq(b"* 12 FETCH (UID 3)\r\n"), Some(12));
+        assert_eq!(fetch_seq(b"* 12 EXISTS\r\n"), None);
+        assert_eq!(fetch_seq(b"a1 FETCH (x)\r\n"), None);
+        assert_eq!(fetch_seq(b"* 99999999999 FETCH (x)\r\n"), None);
     }
 }

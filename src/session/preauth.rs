@@ -133,8 +133,6 @@ pub struct PreAuth {
     literal: BytesMut,
     /// Bytes of the command being assembled.
     command_bytes: usize,
-    /// The command being assembled is being discarded (too large).
-    discarding: bool,
     events: VecDeque<Event>,
     auth_failures: u32,
     bad_commands: u32,
@@ -154,7 +152,6 @@ impl PreAuth {
             literals: Vec::new(),
             literal: BytesMut::new(),
             command_bytes: 0,
-            discarding: false,
             events: VecDeque::new(),
             auth_failures: 0,
             bad_commands: 0,
@@ -300,9 +297,7 @@ impl PreAuth {
                 self.close(CloseReason::ProtocolError);
             }
             Frame::Literal { bytes, remaining } => {
-                if !self.discarding {
-                    self.literal.extend_from_slice(&bytes);
-                }
+                self.literal.extend_from_slice(&bytes);
                 if remaining == 0 {
                     let lit = std::mem::take(&mut self.literal).freeze();
                     self.literals.push(lit);
@@ -353,7 +348,6 @@ impl PreAuth {
         self.literals.clear();
         self.literal.clear();
         self.command_bytes = 0;
-        self.discarding = false;
     }
 
     fn count_bad(&mut self) {

@@ -50,7 +50,7 @@ mod tests;
 pub use att::{normalize_response_item_name, FetchAtt, HeaderField, Partial, Section, SectionText};
 pub use command::{build_fetch_command, parse_fetch_command, parse_tagged_fetch, FetchCommand};
 pub use response::{
-    build_fetch_response, is_fetch_start, FetchError, FetchEvent, FetchResponseParser, ItemValue,
-    ValueKind, MAX_ITEM_NAME,
+    build_fetch_response, fetch_seq, is_fetch_start, FetchError, FetchEvent, FetchResponseParser,
+    ItemValue, ValueKind, MAX_ITEM_NAME,
 };
 pub use seqset::{SeqNum, SequenceSet};

@@ -13,15 +13,20 @@ pub const MAX_ITEM_NAME: usize = 8192;
 /// True if `line` starts an untagged FETCH response: `* <n> FETCH (`
 /// (exactly as servers send it: upper-case FETCH, no leading zero).
 pub fn is_fetch_start(line: &[u8]) -> bool {
-    let Some(rest) = line.strip_prefix(b"* ") else {
-        return false;
-    };
+    fetch_seq(line).is_some()
+}
+
+/// The sequence number of a line starting `* <n> FETCH (`.
+pub fn fetch_seq(line: &[u8]) -> Option<u32> {
+    let rest = line.strip_prefix(b"* ")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    (1..=10).contains(&digits)
-        && rest.first() != Some(&b'0')
-        && rest
-            .get(digits..)
-            .is_some_and(|r| r.starts_with(b" FETCH ("))
+    if !(1..=10).contains(&digits)
+        || rest.first() == Some(&b'0')
+        || !rest.get(digits..)?.starts_with(b" FETCH (")
+    {
+        return None;
+    }
+    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
 }
 
 /// Build `* <seq> FETCH (<name> <value> …)\r\n` from item names and values
