@@ -70,6 +70,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    #[serde(default)]
+    pub auth: crate::auth::config::AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +226,9 @@ pub struct PoolConfig {
     pub failover: bool,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// How imapmux logs in to this pool's backends.
+    #[serde(default)]
+    pub login: crate::auth::config::BackendLogin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -321,7 +321,7 @@ async fn login(
             backend,
             ..
         } => (credentials, backend),
-        AuthDecision::Reject { code, text } => {
+        AuthDecision::Reject { code, text, .. } => {
             return Err(LoginFail {
                 status: "NO",
                 code: Some(code.into()),

@@ -1,0 +1,112 @@
+//! Authentication: decides whether a client may log in, where its mail
+//! lives and with which credentials imapmux logs in to the backend.
+//!
+//! A [`Source`] (passwd-file, auth_http, LDAP) verifies a login and says
+//! where the user's mail is; [`Directory`] wraps one with the result cache.
+//! [`Passthrough`] verifies nothing: the backend's answer is the verdict.
+
+pub mod config;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::session::{ClientInfo, Credentials};
+
+/// What an authenticator decided.
+#[derive(Debug, Clone)]
+pub enum AuthDecision {
+    /// Log in to the backend with these credentials. `verified` is true when
+    /// the authenticator checked the password itself; otherwise the
+    /// backend's answer is the verdict. `backend` may name the backend the
+    /// directory assigned to the user (a backend name or its address).
+    Login {
+        credentials: Credentials,
+        backend: Option<String>,
+        verified: bool,
+    },
+    /// Refuse, with an IMAP response code (e.g. `AUTHENTICATIONFAILED`),
+    /// after waiting `wait` (the source asked for it, e.g. `Auth-Wait`).
+    Reject {
+        code: &'static str,
+        text: String,
+        wait: Option<Duration>,
+    },
+}
+
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    async fn authenticate(&self, credentials: &Credentials, client: &ClientInfo) -> AuthDecision;
+}
+
+/// Log in to the backend with the client's own credentials.
+#[derive(Debug, Default)]
+pub struct Passthrough;
+
+#[async_trait]
+impl Authenticator for Passthrough {
+    async fn authenticate(&self, credentials: &Credentials, _client: &ClientInfo) -> AuthDecision {
+        AuthDecision::Login {
+            credentials: credentials.clone(),
+            backend: None,
+            verified: false,
+        }
+    }
+}
+
+/// One login attempt, as a source sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub credentials: &'a Credentials,
+    pub client: &'a ClientInfo,
+    /// 1 for the first attempt on this connection, 2 for the next…
+    pub attempt: u32,
+}
+
+/// A verified login: where to send the user, and as whom.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// Backend name or address (`host` or `host:port`) from the directory.
+    pub backend: Option<String>,
+    /// Login name on the backend, when it differs from the client's.
+    pub backend_user: Option<String>,
+    /// Password for the backend, when the directory rewrites it
+    /// (auth_http `Auth-Pass`). Never logged.
+    pub backend_password: Option<Vec<u8>>,
+}
+
+/// A source's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept(Grant),
+    /// Wrong password or unknown user. `text` is shown to the client when
+    /// the source gives one (auth_http `Auth-Status`); `wait` delays the
+    /// answer (`Auth-Wait`).
+    Reject {
+        text: Option<String>,
+        wait: Option<Duration>,
+    },
+}
+
+/// The source could not give an answer (down, timed out, misconfigured):
+/// the client gets `NO [UNAVAILABLE]`, the log gets this.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("auth source unreachable: {0}")]
+    Unreachable(String),
+    #[error("auth source timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("auth source answered badly: {0}")]
+    Protocol(String),
+    #[error("auth source misconfigured: {0}")]
+    Config(String),
+}
+
+/// A directory that verifies logins itself.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// Short name for logs and metrics ("passwd-file", "http", "ldap").
+    fn name(&self) -> &'static str;
+    async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError>;
+}
