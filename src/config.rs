@@ -28,7 +28,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(
+pub(crate) fn invalid(
     key: impl Into<String>,
     problem: impl Into<String>,
     fix: impl Into<String>,
@@ -370,6 +370,7 @@ impl Config {
                 "give e.g. \"512MiB\", or set cache.enabled = false",
             ));
         }
+        self.auth.validate(&self.pools)?;
         if self.cache.ttl.is_zero() || self.cache.idle_ttl.is_zero() {
             return Err(invalid(
                 "cache.ttl",

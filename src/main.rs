@@ -106,5 +106,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     imapmux::server::build_parts(&cfg)?;
+    imapmux::auth::build(&cfg.auth, None).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     Ok(())
 }

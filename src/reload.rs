@@ -76,10 +76,21 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
+    let auth = if cfg.auth == old.config.auth {
+        old.auth.clone()
+    } else {
+        crate::auth::build(&cfg.auth, Some(old.metrics.clone()))?
+    };
+    let penalty = if cfg.auth.penalty == old.config.auth.penalty {
+        old.penalty.clone()
+    } else {
+        Arc::new(crate::auth::penalty::Penalty::new(&cfg.auth.penalty))
+    };
     let ctx = Context {
         config: Arc::new(cfg),
         router: router.clone(),
-        auth: old.auth.clone(),
+        auth,
+        penalty,
         tls,
         metrics: old.metrics.clone(),
         cache: old.cache.clone(),

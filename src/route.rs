@@ -26,6 +26,8 @@ pub struct Backend {
     /// TLS client config when the backend is reached over TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub server_name: ServerName<'static>,
+    /// The pool's master user, when its login mode is "master".
+    pub master: Option<Arc<crate::backend::login::MasterLogin>>,
     up: AtomicBool,
 }
 
@@ -79,6 +81,7 @@ impl Router {
         let mut pools = Vec::new();
         let mut index = HashMap::new();
         for (i, p) in cfg.pools.iter().enumerate() {
+            let master = master_login(&p.login, &format!("pool[{i}].login"))?;
             let mut backends = Vec::new();
             for (j, b) in p.backends.iter().enumerate() {
                 let key = format!("pool[{i}].backend[{j}]");
@@ -103,6 +106,7 @@ impl Router {
                     cfg: b.clone(),
                     tls,
                     server_name,
+                    master: master.clone(),
                     up: AtomicBool::new(true),
                 }));
             }
@@ -145,6 +149,30 @@ impl Router {
         self.backends()
             .find(|b| b.name == name && b.is_up())
             .cloned()
+    }
+
+    /// The backend a directory named: a backend name, its exact address,
+    /// or a host (with or without port) that only one backend has.
+    pub fn backend_for(&self, spec: &str) -> Option<Arc<Backend>> {
+        if let Some(b) = self
+            .backends()
+            .find(|b| b.name == spec || b.cfg.address == spec)
+        {
+            return Some(b.clone());
+        }
+        let (host, port) = match crate::config::split_host_port(spec) {
+            Some((h, p)) => (h, Some(p)),
+            None => (spec.trim_matches(['[', ']']).to_string(), None),
+        };
+        let mut found = self.backends().filter(|b| {
+            crate::config::split_host_port(&b.cfg.address).is_some_and(|(h, p)| {
+                h.eq_ignore_ascii_case(&host) && port.map_or(true, |want| want == p)
+            })
+        });
+        match (found.next(), found.next()) {
+            (Some(b), None) => Some(b.clone()),
+            _ => None,
+        }
     }
 
     /// Every backend, for health checks.
@@ -193,6 +221,65 @@ impl Router {
         }
         Ok(healthy)
     }
+}
+
+/// The pool's master user from `[pool.login]` (password read from its
+/// file here, so a bad file fails the build that reads it).
+fn master_login(
+    l: &crate::auth::config::BackendLogin,
+    key: &str,
+) -> Result<Option<Arc<crate::backend::login::MasterLogin>>, BuildError> {
+    use crate::auth::config::LoginMode;
+    if l.mode != LoginMode::Master {
+        return Ok(None);
+    }
+    let bad = |k: &str, message: String| BuildError::Invalid {
+        key: format!("{key}.{k}"),
+        message,
+    };
+    let user = l
+        .master_user
+        .clone()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            bad(
+                "master_user",
+                "mode = \"master\" needs a master_user".into(),
+            )
+        })?;
+    let password = match (&l.master_password, &l.master_password_file) {
+        (Some(p), None) => p.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| {
+                bad(
+                    "master_password_file",
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec(),
+        _ => {
+            return Err(bad(
+                "master_password",
+                "set exactly one of master_password and master_password_file".into(),
+            ))
+        }
+    };
+    if password.is_empty() {
+        return Err(bad(
+            "master_password",
+            "the master password is empty".into(),
+        ));
+    }
+    Ok(Some(Arc::new(crate::backend::login::MasterLogin {
+        user,
+        password,
+        style: l.master_style,
+        separator: l.master_separator.clone().unwrap_or_else(|| "*".into()),
+    })))
 }
 
 /// Weighted rendezvous score of `backend` for `user`: `w / -ln(h)` with `h`

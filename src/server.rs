@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use tokio::sync::{watch, Semaphore};
 
 use crate::admin::{AdminState, Readiness};
-use crate::auth::Passthrough;
 use crate::config::{Config, ListenerMode};
 use crate::listener::{accept_loop, bind_all};
 use crate::metrics::Metrics;
@@ -79,7 +78,9 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         cache,
         config: cfg.clone(),
         router: router.clone(),
-        auth: Arc::new(Passthrough),
+        auth: crate::auth::build(&cfg.auth, Some(metrics.clone()))
+            .context("building the auth source")?,
+        penalty: Arc::new(crate::auth::penalty::Penalty::new(&cfg.auth.penalty)),
         tls,
         metrics: metrics.clone(),
         close_now: close_rx,

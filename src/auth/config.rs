@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::de_duration;
+use crate::config::{de_duration, invalid, ConfigError};
 
 /// Where logins are verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -24,7 +24,7 @@ pub enum SourceKind {
     Ldap,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub source: SourceKind,
@@ -35,7 +35,7 @@ pub struct AuthConfig {
     pub penalty: PenaltyConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswdFileConfig {
     /// `user:{SCHEME}hash[:uid:gid:gecos:home:shell:extra fields]` per line.
@@ -48,11 +48,80 @@ pub struct PasswdFileConfig {
     pub reload_check_interval: Duration,
 }
 
+impl AuthConfig {
+    /// Check the `[auth]` keys and the pools' `[pool.login]` against them.
+    pub fn validate(&self, pools: &[crate::config::PoolConfig]) -> Result<(), ConfigError> {
+        let table = match self.source {
+            SourceKind::Passthrough => None,
+            SourceKind::PasswdFile => self.passwd_file.is_none().then_some("passwd_file"),
+            SourceKind::Http => self.http.is_none().then_some("http"),
+            SourceKind::Ldap => self.ldap.is_none().then_some("ldap"),
+        };
+        if let Some(t) = table {
+            return Err(invalid(
+                format!("auth.{t}"),
+                format!("auth.source needs the [auth.{t}] table"),
+                format!("add [auth.{t}] (see config/imapmux.toml) or change auth.source"),
+            ));
+        }
+        if let Some(h) = &self.http {
+            if !h.url.starts_with("http://") {
+                return Err(invalid(
+                    "auth.http.url",
+                    format!("{:?} is not an http:// URL", h.url),
+                    "write e.g. \"http://127.0.0.1:9000/auth\"",
+                ));
+            }
+        }
+        if let Some(l) = &self.ldap {
+            if !(l.url.starts_with("ldap://") || l.url.starts_with("ldaps://")) {
+                return Err(invalid(
+                    "auth.ldap.url",
+                    format!("{:?} is not an ldap:// or ldaps:// URL", l.url),
+                    "write e.g. \"ldap://127.0.0.1:389\"",
+                ));
+            }
+            if l.bind_dn.is_some() == l.search_base.is_some() {
+                return Err(invalid(
+                    "auth.ldap.bind_dn",
+                    "set exactly one of bind_dn (direct bind) and search_base (search then bind)",
+                    "e.g. bind_dn = \"uid=%u,ou=people,dc=example,dc=org\"",
+                ));
+            }
+        }
+        let p = &self.penalty;
+        if p.enabled && (p.max_failures_per_user == 0 || p.max_failures_per_ip == 0) {
+            return Err(invalid(
+                "auth.penalty.max_failures_per_user",
+                "the failure limits must be at least 1",
+                "give e.g. 10 and 50, or set auth.penalty.enabled = false",
+            ));
+        }
+        for (i, pool) in pools.iter().enumerate() {
+            if pool.login.mode == LoginMode::Master && self.source == SourceKind::Passthrough {
+                return Err(invalid(
+                    format!("pool[{i}].login.mode"),
+                    "a master-user login needs imapmux to verify passwords itself, but auth.source is passthrough",
+                    "set auth.source to passwd-file, http or ldap, or use mode = \"user\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Longest wait a source may impose before a refusal is answered.
+    pub fn max_wait(&self) -> Duration {
+        self.http
+            .as_ref()
+            .map_or(default_max_wait(), |h| h.max_wait)
+    }
+}
+
 fn default_reload() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `http://host:port/path` of the auth service (nginx `auth_http`).
@@ -81,7 +150,7 @@ fn default_max_wait() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldap://host:port` or `ldaps://host:port`.
@@ -130,7 +199,7 @@ fn default_ldap_pool() -> usize {
     4
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthCacheConfig {
     pub enabled: bool,
@@ -154,7 +223,7 @@ impl Default for AuthCacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PenaltyConfig {
     pub enabled: bool,
@@ -192,7 +261,7 @@ impl Default for PenaltyConfig {
 }
 
 /// `[pool.login]`: how imapmux logs in to a pool's backends.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendLogin {
     pub mode: LoginMode,

@@ -5,7 +5,11 @@
 //! where the user's mail is; [`Directory`] wraps one with the result cache.
 //! [`Passthrough`] verifies nothing: the backend's answer is the verdict.
 
+pub mod cache;
 pub mod config;
+pub mod directory;
+pub mod http;
+pub mod penalty;
 
 use std::time::Duration;
 
@@ -29,15 +33,18 @@ pub enum AuthDecision {
     /// Refuse, with an IMAP response code (e.g. `AUTHENTICATIONFAILED`),
     /// after waiting `wait` (the source asked for it, e.g. `Auth-Wait`).
     Reject {
-        code: &'static str,
+        code: String,
         text: String,
         wait: Option<Duration>,
     },
+    /// No verdict (the directory is down): `NO [UNAVAILABLE]`, not counted
+    /// as a failed login.
+    Unavailable,
 }
 
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    async fn authenticate(&self, credentials: &Credentials, client: &ClientInfo) -> AuthDecision;
+    async fn authenticate(&self, req: Request<'_>) -> AuthDecision;
 }
 
 /// Log in to the backend with the client's own credentials.
@@ -46,9 +53,9 @@ pub struct Passthrough;
 
 #[async_trait]
 impl Authenticator for Passthrough {
-    async fn authenticate(&self, credentials: &Credentials, _client: &ClientInfo) -> AuthDecision {
+    async fn authenticate(&self, req: Request<'_>) -> AuthDecision {
         AuthDecision::Login {
-            credentials: credentials.clone(),
+            credentials: req.credentials.clone(),
             backend: None,
             verified: false,
         }
@@ -62,6 +69,8 @@ pub struct Request<'a> {
     pub client: &'a ClientInfo,
     /// 1 for the first attempt on this connection, 2 for the next…
     pub attempt: u32,
+    /// The client connection is TLS.
+    pub tls: bool,
 }
 
 /// A verified login: where to send the user, and as whom.
@@ -83,9 +92,11 @@ pub enum Verdict {
     /// Wrong password or unknown user. `text` is shown to the client when
     /// the source gives one (auth_http `Auth-Status`); `wait` delays the
     /// answer (`Auth-Wait`).
+    /// `code` replaces AUTHENTICATIONFAILED when the source names one.
     Reject {
         text: Option<String>,
         wait: Option<Duration>,
+        code: Option<String>,
     },
 }
 
@@ -109,4 +120,36 @@ pub trait Source: Send + Sync + 'static {
     /// Short name for logs and metrics ("passwd-file", "http", "ldap").
     fn name(&self) -> &'static str;
     async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError>;
+}
+
+/// The authenticator `cfg` asks for. `metrics` counts source answers.
+/// Sources that watch files start their watcher with [`Built::start`].
+pub fn build(
+    cfg: &config::AuthConfig,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+) -> Result<std::sync::Arc<dyn Authenticator>, SourceError> {
+    use std::sync::Arc;
+    let missing = |key: &str| {
+        SourceError::Config(format!(
+            "auth.source = {:?} needs an [auth.{key}] table",
+            format!("{:?}", cfg.source).to_lowercase()
+        ))
+    };
+    let cache = cfg
+        .cache
+        .enabled
+        .then(|| Arc::new(cache::AuthCache::new(&cfg.cache)));
+    let source: Arc<dyn Source> = match cfg.source {
+        config::SourceKind::Passthrough => return Ok(Arc::new(Passthrough)),
+        config::SourceKind::Http => Arc::new(http::HttpSource::new(
+            cfg.http.as_ref().ok_or_else(|| missing("http"))?,
+        )?),
+        config::SourceKind::PasswdFile | config::SourceKind::Ldap => {
+            return Err(SourceError::Config("source not built yet".into()))
+        }
+    };
+    if let Some(m) = &metrics {
+        m.auth.init_source(source.name());
+    }
+    Ok(Arc::new(directory::Directory::new(source, cache, metrics)))
 }

@@ -2,9 +2,52 @@
 
 use base64::Engine;
 
+use crate::auth::config::MasterStyle;
 use crate::imap::command::quote;
 use crate::imap::response::has_capability;
-use crate::session::{ClientInfo, Credentials};
+use crate::session::{ClientInfo, Credentials, Mechanism};
+
+/// A pool's master user: imapmux logs in on behalf of users it verified
+/// itself, with one service password instead of theirs. Debug never shows
+/// the password.
+#[derive(Clone)]
+pub struct MasterLogin {
+    pub user: String,
+    pub password: Vec<u8>,
+    pub style: MasterStyle,
+    pub separator: String,
+}
+
+impl std::fmt::Debug for MasterLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterLogin")
+            .field("user", &self.user)
+            .field("style", &self.style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterLogin {
+    /// The credentials that log `user` in through the master user:
+    /// SASL PLAIN with `user` as authorization identity, or Dovecot's
+    /// `user*master` LOGIN.
+    pub fn credentials_for(&self, user: &str) -> Credentials {
+        match self.style {
+            MasterStyle::Sasl => Credentials {
+                user: self.user.clone(),
+                password: self.password.clone(),
+                authzid: Some(user.to_string()),
+                mechanism: Mechanism::Plain,
+            },
+            MasterStyle::Separator => Credentials {
+                user: format!("{user}{}{}", self.separator, self.user),
+                password: self.password.clone(),
+                authzid: None,
+                mechanism: Mechanism::Login,
+            },
+        }
+    }
+}
 
 /// One step of the login exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +148,6 @@ pub fn login_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Mechanism;
 
     fn creds(user: &str, pass: &[u8]) -> Credentials {
         Credentials {
@@ -179,6 +221,33 @@ mod tests {
                 b"L1 AUTHENTICATE PLAIN YWRtaW4AdQBw\r\n".to_vec()
             )]
         );
+    }
+
+    #[test]
+    fn master_user_forms() {
+        let mut m = MasterLogin {
+            user: "proxy".into(),
+            password: b"mpw".to_vec(),
+            style: MasterStyle::Sasl,
+            separator: "*".into(),
+        };
+        let c = m.credentials_for("alice");
+        assert_eq!(
+            login_steps("L1", &c, &caps("AUTH=PLAIN SASL-IR")).unwrap(),
+            // base64("alice\0proxy\0mpw")
+            vec![LoginStep::Send(
+                b"L1 AUTHENTICATE PLAIN YWxpY2UAcHJveHkAbXB3\r\n".to_vec()
+            )]
+        );
+        m.style = MasterStyle::Separator;
+        let c = m.credentials_for("alice");
+        assert_eq!(
+            login_steps("L1", &c, &caps("IMAP4rev1")).unwrap(),
+            vec![LoginStep::Send(
+                b"L1 LOGIN \"alice*proxy\" \"mpw\"\r\n".to_vec()
+            )]
+        );
+        assert!(!format!("{m:?}").contains("mpw"));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! parts (backend up/down, cache counters, live session bytes) are read
 //! when Prometheus scrapes.
 
-pub mod command;
+pub mod auth;
+mod command;
 mod sampled;
 
 use std::sync::{Arc, OnceLock};
@@ -133,6 +134,7 @@ pub struct Metrics {
     live_bytes: Arc<sampled::LiveBytes>,
     router: arc_swap::ArcSwapOption<Router>,
     cache_attached: OnceLock<()>,
+    pub auth: auth::AuthMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -331,6 +333,7 @@ impl Metrics {
                 "Failed backend health checks.",
                 &["backend"],
             )?,
+            auth: auth::AuthMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),
@@ -434,6 +437,11 @@ impl Metrics {
         self.auth_duration
             .with_label_values(&[result.as_str()])
             .observe(secs);
+    }
+
+    /// An auth source answered (or the auth cache did).
+    pub fn auth_request(&self, source: &str, result: &str, took: Option<Duration>) {
+        self.auth.request(source, result, took);
     }
 
     /// A relayed command was answered. `command` should come from

@@ -14,7 +14,8 @@ use tokio_rustls::TlsAcceptor;
 use super::preauth::{CloseReason, Event, PreAuth, PreAuthConfig};
 use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
-use crate::auth::{AuthDecision, Authenticator};
+use crate::auth::penalty::{Gate, Penalty};
+use crate::auth::{AuthDecision, Authenticator, Request};
 use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
 use crate::metrics::{LoginResult, Metrics};
@@ -26,6 +27,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub router: Arc<Router>,
     pub auth: Arc<dyn Authenticator>,
+    /// Failed-login counters (kept across reloads).
+    pub penalty: Arc<Penalty>,
     pub tls: Option<TlsAcceptor>,
     pub metrics: Arc<Metrics>,
     /// The FETCH cache and its learned response orders, when enabled.
@@ -177,6 +180,7 @@ async fn preauth(
     let mut close_now = ctx.close_now.clone();
     let mut rbuf = vec![0u8; 4096];
     let mut out = BytesMut::new();
+    let mut attempts = 0u32;
     // Pre-auth loop: the state machine decides, this loop does the I/O.
     let logged_in: LoggedIn = loop {
         let mut login_req: Option<(String, Credentials)> = None;
@@ -226,7 +230,8 @@ async fn preauth(
         if let Some((tag, creds)) = login_req {
             summary.user = Some(creds.user.clone());
             let t0 = Instant::now();
-            let result = login(ctx, &creds, client).await;
+            attempts += 1;
+            let result = login(ctx, &creds, client, attempts, stream.is_tls()).await;
             let outcome = result
                 .as_ref()
                 .map_or_else(|f| f.result, |_| LoginResult::Ok);
@@ -240,10 +245,11 @@ async fn preauth(
                 }
                 Err(fail) => {
                     summary.backend = fail.backend.clone();
-                    tracing::info!(
+                    tracing::warn!(
                         session = %client.session_id,
-                        client = %client.peer,
+                        rip = %client.peer.ip(),
                         user = %creds.user,
+                        method = creds.mechanism.as_str(),
                         reason = fail.code.as_deref().unwrap_or(""),
                         "login failed"
                     );
@@ -309,42 +315,109 @@ fn unavailable(backend: Option<String>) -> LoginFail {
     }
 }
 
-/// auth → route → backend login.
+/// Penalty gate → auth → route → backend login. Failed logins feed the
+/// brute-force defence; one log line per failure names the client address
+/// (`rip=`) for fail2ban.
 async fn login(
     ctx: &Context,
     creds: &Credentials,
     client: &ClientInfo,
+    attempt: u32,
+    tls: bool,
 ) -> Result<(LoggedIn, Arc<Backend>), LoginFail> {
-    let (backend_creds, hint) = match ctx.auth.authenticate(creds, client).await {
+    let ip = client.peer.ip();
+    match ctx.penalty.check(ip, &creds.user, Instant::now()) {
+        Gate::Refuse => {
+            ctx.metrics.auth.penalty("refused");
+            tracing::warn!(session = %client.session_id, rip = %ip, user = %creds.user, "login refused: too many failed logins");
+            return Err(LoginFail {
+                status: "NO",
+                code: Some("UNAVAILABLE".into()),
+                text: "Too many failed logins; try again later.".into(),
+                backend: None,
+                result: LoginResult::Failed,
+            });
+        }
+        Gate::Proceed { delay } if !delay.is_zero() => {
+            ctx.metrics.auth.penalty("delayed");
+            tokio::time::sleep(delay).await;
+        }
+        Gate::Proceed { .. } => {}
+    }
+    let result = login_unguarded(ctx, creds, client, attempt, tls).await;
+    match &result {
+        Ok(_) => ctx.penalty.succeeded(ip, &creds.user),
+        Err(f) if f.result == LoginResult::Failed => {
+            ctx.penalty.failed(ip, &creds.user, Instant::now())
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
+    LoginFail {
+        status: "NO",
+        code: Some(code.to_string()),
+        text,
+        backend,
+        result: LoginResult::Failed,
+    }
+}
+
+async fn login_unguarded(
+    ctx: &Context,
+    creds: &Credentials,
+    client: &ClientInfo,
+    attempt: u32,
+    tls: bool,
+) -> Result<(LoggedIn, Arc<Backend>), LoginFail> {
+    let req = Request {
+        credentials: creds,
+        client,
+        attempt,
+        tls,
+    };
+    let (user_creds, hint, verified) = match ctx.auth.authenticate(req).await {
         AuthDecision::Login {
             credentials,
             backend,
-            ..
-        } => (credentials, backend),
-        AuthDecision::Reject { code, text, .. } => {
-            return Err(LoginFail {
-                status: "NO",
-                code: Some(code.into()),
-                text,
-                backend: None,
-                result: LoginResult::Failed,
-            })
+            verified,
+        } => (credentials, backend, verified),
+        AuthDecision::Reject { code, text, wait } => {
+            if let Some(w) = wait {
+                tokio::time::sleep(w.min(ctx.config.auth.max_wait())).await;
+            }
+            return Err(rejected(&code, text, None));
         }
+        AuthDecision::Unavailable => return Err(unavailable(None)),
     };
-    let candidates = match hint {
-        Some(name) => ctx.router.backend_by_name(&name).into_iter().collect(),
-        None => ctx
-            .router
-            .candidates(&backend_creds.user)
-            .unwrap_or_else(|e| {
-                tracing::warn!(session = %client.session_id, error = %e, "no backend for login");
+    let candidates = match &hint {
+        Some(spec) => match ctx.router.backend_for(spec) {
+            Some(b) if b.is_up() => vec![b],
+            Some(b) => {
+                tracing::warn!(session = %client.session_id, backend = %b.name, "the directory's backend for this user is down");
                 Vec::new()
-            }),
+            }
+            None => {
+                tracing::error!(session = %client.session_id, backend = %spec, "the directory named a backend that is not configured; add it to a [[pool.backend]] (name or address)");
+                Vec::new()
+            }
+        },
+        None => ctx.router.candidates(&user_creds.user).unwrap_or_else(|e| {
+            tracing::warn!(session = %client.session_id, error = %e, "no backend for login");
+            Vec::new()
+        }),
     };
     let t = &ctx.config.timeouts;
     let mut last = None;
     for b in candidates.iter().take(3) {
         last = Some(b.name.clone());
+        // Master login only for logins imapmux verified itself.
+        let backend_creds = match (&b.master, verified) {
+            (Some(m), true) => m.credentials_for(&user_creds.user),
+            _ => user_creds.clone(),
+        };
         let m = &ctx.metrics;
         let t0 = Instant::now();
         let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
@@ -366,13 +439,21 @@ async fn login(
         }
         return match answer {
             Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone())),
-            Ok(LoginOutcome::Rejected { status, code, text }) => Err(LoginFail {
-                status,
-                code,
-                text,
-                backend: Some(b.name.clone()),
-                result: LoginResult::Failed,
-            }),
+            Ok(LoginOutcome::Rejected { status, code, text }) => {
+                if verified {
+                    // imapmux accepted the password; the backend refused its
+                    // login: a configuration problem, not the user's fault.
+                    tracing::error!(session = %client.session_id, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
+                    return Err(unavailable(Some(b.name.clone())));
+                }
+                Err(LoginFail {
+                    status,
+                    code,
+                    text,
+                    backend: Some(b.name.clone()),
+                    result: LoginResult::Failed,
+                })
+            }
             Err(e) => {
                 m.backend_error(&b.name, "login", e.kind());
                 tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend login failed");

@@ -9,6 +9,7 @@
 //! `scripts/test`, which installs everything.
 #![allow(dead_code, unused_imports)]
 
+pub mod auth_http;
 pub mod client;
 pub mod client_tls;
 pub mod client_types;

@@ -1,0 +1,133 @@
+//! The auth result cache: a source's verdict for (user, password,
+//! authorization identity) is reused for a while, so a webmail that logs
+//! in on every request does not cost an argon2 verification or an LDAP
+//! bind each time.
+//!
+//! Keys are a salted SHA-256 of user, password and authzid: the password
+//! itself is never stored, and a different (e.g. changed) password is a
+//! different key, so it never logs in on an entry made for another
+//! password. An old password keeps working for at most `positive_ttl`
+//! after it was changed in a directory imapmux cannot watch (LDAP, HTTP);
+//! the passwd-file source clears the cache when its file changes.
+
+use std::time::Duration;
+
+use moka::sync::Cache;
+use ring::digest;
+
+use super::config::AuthCacheConfig;
+use super::Verdict;
+use crate::session::Credentials;
+
+pub type Key = [u8; 32];
+
+pub struct AuthCache {
+    salt: [u8; 32],
+    positive: Cache<Key, Verdict>,
+    negative: Cache<Key, Verdict>,
+}
+
+impl AuthCache {
+    pub fn new(cfg: &AuthCacheConfig) -> AuthCache {
+        let mut salt = [0u8; 32];
+        // A failure of the system RNG leaves a zero salt: still one key per
+        // password, only predictable; it is in-process memory either way.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+        let build = |ttl: Duration| {
+            Cache::builder()
+                .max_capacity(cfg.max_entries)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build()
+        };
+        AuthCache {
+            salt,
+            positive: build(cfg.positive_ttl),
+            negative: build(cfg.negative_ttl),
+        }
+    }
+
+    pub fn key(&self, c: &Credentials) -> Key {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&self.salt);
+        for part in [
+            c.user.as_bytes(),
+            &c.password,
+            c.authzid.as_deref().unwrap_or("").as_bytes(),
+        ] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(ctx.finish().as_ref());
+        k
+    }
+
+    pub fn get(&self, k: &Key) -> Option<Verdict> {
+        self.positive.get(k).or_else(|| self.negative.get(k))
+    }
+
+    pub fn put(&self, k: Key, v: &Verdict) {
+        match v {
+            Verdict::Accept(_) => {
+                self.negative.invalidate(&k);
+                self.positive.insert(k, v.clone());
+            }
+            Verdict::Reject { .. } => self.negative.insert(k, v.clone()),
+        }
+    }
+
+    /// Forget everything (the directory changed).
+    pub fn clear(&self) {
+        self.positive.invalidate_all();
+        self.negative.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Grant;
+    use crate::session::Mechanism;
+
+    fn creds(u: &str, p: &str) -> Credentials {
+        Credentials {
+            user: u.into(),
+            password: p.as_bytes().to_vec(),
+            authzid: None,
+            mechanism: Mechanism::Login,
+        }
+    }
+
+    #[test]
+    fn key_depends_on_every_part_and_is_unambiguous() {
+        let c = AuthCache::new(&AuthCacheConfig::default());
+        let k = c.key(&creds("bob", "pw"));
+        assert_eq!(k, c.key(&creds("bob", "pw")));
+        assert_ne!(k, c.key(&creds("bob", "pw2")));
+        assert_ne!(k, c.key(&creds("bo", "bpw")));
+        let mut z = creds("bob", "pw");
+        z.authzid = Some("alice".into());
+        assert_ne!(k, c.key(&z));
+        // Another process (another salt) makes other keys.
+        let c2 = AuthCache::new(&AuthCacheConfig::default());
+        assert_ne!(k, c2.key(&creds("bob", "pw")));
+    }
+
+    #[test]
+    fn positive_replaces_negative_and_clear_forgets() {
+        let c = AuthCache::new(&AuthCacheConfig::default());
+        let k = c.key(&creds("bob", "pw"));
+        let no = Verdict::Reject {
+            text: None,
+            wait: None,
+            code: None,
+        };
+        c.put(k, &no);
+        assert_eq!(c.get(&k), Some(no));
+        let yes = Verdict::Accept(Grant::default());
+        c.put(k, &yes);
+        assert_eq!(c.get(&k), Some(yes));
+        c.clear();
+        assert_eq!(c.get(&k), None);
+    }
+}
