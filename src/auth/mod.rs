@@ -6,6 +6,8 @@
 //! [`Passthrough`] verifies nothing: the backend's answer is the verdict.
 
 pub mod config;
+pub mod passwd_file;
+pub mod password;
 
 use std::time::Duration;
 
