@@ -499,7 +499,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_refused_with_a_reason() {
-        let cases: &[(&str, fn(&PasswordError) -> bool)] = &[
+        type Check = fn(&PasswordError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| *e == PasswordError::Empty),
             ("secret", |e| *e == PasswordError::NoScheme),
             ("{SSHA}abc", |e| {
