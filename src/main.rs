@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use imapmux::auth::password::{self, Scheme};
 use imapmux::config::Config;
 
 #[derive(Parser)]
@@ -41,6 +42,13 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Hash a password for a passwd-file: reads it from stdin (one line;
+    /// asks twice, without echo, on a terminal) and prints `{SCHEME}hash`.
+    HashPassword {
+        /// ARGON2ID, ARGON2I, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN.
+        #[arg(long, short, default_value = "ARGON2ID")]
+        scheme: Scheme,
+    },
 }
 
 fn init_logging() {
@@ -57,6 +65,19 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::HashPassword { scheme } => {
+            let hashed = read_password().and_then(|pw| Ok(password::hash(scheme, &pw)?));
+            match hashed {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { config } => match check(&config) {
             Ok(()) => {
                 println!("{}: OK", config.display());
@@ -108,4 +129,25 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     imapmux::server::build_parts(&cfg)?;
     imapmux::auth::build(&cfg.auth, None).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     Ok(())
+}
+
+/// The password to hash: from the terminal without echo (typed twice), or
+/// the first line of stdin without its line end. Never printed.
+fn read_password() -> anyhow::Result<Vec<u8>> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Retype password: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        return Ok(first.into_bytes());
+    }
+    let mut line = Vec::new();
+    std::io::stdin().lock().read_until(b'\n', &mut line)?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    Ok(line)
 }

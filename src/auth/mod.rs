@@ -9,6 +9,9 @@ pub mod cache;
 pub mod config;
 pub mod directory;
 pub mod http;
+pub mod passwd_file;
+pub mod passwd_source;
+pub mod password;
 pub mod penalty;
 
 use std::time::Duration;
@@ -123,7 +126,7 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// The authenticator `cfg` asks for. `metrics` counts source answers.
-/// Sources that watch files start their watcher with [`Built::start`].
+/// A passwd-file is watched for changes when a tokio runtime is running.
 pub fn build(
     cfg: &config::AuthConfig,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
@@ -144,9 +147,18 @@ pub fn build(
         config::SourceKind::Http => Arc::new(http::HttpSource::new(
             cfg.http.as_ref().ok_or_else(|| missing("http"))?,
         )?),
-        config::SourceKind::PasswdFile | config::SourceKind::Ldap => {
-            return Err(SourceError::Config("source not built yet".into()))
+        config::SourceKind::PasswdFile => {
+            let c = cfg
+                .passwd_file
+                .as_ref()
+                .ok_or_else(|| missing("passwd_file"))?;
+            let src = Arc::new(passwd_source::PasswdSource::new(c)?);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                src.watch(c.reload_check_interval, cache.clone());
+            }
+            src
         }
+        config::SourceKind::Ldap => return Err(SourceError::Config("source not built yet".into())),
     };
     if let Some(m) = &metrics {
         m.auth.init_source(source.name());

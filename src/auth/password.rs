@@ -1,0 +1,638 @@
+//! Password hashes as Dovecot stores them: `{SCHEME}hash`, or a bare crypt
+//! string (`$argon2id$…`, `$2y$…`, `$6$…`) whose scheme its prefix tells.
+//!
+//! Parsing checks a hash's shape (so a damaged passwd-file is refused when it
+//! is loaded, not at the first login); [`StoredPassword::verify`] runs the
+//! real algorithm from the RustCrypto `argon2` / `sha-crypt` crates and the
+//! `bcrypt` crate. [`hash`] makes strings that Dovecot (`doveadm pw -t`)
+//! accepts.
+//!
+//! Verifying is slow on purpose (ARGON2ID at Dovecot's defaults takes 64 MiB
+//! and tens of milliseconds): callers on an async runtime should run it in
+//! `spawn_blocking`, behind a semaphore.
+//!
+//! Nothing here prints a hash or a password: the `Debug` impls show the
+//! scheme only, and no error message quotes the stored value.
+
+use std::fmt;
+use std::str::FromStr;
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use sha_crypt::ShaCrypt;
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+/// The schemes imapmux can verify and make, named as Dovecot names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `{ARGON2ID}$argon2id$v=19$m=…,t=…,p=…$salt$hash`
+    Argon2id,
+    /// `{ARGON2I}$argon2i$…`
+    Argon2i,
+    /// `{BLF-CRYPT}$2y$cost$…` (bcrypt; `$2b$` and `$2a$` too)
+    BlfCrypt,
+    /// `{SHA512-CRYPT}$6$[rounds=N$]salt$hash`
+    Sha512Crypt,
+    /// `{SHA256-CRYPT}$5$[rounds=N$]salt$hash`
+    Sha256Crypt,
+    /// `{PLAIN}password` (alias `{CLEARTEXT}`): refused unless allowed.
+    Plain,
+}
+
+/// Every scheme, in the order error messages list them.
+pub const SCHEMES: [Scheme; 6] = [
+    Scheme::Argon2id,
+    Scheme::Argon2i,
+    Scheme::BlfCrypt,
+    Scheme::Sha512Crypt,
+    Scheme::Sha256Crypt,
+    Scheme::Plain,
+];
+
+const SUPPORTED: &str = "ARGON2ID, ARGON2I, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT, \
+     PLAIN (alias CLEARTEXT), or CRYPT holding one of those hashes";
+
+/// ARGON2ID cost as `doveadm pw -s ARGON2ID` makes it (Dovecot 2.3, libsodium
+/// "moderate"): 64 MiB, 3 passes, 1 lane.
+const ARGON2ID_PARAMS: (u32, u32, u32) = (65536, 3, 1);
+/// ARGON2I cost as `doveadm pw -s ARGON2I` makes it: 32 MiB, 4 passes, 1 lane.
+const ARGON2I_PARAMS: (u32, u32, u32) = (32768, 4, 1);
+/// bcrypt cost for new hashes (the bcrypt crate's default; Dovecot's is 5,
+/// which is too cheap nowadays).
+const BCRYPT_COST: u32 = 12;
+/// bcrypt only uses this many bytes of a password.
+const BCRYPT_MAX_PASSWORD: usize = 72;
+/// SHA-crypt salt length in characters (glibc uses at most 16; 12 random
+/// bytes encode to exactly 16).
+const SHA_CRYPT_SALT_BYTES: usize = 12;
+
+impl Scheme {
+    /// The scheme for a Dovecot scheme name (`ARGON2ID`, `BLF-CRYPT`,
+    /// `CLEARTEXT`…), any case. `CRYPT` is not a scheme of its own here: it
+    /// names whatever its hash's prefix says (see [`Scheme::detect`]), so it
+    /// gives `None`, as do names imapmux does not support.
+    pub fn from_name(name: &str) -> Option<Scheme> {
+        let n = name.to_ascii_uppercase();
+        Some(match n.as_str() {
+            "ARGON2ID" => Scheme::Argon2id,
+            "ARGON2I" => Scheme::Argon2i,
+            "BLF-CRYPT" => Scheme::BlfCrypt,
+            "SHA512-CRYPT" => Scheme::Sha512Crypt,
+            "SHA256-CRYPT" => Scheme::Sha256Crypt,
+            "PLAIN" | "CLEARTEXT" => Scheme::Plain,
+            _ => return None,
+        })
+    }
+
+    /// The scheme of a bare crypt string, from its prefix: `$argon2id$`,
+    /// `$argon2i$`, `$2y$`/`$2b$`/`$2a$`, `$6$`, `$5$`.
+    pub fn detect(hash: &str) -> Option<Scheme> {
+        const PREFIXES: [(&str, Scheme); 7] = [
+            ("$argon2id$", Scheme::Argon2id),
+            ("$argon2i$", Scheme::Argon2i),
+            ("$2y$", Scheme::BlfCrypt),
+            ("$2b$", Scheme::BlfCrypt),
+            ("$2a$", Scheme::BlfCrypt),
+            ("$6$", Scheme::Sha512Crypt),
+            ("$5$", Scheme::Sha256Crypt),
+        ];
+        PREFIXES
+            .iter()
+            .find(|(p, _)| hash.starts_with(p))
+            .map(|&(_, s)| s)
+    }
+
+    /// Dovecot's name for the scheme (`{NAME}` in a passwd-file).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Argon2id => "ARGON2ID",
+            Scheme::Argon2i => "ARGON2I",
+            Scheme::BlfCrypt => "BLF-CRYPT",
+            Scheme::Sha512Crypt => "SHA512-CRYPT",
+            Scheme::Sha256Crypt => "SHA256-CRYPT",
+            Scheme::Plain => "PLAIN",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = PasswordError;
+
+    fn from_str(s: &str) -> Result<Scheme, PasswordError> {
+        Scheme::from_name(s).ok_or_else(|| PasswordError::UnknownScheme(shown_name(s)))
+    }
+}
+
+/// What is wrong with a stored password or a hashing request. No message
+/// contains a hash or a password.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PasswordError {
+    #[error(
+        "empty password field; put {{SCHEME}}hash there (make one with `imapmux hash-password`)"
+    )]
+    Empty,
+    #[error("unknown password scheme {0}; use one of {SUPPORTED}")]
+    UnknownScheme(String),
+    #[error("'{{' without a closing '}}' in the password field; write {{SCHEME}}hash")]
+    UnclosedScheme,
+    #[error(
+        "the password field has no {{SCHEME}} prefix and is not a crypt hash \
+         ($argon2id$, $argon2i$, $2y$, $2b$, $2a$, $6$, $5$); hash the password with \
+         `imapmux hash-password`, or write {{PLAIN}}password and set \
+         auth.passwd_file.allow_plain = true"
+    )]
+    NoScheme,
+    #[error(
+        "{{CRYPT}} hash in a format imapmux does not support (DES, MD5-crypt…); \
+         supported: $argon2id$, $argon2i$, $2y$, $2b$, $2a$, $6$, $5$; rehash it with \
+         `imapmux hash-password`"
+    )]
+    UnsupportedCrypt,
+    #[error(
+        "PLAIN passwords are refused; set auth.passwd_file.allow_plain = true or hash it \
+         with `imapmux hash-password`"
+    )]
+    PlainRefused,
+    #[error(
+        "{{{scheme}}} entry does not hold a {scheme} hash (it should start with {expected}); \
+         fix the {{SCHEME}} prefix or regenerate the hash"
+    )]
+    SchemeMismatch {
+        scheme: Scheme,
+        expected: &'static str,
+    },
+    #[error(
+        "malformed {scheme} hash: {reason}; regenerate it with \
+         `imapmux hash-password --scheme {scheme}` or `doveadm pw -s {scheme}`"
+    )]
+    Malformed { scheme: Scheme, reason: String },
+    #[error("refusing to hash an empty password")]
+    EmptyPassword,
+    #[error(
+        "BLF-CRYPT uses only the first {BCRYPT_MAX_PASSWORD} bytes of a password; \
+         use ARGON2ID for longer ones"
+    )]
+    TooLongForBcrypt,
+    #[error(
+        "this password cannot be stored as PLAIN in a passwd-file (it is not UTF-8 or \
+         holds ':', CR or LF); use a hashing scheme such as ARGON2ID"
+    )]
+    Unrepresentable,
+    #[error("hashing failed: {0}")]
+    Hashing(String),
+}
+
+/// A scheme name fit to show in an error: a stray `{` in a plain password
+/// must not put the password in the log.
+fn shown_name(name: &str) -> String {
+    let plausible = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if plausible {
+        format!("{{{name}}}")
+    } else {
+        "(name not shown: it does not look like a scheme name)".into()
+    }
+}
+
+/// A password as stored in a passwd-file, parsed and shape-checked.
+#[derive(Clone)]
+pub struct StoredPassword {
+    scheme: Scheme,
+    /// The hash as a crypt / PHC string (no `{SCHEME}` prefix), or the
+    /// plaintext for PLAIN.
+    secret: String,
+}
+
+impl fmt::Debug for StoredPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredPassword")
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredPassword {
+    /// Parse a passwd-file password field: `{SCHEME}hash`, `{CRYPT}hash`
+    /// or a bare crypt hash. PLAIN / CLEARTEXT entries are refused unless
+    /// `allow_plain`.
+    pub fn parse(s: &str, allow_plain: bool) -> Result<StoredPassword, PasswordError> {
+        if s.is_empty() {
+            return Err(PasswordError::Empty);
+        }
+        let (scheme, body) = match s.strip_prefix('{') {
+            Some(rest) => {
+                let end = rest.find('}').ok_or(PasswordError::UnclosedScheme)?;
+                let (name, body) = (&rest[..end], &rest[end + 1..]);
+                if name.eq_ignore_ascii_case("CRYPT") {
+                    (
+                        Scheme::detect(body).ok_or(PasswordError::UnsupportedCrypt)?,
+                        body,
+                    )
+                } else {
+                    (name.parse::<Scheme>()?, body)
+                }
+            }
+            None => (Scheme::detect(s).ok_or(PasswordError::NoScheme)?, s),
+        };
+        check_shape(scheme, body, allow_plain)?;
+        Ok(StoredPassword {
+            scheme,
+            secret: body.to_owned(),
+        })
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// True when `password` matches. Slow for every scheme but PLAIN (by
+    /// design); PLAIN compares in constant time.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        match self.scheme {
+            Scheme::Plain => self.secret.as_bytes().ct_eq(password).into(),
+            Scheme::Argon2id | Scheme::Argon2i => Argon2::default()
+                .verify_password(password, self.secret.as_str())
+                .is_ok(),
+            Scheme::BlfCrypt => bcrypt::verify(password, &self.secret).unwrap_or(false),
+            Scheme::Sha512Crypt | Scheme::Sha256Crypt => ShaCrypt::default()
+                .verify_password(password, self.secret.as_str())
+                .is_ok(),
+        }
+    }
+}
+
+/// The prefix a scheme's hash starts with, for messages.
+fn expected_prefix(scheme: Scheme) -> &'static str {
+    match scheme {
+        Scheme::Argon2id => "$argon2id$",
+        Scheme::Argon2i => "$argon2i$",
+        Scheme::BlfCrypt => "$2y$, $2b$ or $2a$",
+        Scheme::Sha512Crypt => "$6$",
+        Scheme::Sha256Crypt => "$5$",
+        Scheme::Plain => "anything",
+    }
+}
+
+fn check_shape(scheme: Scheme, body: &str, allow_plain: bool) -> Result<(), PasswordError> {
+    let malformed = |reason: &str| PasswordError::Malformed {
+        scheme,
+        reason: reason.to_owned(),
+    };
+    if scheme == Scheme::Plain {
+        if !allow_plain {
+            return Err(PasswordError::PlainRefused);
+        }
+        if body.is_empty() {
+            return Err(malformed("the password is empty"));
+        }
+        return Ok(());
+    }
+    if Scheme::detect(body) != Some(scheme) {
+        return Err(PasswordError::SchemeMismatch {
+            scheme,
+            expected: expected_prefix(scheme),
+        });
+    }
+    match scheme {
+        Scheme::Argon2id | Scheme::Argon2i => {
+            let phc = PasswordHash::new(body).map_err(|e| malformed(&e.to_string()))?;
+            if phc.salt.is_none() {
+                return Err(malformed("no salt"));
+            }
+            if phc.hash.is_none() {
+                return Err(malformed("no hash output"));
+            }
+            argon2::Params::try_from(&phc).map_err(|e| malformed(&e.to_string()))?;
+            Ok(())
+        }
+        Scheme::BlfCrypt => check_bcrypt(body).map_err(malformed),
+        Scheme::Sha512Crypt => check_sha_crypt(&body[3..], 86).map_err(malformed),
+        Scheme::Sha256Crypt => check_sha_crypt(&body[3..], 43).map_err(malformed),
+        Scheme::Plain => Ok(()),
+    }
+}
+
+/// The crypt(3) base64 alphabet.
+fn is_crypt64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'/'
+}
+
+/// `$2y$NN$` + 22 salt + 31 hash characters.
+fn check_bcrypt(body: &str) -> Result<(), &'static str> {
+    let b = body.as_bytes();
+    if b.len() != 60 {
+        return Err("a bcrypt hash is 60 characters long");
+    }
+    if b[6] != b'$' {
+        return Err("expected $2y$NN$ (NN = cost)");
+    }
+    let cost = body
+        .get(4..6)
+        .and_then(|c| c.parse::<u32>().ok())
+        .ok_or("the cost is not a number")?;
+    if !(4..=31).contains(&cost) {
+        return Err("the cost must be between 04 and 31");
+    }
+    if !b[7..].iter().all(|&c| is_crypt64(c)) {
+        return Err("salt and hash hold characters outside [./A-Za-z0-9]");
+    }
+    Ok(())
+}
+
+/// After `$6$` / `$5$`: `[rounds=N$]salt$hash`.
+fn check_sha_crypt(rest: &str, hash_len: usize) -> Result<(), &'static str> {
+    let mut fields: Vec<&str> = rest.split('$').collect();
+    if let Some(r) = fields.first().and_then(|f| f.strip_prefix("rounds=")) {
+        let rounds: u32 = r.parse().map_err(|_| "rounds= is not a number")?;
+        sha_crypt::Params::new(rounds).map_err(|_| "rounds= must be 1000..=999999999")?;
+        fields.remove(0);
+    }
+    let [salt, hash] = fields[..] else {
+        return Err("expected [rounds=N$]salt$hash");
+    };
+    if salt.len() > 16 {
+        return Err("the salt is longer than 16 characters (crypt(3) would cut it)");
+    }
+    if hash.len() != hash_len || !hash.bytes().all(is_crypt64) {
+        return Err("the hash part has the wrong length or characters");
+    }
+    Ok(())
+}
+
+fn random_salt() -> Result<[u8; 16], PasswordError> {
+    argon2::password_hash::try_generate_salt()
+        .map_err(|e| PasswordError::Hashing(format!("no randomness for the salt: {e}")))
+}
+
+fn argon2_hash(
+    alg: argon2::Algorithm,
+    (m, t, p): (u32, u32, u32),
+    password: &[u8],
+) -> Result<String, PasswordError> {
+    let params = argon2::Params::new(m, t, p, Some(32))
+        .map_err(|e| PasswordError::Hashing(e.to_string()))?;
+    let hasher = Argon2::new(alg, argon2::Version::V0x13, params);
+    let salt = random_salt()?;
+    let phc = hasher
+        .hash_password_with_salt(password, &salt)
+        .map_err(|e| PasswordError::Hashing(e.to_string()))?;
+    Ok(phc.to_string())
+}
+
+/// Hash `password` with `scheme`, as a Dovecot `{SCHEME}…` string (what
+/// `doveadm pw -s SCHEME` prints, and what a passwd-file holds).
+pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, PasswordError> {
+    if password.is_empty() {
+        return Err(PasswordError::EmptyPassword);
+    }
+    let body = match scheme {
+        Scheme::Argon2id => argon2_hash(argon2::Algorithm::Argon2id, ARGON2ID_PARAMS, password)?,
+        Scheme::Argon2i => argon2_hash(argon2::Algorithm::Argon2i, ARGON2I_PARAMS, password)?,
+        Scheme::BlfCrypt => {
+            if password.len() > BCRYPT_MAX_PASSWORD {
+                return Err(PasswordError::TooLongForBcrypt);
+            }
+            bcrypt::hash_with_result(password, BCRYPT_COST)
+                .map_err(|e| PasswordError::Hashing(e.to_string()))?
+                .format_for_version(bcrypt::Version::TwoY)
+        }
+        Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
+            let hasher = if scheme == Scheme::Sha512Crypt {
+                ShaCrypt::SHA512
+            } else {
+                ShaCrypt::SHA256
+            };
+            let salt = random_salt()?;
+            hasher
+                .hash_password_with_salt(password, &salt[..SHA_CRYPT_SALT_BYTES])
+                .map_err(|e| PasswordError::Hashing(e.to_string()))?
+                .to_string()
+        }
+        Scheme::Plain => {
+            let s = std::str::from_utf8(password).map_err(|_| PasswordError::Unrepresentable)?;
+            if s.contains([':', '\r', '\n']) {
+                return Err(PasswordError::Unrepresentable);
+            }
+            s.to_owned()
+        }
+    };
+    Ok(format!("{{{}}}{body}", scheme.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made with `doveadm pw -s SHA512-CRYPT -p x` (Dovecot 2.3.19).
+    const DOVE_SHA512: &str = "{SHA512-CRYPT}$6$htYu9OGEcnnU5hui$XdgYGHygSdckorUP2VSFiso6jQBX.g0yX0PkB3VJnMavIGgoQWOEFSpihcc7Cyb2ovTm3hwaxAQdozHK5AybA1";
+
+    #[test]
+    fn scheme_names_round_trip_any_case() {
+        for s in SCHEMES {
+            assert_eq!(Scheme::from_name(s.name()), Some(s));
+            assert_eq!(Scheme::from_name(&s.name().to_lowercase()), Some(s));
+            assert_eq!(s.name().parse::<Scheme>(), Ok(s));
+        }
+        assert_eq!(Scheme::from_name("cleartext"), Some(Scheme::Plain));
+        assert_eq!(Scheme::from_name("CRYPT"), None);
+        assert_eq!(Scheme::from_name("MD5-CRYPT"), None);
+        let e = "SSHA".parse::<Scheme>().unwrap_err().to_string();
+        assert!(e.contains("{SSHA}") && e.contains("ARGON2ID"), "{e}");
+    }
+
+    #[test]
+    fn detect_by_prefix() {
+        assert_eq!(Scheme::detect("$argon2id$v=19$"), Some(Scheme::Argon2id));
+        assert_eq!(Scheme::detect("$argon2i$v=19$"), Some(Scheme::Argon2i));
+        for p in ["$2y$05$", "$2b$05$", "$2a$05$"] {
+            assert_eq!(Scheme::detect(p), Some(Scheme::BlfCrypt));
+        }
+        assert_eq!(Scheme::detect("$6$x$y"), Some(Scheme::Sha512Crypt));
+        assert_eq!(Scheme::detect("$5$x$y"), Some(Scheme::Sha256Crypt));
+        assert_eq!(Scheme::detect("$1$md5$x"), None);
+        assert_eq!(Scheme::detect("$2x$05$"), None);
+        assert_eq!(Scheme::detect("secret"), None);
+    }
+
+    #[test]
+    fn plain_refused_unless_allowed() {
+        for f in ["{PLAIN}secret", "{plain}secret", "{CLEARTEXT}secret"] {
+            let e = StoredPassword::parse(f, false).unwrap_err();
+            assert_eq!(e, PasswordError::PlainRefused);
+            assert!(e.to_string().contains("allow_plain = true"));
+            let p = StoredPassword::parse(f, true).unwrap();
+            assert_eq!(p.scheme(), Scheme::Plain);
+            assert!(p.verify(b"secret"));
+            assert!(!p.verify(b"secreT"));
+            assert!(!p.verify(b"secret "));
+            assert!(!p.verify(b""));
+        }
+        assert!(matches!(
+            StoredPassword::parse("{PLAIN}", true),
+            Err(PasswordError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn bare_crypt_and_crypt_prefix_are_detected() {
+        let bare = DOVE_SHA512.strip_prefix("{SHA512-CRYPT}").unwrap();
+        for f in [
+            DOVE_SHA512.to_string(),
+            bare.into(),
+            format!("{{CRYPT}}{bare}"),
+        ] {
+            let p = StoredPassword::parse(&f, false).unwrap();
+            assert_eq!(p.scheme(), Scheme::Sha512Crypt);
+            assert!(p.verify(b"x"), "doveadm pw -s SHA512-CRYPT -p x");
+            assert!(!p.verify(b"y"));
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_refused_with_a_reason() {
+        type Check = fn(&PasswordError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("", |e| *e == PasswordError::Empty),
+            ("secret", |e| *e == PasswordError::NoScheme),
+            ("{SSHA}abc", |e| {
+                matches!(e, PasswordError::UnknownScheme(_))
+            }),
+            ("{PLAIN", |e| *e == PasswordError::UnclosedScheme),
+            ("{CRYPT}ab01FAX.bQRSU", |e| {
+                *e == PasswordError::UnsupportedCrypt
+            }),
+            ("{CRYPT}$1$salt$hash", |e| {
+                *e == PasswordError::UnsupportedCrypt
+            }),
+            ("{ARGON2ID}$6$abc$def", |e| {
+                matches!(e, PasswordError::SchemeMismatch { .. })
+            }),
+            (
+                "{ARGON2ID}$argon2i$v=19$m=32768,t=4,p=1$c2FsdHNhbHQ$aGFzaA",
+                |e| matches!(e, PasswordError::SchemeMismatch { .. }),
+            ),
+            ("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$", |e| {
+                matches!(e, PasswordError::Malformed { .. })
+            }),
+            (
+                "{ARGON2ID}$argon2id$v=19$m=1,t=3,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNo",
+                |e| matches!(e, PasswordError::Malformed { .. }),
+            ),
+            ("{BLF-CRYPT}$2y$05$zzqq", |e| {
+                matches!(e, PasswordError::Malformed { .. })
+            }),
+            (
+                "{BLF-CRYPT}$2y$99$1tVdaM0BZInClmRWRpiOteumL0GJ8qV74VAfXr0qPqbiX/mcOMheK",
+                |e| matches!(e, PasswordError::Malformed { .. }),
+            ),
+            ("{SHA512-CRYPT}$6$salt$qqtoo", |e| {
+                matches!(e, PasswordError::Malformed { .. })
+            }),
+            (
+                "{SHA256-CRYPT}$5$rounds=10$salt$QopDOHPARAAKdfLLYcQWlbQ/au6T7n1Dug6l2mIMH49",
+                |e| matches!(e, PasswordError::Malformed { .. }),
+            ),
+            (
+                "{SHA256-CRYPT}$5$aaaaaaaaaaaaaaaaaaaa$QopDOHPARAAKdfLLYcQWlbQ/au6T7n1Dug6l2mIMH49",
+                |e| matches!(e, PasswordError::Malformed { .. }),
+            ),
+        ];
+        for (field, ok) in cases {
+            let e = StoredPassword::parse(field, true).unwrap_err();
+            assert!(ok(&e), "{field:?} gave {e:?}");
+            // The message says how to fix it and never quotes the field.
+            let msg = e.to_string();
+            assert!(msg.contains(';'), "{field:?}: {msg}");
+            for secret in ["secret", "zzqq", "qqtoo", "c2FsdHNhbHQ", "QopDOHPARAAK"] {
+                assert!(!msg.contains(secret), "{field:?}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_scheme_name_is_shown_only_if_it_looks_like_one() {
+        let e = StoredPassword::parse("{SSHA512}abc", false).unwrap_err();
+        assert!(e.to_string().contains("{SSHA512}"), "{e}");
+        let e = StoredPassword::parse("{my secret pw}", false).unwrap_err();
+        assert!(!e.to_string().contains("my secret"), "{e}");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let p = StoredPassword::parse("{PLAIN}hunter2", true).unwrap();
+        let d = format!("{p:?}");
+        assert!(d.contains("Plain") && !d.contains("hunter2"), "{d}");
+        let p = StoredPassword::parse(DOVE_SHA512, false).unwrap();
+        assert!(!format!("{p:?}").contains("htYu9OGE"));
+    }
+
+    #[test]
+    fn hash_then_verify_every_scheme() {
+        for s in SCHEMES {
+            let pw = "pässwörd with spaces".as_bytes();
+            let h = hash(s, pw).unwrap();
+            assert!(h.starts_with(&format!("{{{}}}", s.name())), "{h}");
+            let p = StoredPassword::parse(&h, true).unwrap();
+            assert_eq!(p.scheme(), s);
+            assert!(p.verify(pw), "{s}");
+            assert!(!p.verify(b"p\xc3\xa4sswOrd with spaces"), "{s}");
+            // A fresh salt each time.
+            if s != Scheme::Plain {
+                assert_ne!(h, hash(s, pw).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn hash_shapes_match_dovecot() {
+        let h = hash(Scheme::Argon2id, b"x").unwrap();
+        assert!(
+            h.starts_with("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$"),
+            "{h}"
+        );
+        let h = hash(Scheme::Argon2i, b"x").unwrap();
+        assert!(
+            h.starts_with("{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$"),
+            "{h}"
+        );
+        let h = hash(Scheme::BlfCrypt, b"x").unwrap();
+        assert!(h.starts_with("{BLF-CRYPT}$2y$12$"), "{h}");
+        for (s, prefix) in [
+            (Scheme::Sha512Crypt, "{SHA512-CRYPT}$6$"),
+            (Scheme::Sha256Crypt, "{SHA256-CRYPT}$5$"),
+        ] {
+            let h = hash(s, b"x").unwrap();
+            let rest = h.strip_prefix(prefix).unwrap();
+            let rest = rest.strip_prefix("rounds=5000$").unwrap_or(rest);
+            let salt = rest.split('$').next().unwrap();
+            assert_eq!(salt.len(), 16, "{h}");
+        }
+    }
+
+    #[test]
+    fn hash_refuses_what_it_cannot_store() {
+        for s in SCHEMES {
+            assert_eq!(hash(s, b""), Err(PasswordError::EmptyPassword));
+        }
+        assert_eq!(
+            hash(Scheme::BlfCrypt, &[b'a'; 73]),
+            Err(PasswordError::TooLongForBcrypt)
+        );
+        assert!(hash(Scheme::BlfCrypt, &[b'a'; 72]).is_ok());
+        for bad in [&b"a:b"[..], b"a\nb", b"\xff"] {
+            assert_eq!(
+                hash(Scheme::Plain, bad),
+                Err(PasswordError::Unrepresentable)
+            );
+        }
+    }
+}
