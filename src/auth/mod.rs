@@ -6,6 +6,7 @@
 //! [`Passthrough`] verifies nothing: the backend's answer is the verdict.
 
 pub mod config;
+pub mod ldap;
 
 use std::time::Duration;
 
