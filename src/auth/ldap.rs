@@ -18,6 +18,11 @@
 //!
 //! An empty password is refused without asking the directory: an LDAP
 //! simple bind with an empty password is an *anonymous* bind and succeeds.
+//! So are login names with control characters or leading/trailing spaces
+//! (directories ignore those spaces when matching: `" alice"` would be
+//! `alice`). Otherwise the directory's matching rules decide: with the
+//! usual `uid` (case-insensitive), `ALICE` logs in as `alice`; set
+//! `backend_user_attribute` to get the directory's spelling for the backend.
 //!
 //! Connections are pooled (`pool_size` at most, which also caps the checks
 //! running at once) and re-bound for every check; a connection is dropped
@@ -178,6 +183,14 @@ fn reject() -> Verdict {
     }
 }
 
+/// Directories ignore leading and trailing spaces when they match a name
+/// (in a DN and in a filter), so `" alice"` would log in as `alice`; control
+/// characters have no business in a login name either. Such names are
+/// refused before the directory is asked.
+fn plausible_login_name(user: &str) -> bool {
+    !user.is_empty() && user.trim() == user && !user.chars().any(char::is_control)
+}
+
 /// `template` with `%u` replaced by `user` escaped as an RDN attribute value
 /// (RFC 4514: `,+"\<>;=` and NUL always, a leading space or `#`, a trailing
 /// space).
@@ -292,58 +305,56 @@ impl LdapSource {
             tracing::warn!("auth.ldap: ca_file is unused without ldaps:// or starttls = true");
         }
 
-        let mode = match (&cfg.bind_dn, &cfg.search_base) {
-            (Some(_), Some(_)) => {
-                return Err(config_err(
+        let mode =
+            match (&cfg.bind_dn, &cfg.search_base) {
+                (Some(_), Some(_)) => return Err(config_err(
                     "set either bind_dn (direct bind) or search_base (search then bind), not both",
-                ))
-            }
-            (None, None) => {
-                return Err(config_err(
-                    "set bind_dn (direct bind) or search_base (search then bind)",
-                ))
-            }
-            (Some(dn_template), None) => {
-                if !dn_template.contains(USER_PLACEHOLDER) {
-                    return Err(config_err(format!(
-                        "bind_dn {dn_template:?} has no %u (the login name)"
-                    )));
+                )),
+                (None, None) => {
+                    return Err(config_err(
+                        "set bind_dn (direct bind) or search_base (search then bind)",
+                    ))
                 }
-                if cfg.search_bind_dn.is_some()
-                    || cfg.search_bind_password.is_some()
-                    || cfg.search_bind_password_file.is_some()
-                {
-                    tracing::warn!(
-                        "auth.ldap: search_bind_* keys are unused with bind_dn (direct bind)"
-                    );
-                }
-                Mode::Direct {
-                    dn_template: dn_template.clone(),
-                }
-            }
-            (None, Some(base)) => {
-                let filter_template = cfg.search_filter.clone();
-                if !filter_template.contains(USER_PLACEHOLDER) {
-                    return Err(config_err(format!(
-                        "search_filter {filter_template:?} has no %u (the login name)"
-                    )));
-                }
-                if ldap3::parse_filter(render_filter(&filter_template, "user")).is_err() {
-                    return Err(config_err(format!(
-                        "search_filter {filter_template:?} is not a valid LDAP filter"
-                    )));
-                }
-                let password = match (&cfg.search_bind_password, &cfg.search_bind_password_file) {
-                    (Some(_), Some(_)) => {
-                        return Err(config_err(
-                            "set search_bind_password or search_bind_password_file, not both",
-                        ))
+                (Some(dn_template), None) => {
+                    if !dn_template.contains(USER_PLACEHOLDER) {
+                        return Err(config_err(format!(
+                            "bind_dn {dn_template:?} has no %u (the login name)"
+                        )));
                     }
-                    (Some(p), None) => Some(p.clone()),
-                    (None, Some(path)) => Some(read_password_file(path)?),
-                    (None, None) => None,
-                };
-                let service = match (&cfg.search_bind_dn, password) {
+                    if cfg.search_bind_dn.is_some()
+                        || cfg.search_bind_password.is_some()
+                        || cfg.search_bind_password_file.is_some()
+                    {
+                        tracing::warn!(
+                            "auth.ldap: search_bind_* keys are unused with bind_dn (direct bind)"
+                        );
+                    }
+                    Mode::Direct {
+                        dn_template: dn_template.clone(),
+                    }
+                }
+                (None, Some(base)) => {
+                    let filter_template = cfg.search_filter.clone();
+                    if !filter_template.contains(USER_PLACEHOLDER) {
+                        return Err(config_err(format!(
+                            "search_filter {filter_template:?} has no %u (the login name)"
+                        )));
+                    }
+                    if ldap3::parse_filter(render_filter(&filter_template, "user")).is_err() {
+                        return Err(config_err(format!(
+                            "search_filter {filter_template:?} is not a valid LDAP filter"
+                        )));
+                    }
+                    let password =
+                        match (&cfg.search_bind_password, &cfg.search_bind_password_file) {
+                            (Some(_), Some(_)) => return Err(config_err(
+                                "set search_bind_password or search_bind_password_file, not both",
+                            )),
+                            (Some(p), None) => Some(p.clone()),
+                            (None, Some(path)) => Some(read_password_file(path)?),
+                            (None, None) => None,
+                        };
+                    let service = match (&cfg.search_bind_dn, password) {
                     (Some(dn), Some(password)) if !password.is_empty() => Some(ServiceAccount {
                         dn: dn.clone(),
                         password,
@@ -356,13 +367,13 @@ impl LdapSource {
                     }
                     (None, None) => None,
                 };
-                Mode::Search {
-                    base: base.clone(),
-                    filter_template,
-                    service,
+                    Mode::Search {
+                        base: base.clone(),
+                        filter_template,
+                        service,
+                    }
                 }
-            }
-        };
+            };
 
         let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.timeout);
         if tls {
@@ -631,6 +642,13 @@ impl Source for LdapSource {
         if user.is_empty() || creds.password.is_empty() {
             // An empty simple-bind password is an anonymous bind: it would
             // "succeed" for any DN.
+            return Ok(reject());
+        }
+        if !plausible_login_name(user) {
+            tracing::debug!(
+                user = ?user,
+                "ldap: login name with control characters or outer spaces; refused"
+            );
             return Ok(reject());
         }
         if creds
@@ -933,6 +951,10 @@ mod tests {
             creds("alice", b""),
             creds("", b"pw"),
             creds("alice", b"\xff\xfe"),
+            creds(" alice", b"pw"),
+            creds("alice ", b"pw"),
+            creds("al\nice", b"pw"),
+            creds("alice\0", b"pw"),
             Credentials {
                 authzid: Some("bob".into()),
                 ..creds("alice", b"pw")
