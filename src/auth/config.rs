@@ -185,6 +185,9 @@ pub struct LdapConfig {
     /// Attribute holding the login name to use on the backend.
     #[serde(default)]
     pub backend_user_attribute: Option<String>,
+    /// Bounds one whole check: waiting for a pooled connection, connecting
+    /// (and TLS), the binds and the search. Past it the login gets
+    /// `NO [UNAVAILABLE]`.
     #[serde(default = "default_http_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
     /// Connections kept open to the directory.

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod directory;
 pub mod http;
+pub mod ldap;
 pub mod passwd_file;
 pub mod passwd_source;
 pub mod password;

@@ -3,7 +3,8 @@
 //! Use from any integration test with `mod common;`. Real parts only:
 //! a private Dovecot per test ([`Dovecot`]), a tokio IMAP client
 //! ([`ImapClient`]), the imapmux binary itself ([`Imapmux`]), a test CA
-//! ([`TestCa`]), plus helpers to run `tests/py/imap_client.py` and curl.
+//! ([`TestCa`]), a private OpenLDAP ([`Slapd`]), plus helpers to run
+//! `tests/py/imap_client.py` and curl.
 //!
 //! Nothing here ever skips a test: a missing tool is a panic that says to run
 //! `scripts/test`, which installs everything.
@@ -16,6 +17,7 @@ pub mod client_types;
 pub mod dovecot;
 pub mod messages;
 pub mod proxy;
+pub mod slapd;
 pub mod tls;
 
 pub use client::{
@@ -28,6 +30,7 @@ pub use proxy::{
     imapmux_bin, imapmux_command, proxy_config, toml_str, BackendCfg, Imapmux, ListenerCfg,
     PoolCfg, ProxyConfig,
 };
+pub use slapd::{LdapUser, Slapd, SlapdBuilder};
 pub use tls::{CertFiles, TestCa};
 
 use std::collections::HashSet;
