@@ -79,6 +79,11 @@ pub struct Config {
 pub struct ServerConfig {
     /// Allow LOGIN/AUTHENTICATE on a connection that is not (yet) TLS.
     pub allow_plaintext_auth: bool,
+    /// Offer AUTHENTICATE OAUTHBEARER (RFC 7628) and XOAUTH2 to clients.
+    /// imapmux does not check the token: it logs in to the backend with the
+    /// same mechanism, user and token, so the backend must offer it (else
+    /// the client gets `NO [UNAVAILABLE]`) and validate tokens itself.
+    pub sasl_oauth: bool,
     /// Most client connections at once; further ones are refused with BYE.
     pub max_connections: usize,
     /// Greeting text after `* OK [CAPABILITY …]`.
@@ -97,6 +102,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             allow_plaintext_auth: false,
+            sasl_oauth: false,
             max_connections: 10_000,
             greeting: "imapmux ready.".into(),
             max_line_length: 65_536,

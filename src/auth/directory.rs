@@ -55,6 +55,15 @@ pub fn granted(c: &Credentials, g: super::Grant) -> AuthDecision {
 impl Authenticator for Directory {
     async fn authenticate(&self, req: Request<'_>) -> AuthDecision {
         let c = req.credentials;
+        if c.mechanism.is_oauth() {
+            // A bearer token is not a password: the backend verifies it,
+            // the routing table places the user.
+            return AuthDecision::Login {
+                credentials: c.clone(),
+                backend: None,
+                verified: false,
+            };
+        }
         if c.authzid.is_some() {
             // The directory verifies the authentication identity only; it
             // has no rules for acting as someone else.

@@ -87,6 +87,9 @@ impl HttpSource {
         let method = match c.mechanism {
             // nginx says "plain" for LOGIN, AUTHENTICATE PLAIN and LOGIN.
             Mechanism::Login | Mechanism::Plain => "plain",
+            // Not sent: the directory passes OAuth logins to the backend.
+            Mechanism::OAuthBearer => "oauthbearer",
+            Mechanism::XOAuth2 => "xoauth2",
         };
         let hv = |b: &[u8]| {
             HeaderValue::from_bytes(b)

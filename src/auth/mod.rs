@@ -159,7 +159,9 @@ pub fn build(
             }
             src
         }
-        config::SourceKind::Ldap => return Err(SourceError::Config("source not built yet".into())),
+        config::SourceKind::Ldap => Arc::new(ldap::LdapSource::new(
+            cfg.ldap.as_ref().ok_or_else(|| missing("ldap"))?,
+        )?),
     };
     if let Some(m) = &metrics {
         m.auth.init_source(source.name());

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use crate::config::BackendTls;
 use crate::imap::framing::{Frame, Framer};
-use crate::imap::response::{has_capability, parse_capability_data, parse_status, Kind, Status};
+use crate::imap::response::{parse_capability_data, parse_status, Kind, Status};
 use crate::route::Backend;
 use crate::session::{ClientInfo, Credentials};
 
@@ -281,13 +281,6 @@ impl Connected {
         creds: &Credentials,
         client: Option<&ClientInfo>,
     ) -> Result<LoginOutcome, BackendError> {
-        if has_capability(&self.capabilities, "LOGINDISABLED")
-            && !has_capability(&self.capabilities, "AUTH=PLAIN")
-        {
-            return Err(BackendError::Refused(
-                "backend disables login on this connection; configure tls for it".into(),
-            ));
-        }
         let mut out = Vec::new();
         let id_sent = if let Some(client) = client {
             out.extend_from_slice(&login::id_command("I1", client));
@@ -297,17 +290,18 @@ impl Connected {
         };
         let steps =
             login::login_steps("L1", creds, &self.capabilities).map_err(BackendError::Refused)?;
-        let mut steps = steps.into_iter();
-        if let Some(LoginStep::Send(first)) = steps.next() {
-            out.extend_from_slice(&first);
+        let mut pending = Vec::new();
+        // Unexpected challenges are cancelled, unless the mechanism says otherwise.
+        let mut error_answer = b"*\r\n".to_vec();
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                LoginStep::Send(b) if i == 0 => out.extend_from_slice(&b),
+                LoginStep::Send(b) | LoginStep::AfterContinuation(b) => pending.push(b),
+                LoginStep::OnErrorChallenge(b) => error_answer = b,
+            }
         }
         self.stream.write_all(&out).await?;
         self.stream.flush().await?;
-        let mut pending: Vec<Vec<u8>> = steps
-            .map(|s| match s {
-                LoginStep::Send(b) | LoginStep::AfterContinuation(b) => b,
-            })
-            .collect();
         pending.reverse();
         let mut id_done = !id_sent;
         let mut caps_from_data: Option<Vec<String>> = None;
@@ -321,8 +315,15 @@ impl Connected {
                         continue;
                     }
                     None => {
-                        // Unexpected challenge: cancel the exchange.
-                        self.stream.write_all(b"*\r\n").await?;
+                        // A SASL error challenge (OAuth: base64 JSON with
+                        // the reason) or an unexpected one: answer it so
+                        // that the backend finishes with its tagged status.
+                        tracing::debug!(
+                            challenge = %login::describe_challenge(&line),
+                            "backend sent a SASL error challenge"
+                        );
+                        let answer = std::mem::replace(&mut error_answer, b"*\r\n".to_vec());
+                        self.stream.write_all(&answer).await?;
                         self.stream.flush().await?;
                         continue;
                     }
@@ -386,4 +387,93 @@ pub fn client_capabilities(backend_caps: &[String]) -> String {
         .cloned()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Mechanism;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    fn connected(stream: tokio::io::DuplexStream, caps: &str) -> Connected {
+        Connected {
+            stream: Box::new(stream),
+            reader: Reader::new(Duration::from_secs(5)),
+            capabilities: caps.split(' ').map(String::from).collect(),
+        }
+    }
+
+    fn oauth(mechanism: Mechanism) -> Credentials {
+        Credentials {
+            user: "u".into(),
+            password: b"tok".to_vec(),
+            authzid: None,
+            mechanism,
+        }
+    }
+
+    /// A backend that refuses the token the way Dovecot does: an error
+    /// challenge, then (once answered) a tagged NO. Returns what it got.
+    async fn refusing_backend(io: tokio::io::DuplexStream) -> Vec<String> {
+        let (r, mut w) = tokio::io::split(io);
+        let mut r = BufReader::new(r);
+        let mut got = Vec::new();
+        for reply in [
+            &b"+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n"[..],
+            b"L1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ] {
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            got.push(line);
+            w.write_all(reply).await.unwrap();
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn oauth_error_challenge_is_answered_and_the_no_relayed() {
+        for (mech, answer) in [
+            (Mechanism::OAuthBearer, "AQ==\r\n"),
+            (Mechanism::XOAuth2, "\r\n"),
+        ] {
+            let (ours, theirs) = tokio::io::duplex(4096);
+            let backend = tokio::spawn(refusing_backend(theirs));
+            let caps = format!("IMAP4rev1 SASL-IR AUTH=PLAIN AUTH={}", mech.as_str());
+            let outcome = connected(ours, &caps)
+                .login(&oauth(mech), None)
+                .await
+                .unwrap();
+            let LoginOutcome::Rejected { status, code, .. } = outcome else {
+                panic!("login accepted");
+            };
+            assert_eq!(
+                (status, code.as_deref()),
+                ("NO", Some("AUTHENTICATIONFAILED"))
+            );
+            let got = backend.await.unwrap();
+            assert!(
+                got[0].starts_with(&format!("L1 AUTHENTICATE {} ", mech.as_str())),
+                "{got:?}"
+            );
+            assert_eq!(got[1], answer);
+        }
+    }
+
+    #[tokio::test]
+    async fn oauth_without_backend_mechanism_sends_nothing() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let err = connected(ours, "IMAP4rev1 SASL-IR AUTH=PLAIN")
+            .login(&oauth(Mechanism::XOAuth2), None)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&err, BackendError::Refused(m) if m.contains("AUTH=XOAUTH2")),
+            "{err}"
+        );
+        // the connection was dropped without a byte written
+        let mut buf = Vec::new();
+        theirs.read_to_end(&mut buf).await.unwrap();
+        assert!(buf.is_empty(), "{buf:?}");
+    }
 }

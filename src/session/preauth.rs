@@ -24,6 +24,9 @@ pub struct PreAuthConfig {
     pub starttls_available: bool,
     /// LOGIN/AUTHENTICATE are allowed without TLS.
     pub allow_plaintext_auth: bool,
+    /// Offer AUTHENTICATE OAUTHBEARER and XOAUTH2 (the token is passed to
+    /// the backend, which must offer the same mechanism).
+    pub sasl_oauth: bool,
     pub greeting: String,
     pub max_line: usize,
     /// Largest literal accepted before login (user names, passwords).
@@ -38,6 +41,8 @@ pub struct PreAuthConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
+    /// The password, or for [`Mechanism::is_oauth`] mechanisms the OAuth
+    /// bearer token.
     pub password: Vec<u8>,
     /// SASL authorization identity, when it differs from `user`.
     pub authzid: Option<String>,
@@ -55,10 +60,17 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// How the client authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
+    /// User name and password: the LOGIN command or AUTHENTICATE LOGIN.
     Login,
+    /// AUTHENTICATE PLAIN (RFC 4616).
     Plain,
+    /// AUTHENTICATE OAUTHBEARER (RFC 7628): the password is a bearer token.
+    OAuthBearer,
+    /// AUTHENTICATE XOAUTH2 (Google's format): the password is a bearer token.
+    XOAuth2,
 }
 
 impl Mechanism {
@@ -66,7 +78,15 @@ impl Mechanism {
         match self {
             Mechanism::Login => "LOGIN",
             Mechanism::Plain => "PLAIN",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::XOAuth2 => "XOAUTH2",
         }
+    }
+
+    /// True when the password is an OAuth bearer token, which only the
+    /// token's issuer (through the backend) can verify.
+    pub fn is_oauth(&self) -> bool {
+        matches!(self, Mechanism::OAuthBearer | Mechanism::XOAuth2)
     }
 }
 
@@ -112,14 +132,156 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Commands,
-    /// `+ ` sent for AUTHENTICATE PLAIN, waiting for the response line.
+    /// A `+` challenge was sent for AUTHENTICATE, waiting for the
+    /// response line.
     SaslResponse {
         tag: String,
+        step: SaslStep,
     },
     LoginPending,
     StartTlsPending,
     LoggedIn,
     Closed,
+}
+
+/// Which SASL response is expected next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SaslStep {
+    /// PLAIN's only message: `authzid NUL authcid NUL password`.
+    Plain,
+    /// LOGIN's user name (after `+ VXNlcm5hbWU6`, "Username:").
+    LoginUser,
+    /// LOGIN's password (after `+ UGFzc3dvcmQ6`, "Password:").
+    LoginPassword { user: Vec<u8> },
+    /// OAUTHBEARER's or XOAUTH2's only message.
+    OAuth(Mechanism),
+}
+
+/// Why an OAuth SASL message was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OAuthError {
+    /// Does not follow the mechanism's syntax: BAD.
+    Malformed(&'static str),
+    /// Well-formed but names no user, so it cannot be routed: NO.
+    NoUser,
+}
+
+/// Parse an OAUTHBEARER client response (RFC 7628 §3.1):
+/// `gs2-header %x01 *(key=value %x01) %x01`, gs2-header `n,a=USER,`
+/// (`y` instead of `n` is fine; channel binding `p=` is not supported).
+/// Returns the user (`=2C`/`=3D` decoded) and the bearer token.
+fn parse_oauthbearer(msg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), OAuthError> {
+    use OAuthError::Malformed;
+    let sep = memchr::memchr(0x01, msg).ok_or(Malformed("missing separator"))?;
+    let (gs2, rest) = (&msg[..sep], &msg[sep + 1..]);
+    let gs2 = gs2
+        .strip_suffix(b",")
+        .ok_or(Malformed("invalid GS2 header"))?;
+    let authzid = match gs2 {
+        [b'n' | b'y', b',', authzid @ ..] => authzid,
+        [b'p', b'=', ..] => return Err(Malformed("channel binding is not supported")),
+        _ => return Err(Malformed("invalid GS2 header")),
+    };
+    let user = match authzid {
+        [] => None,
+        [b'a', b'=', name @ ..] => Some(decode_saslname(name).ok_or(Malformed("invalid a="))?),
+        _ => return Err(Malformed("invalid GS2 header")),
+    };
+    let mut token = None;
+    for (key, value) in kv_pairs(rest)? {
+        if key == b"auth" {
+            if token.is_some() {
+                return Err(Malformed("duplicate auth="));
+            }
+            token = Some(bearer_token(value)?);
+        }
+    }
+    let token = token.ok_or(Malformed("missing auth="))?;
+    match user {
+        Some(u) if !u.is_empty() => Ok((u, token)),
+        _ => Err(OAuthError::NoUser),
+    }
+}
+
+/// Parse an XOAUTH2 client response:
+/// `user=USER %x01 auth=Bearer TOKEN %x01 %x01`.
+fn parse_xoauth2(msg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), OAuthError> {
+    use OAuthError::Malformed;
+    let (mut user, mut token) = (None, None);
+    for (key, value) in kv_pairs(msg)? {
+        match key {
+            b"user" if user.is_some() => return Err(Malformed("duplicate user=")),
+            b"user" => user = Some(value.to_vec()),
+            b"auth" if token.is_some() => return Err(Malformed("duplicate auth=")),
+            b"auth" => token = Some(bearer_token(value)?),
+            _ => {}
+        }
+    }
+    let token = token.ok_or(Malformed("missing auth="))?;
+    match user {
+        Some(u) if !u.is_empty() => Ok((u, token)),
+        _ => Err(OAuthError::NoUser),
+    }
+}
+
+/// One `key=value` field of an OAuth SASL message.
+type KeyValue<'a> = (&'a [u8], &'a [u8]);
+
+/// The `key=value` pairs of `%x01`-separated fields (empty fields, such as
+/// the terminating `%x01 %x01`, are skipped).
+fn kv_pairs(fields: &[u8]) -> Result<Vec<KeyValue<'_>>, OAuthError> {
+    fields
+        .split(|b| *b == 0x01)
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let eq = memchr::memchr(b'=', f).ok_or(OAuthError::Malformed("field without ="))?;
+            let (key, value) = (&f[..eq], &f[eq + 1..]);
+            if key.is_empty() || !key.iter().all(u8::is_ascii_alphabetic) {
+                return Err(OAuthError::Malformed("invalid key"));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The token of an `auth=` value `Bearer TOKEN` (scheme case-insensitive).
+/// The token must be printable ASCII without spaces, so that it can be
+/// put into the message for the backend as it is.
+fn bearer_token(value: &[u8]) -> Result<Vec<u8>, OAuthError> {
+    let malformed = OAuthError::Malformed("auth= is not a bearer token");
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return Err(malformed);
+    }
+    let token = value[7..].trim_ascii_start();
+    if token.is_empty() || !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(malformed);
+    }
+    Ok(token.to_vec())
+}
+
+/// Decode a GS2 saslname (RFC 5801): `=2C` is `,`, `=3D` is `=`; any other
+/// `=` or a bare `,` is invalid.
+fn decode_saslname(name: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'=' => {
+                match name.get(i + 1..i + 3) {
+                    Some(b"2C") => out.push(b','),
+                    Some(b"3D") => out.push(b'='),
+                    _ => return None,
+                }
+                i += 3;
+            }
+            b',' => return None,
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The pre-auth state machine.
@@ -173,7 +335,10 @@ impl PreAuth {
             caps.push_str(" STARTTLS");
         }
         if self.auth_allowed() {
-            caps.push_str(" AUTH=PLAIN");
+            caps.push_str(" AUTH=PLAIN AUTH=LOGIN");
+            if self.cfg.sasl_oauth {
+                caps.push_str(" AUTH=OAUTHBEARER AUTH=XOAUTH2");
+            }
         } else {
             caps.push_str(" LOGINDISABLED");
         }
@@ -262,8 +427,18 @@ impl PreAuth {
             .map(|c| format!("[{}] ", sanitize_text(c)))
             .unwrap_or_default();
         self.send(format!("{tag} {status} {code}{}\r\n", sanitize_text(text)));
-        self.auth_failures += 1;
         self.state = State::Commands;
+        self.count_auth_failure();
+    }
+
+    /// A login refused here, before any backend was asked.
+    fn auth_failed(&mut self, tag: &str, text: &str) {
+        self.send(format!("{tag} NO [AUTHENTICATIONFAILED] {text}\r\n"));
+        self.count_auth_failure();
+    }
+
+    fn count_auth_failure(&mut self) {
+        self.auth_failures += 1;
         if self.auth_failures >= self.cfg.max_auth_failures {
             self.send("* BYE Too many authentication failures.\r\n");
             self.close(CloseReason::AuthFailures);
@@ -290,12 +465,21 @@ impl PreAuth {
     }
 
     fn on_frame(&mut self, frame: Frame) {
+        // A line longer than the bound: no legitimate pre-auth command is.
+        // (The framer splits a long line only while waiting for its end; one
+        // that arrived whole may still exceed the bound.)
+        let too_long = match &frame {
+            Frame::LineChunk { .. } => true,
+            Frame::Line { bytes, .. } => bytes.len() > self.cfg.max_line,
+            Frame::Literal { .. } => false,
+        };
+        if too_long {
+            self.send("* BYE Line too long.\r\n");
+            self.close(CloseReason::ProtocolError);
+            return;
+        }
         match frame {
-            Frame::LineChunk { .. } => {
-                // A line longer than the bound: no legitimate pre-auth command is.
-                self.send("* BYE Line too long.\r\n");
-                self.close(CloseReason::ProtocolError);
-            }
+            Frame::LineChunk { .. } => {}
             Frame::Literal { bytes, remaining } => {
                 self.literal.extend_from_slice(&bytes);
                 if remaining == 0 {
@@ -304,10 +488,13 @@ impl PreAuth {
                 }
             }
             Frame::Line { bytes, literal, .. } => {
-                if let State::SaslResponse { tag } = &self.state {
-                    let tag = tag.clone();
-                    self.state = State::Commands;
-                    self.sasl_plain_response(&tag, trim_crlf(&bytes));
+                if let State::SaslResponse { .. } = &self.state {
+                    let State::SaslResponse { tag, step } =
+                        std::mem::replace(&mut self.state, State::Commands)
+                    else {
+                        return;
+                    };
+                    self.sasl_response(&tag, step, trim_crlf(&bytes));
                     if literal.is_some() {
                         // A literal cannot follow a SASL response; resync.
                         self.framer.cancel_literal();
@@ -489,25 +676,13 @@ impl PreAuth {
     ) {
         let user = match String::from_utf8(user) {
             Ok(u) if !u.is_empty() && !u.contains(['\0', '\r', '\n']) => u,
-            _ => {
-                self.send(format!(
-                    "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
-                ));
-                self.auth_failures += 1;
-                return;
-            }
+            _ => return self.auth_failed(&tag, "Authentication failed."),
         };
         let authzid = match authzid.map(String::from_utf8) {
             None => None,
             Some(Ok(a)) if a.is_empty() || a == user => None,
             Some(Ok(a)) => Some(a),
-            Some(Err(_)) => {
-                self.send(format!(
-                    "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
-                ));
-                self.auth_failures += 1;
-                return;
-            }
+            Some(Err(_)) => return self.auth_failed(&tag, "Authentication failed."),
         };
         self.state = State::LoginPending;
         self.events.push_back(Event::Login {
@@ -528,25 +703,40 @@ impl PreAuth {
             [Arg::Atom(m), Arg::Atom(ir)] => (m.clone(), Some(ir.clone())),
             _ => return self.bad(&tag, "Invalid AUTHENTICATE arguments."),
         };
-        if !mech.eq_ignore_ascii_case(b"PLAIN") {
-            self.send(format!(
-                "{tag} NO [CANNOT] Unsupported authentication mechanism.\r\n"
-            ));
-            return;
-        }
+        let step = match mech.to_ascii_uppercase().as_slice() {
+            b"PLAIN" => SaslStep::Plain,
+            b"LOGIN" => SaslStep::LoginUser,
+            b"OAUTHBEARER" if self.cfg.sasl_oauth => SaslStep::OAuth(Mechanism::OAuthBearer),
+            b"XOAUTH2" if self.cfg.sasl_oauth => SaslStep::OAuth(Mechanism::XOAuth2),
+            _ => {
+                self.send(format!(
+                    "{tag} NO [CANNOT] Unsupported authentication mechanism.\r\n"
+                ));
+                return;
+            }
+        };
         if self.refuse_plaintext(&tag) {
             return;
         }
         match initial {
-            Some(ir) => self.sasl_plain_response(&tag, &ir),
-            None => {
-                self.send("+ \r\n");
-                self.state = State::SaslResponse { tag };
-            }
+            Some(ir) => self.sasl_response(&tag, step, &ir),
+            None => self.challenge(tag, step),
         }
     }
 
-    fn sasl_plain_response(&mut self, tag: &str, response: &[u8]) {
+    /// Send the `+` challenge for `step` and wait for the client's response.
+    fn challenge(&mut self, tag: String, step: SaslStep) {
+        self.send(match step {
+            SaslStep::LoginUser => "+ VXNlcm5hbWU6\r\n",
+            SaslStep::LoginPassword { .. } => "+ UGFzc3dvcmQ6\r\n",
+            SaslStep::Plain | SaslStep::OAuth(_) => "+ \r\n",
+        });
+        self.state = State::SaslResponse { tag, step };
+    }
+
+    /// A SASL response (the initial one from the command line, or a line
+    /// sent after a `+` challenge): decode it and take the next step.
+    fn sasl_response(&mut self, tag: &str, step: SaslStep, response: &[u8]) {
         if response == b"*" {
             return self.bad(tag, "Authentication cancelled.");
         }
@@ -560,9 +750,41 @@ impl PreAuth {
         let Some(decoded) = decoded else {
             return self.bad(tag, "Invalid base64 in SASL response.");
         };
+        match step {
+            SaslStep::Plain => self.sasl_plain(tag, &decoded),
+            SaslStep::LoginUser => {
+                if self.too_big(tag, &[&decoded]) {
+                    return;
+                }
+                self.challenge(tag.to_string(), SaslStep::LoginPassword { user: decoded });
+            }
+            SaslStep::LoginPassword { user } => {
+                if self.too_big(tag, &[&decoded]) {
+                    return;
+                }
+                self.request_login(tag.to_string(), user, decoded, None, Mechanism::Login);
+            }
+            SaslStep::OAuth(mechanism) => self.sasl_oauth(tag, mechanism, &decoded),
+        }
+    }
+
+    /// Refuse SASL fields longer than the literal bound that applies to the
+    /// same values in LOGIN: `BAD [TOOBIG]`. True when refused.
+    fn too_big(&mut self, tag: &str, fields: &[&[u8]]) -> bool {
+        if fields.iter().all(|f| f.len() <= self.cfg.max_literal) {
+            return false;
+        }
+        self.bad(tag, "[TOOBIG] SASL response too large.");
+        true
+    }
+
+    fn sasl_plain(&mut self, tag: &str, decoded: &[u8]) {
         let mut parts = decoded.splitn(3, |b| *b == 0);
         match (parts.next(), parts.next(), parts.next()) {
             (Some(authz), Some(user), Some(pass)) if !user.is_empty() => {
+                if self.too_big(tag, &[authz, user, pass]) {
+                    return;
+                }
                 let authz = (!authz.is_empty()).then(|| authz.to_vec());
                 self.request_login(
                     tag.to_string(),
@@ -573,6 +795,32 @@ impl PreAuth {
                 );
             }
             _ => self.bad(tag, "Invalid PLAIN SASL response."),
+        }
+    }
+
+    /// OAUTHBEARER or XOAUTH2: the token is not checked here; the backend
+    /// (its token introspection) decides.
+    fn sasl_oauth(&mut self, tag: &str, mechanism: Mechanism, decoded: &[u8]) {
+        let parsed = match mechanism {
+            Mechanism::XOAuth2 => parse_xoauth2(decoded),
+            _ => parse_oauthbearer(decoded),
+        };
+        match parsed {
+            Ok((user, token)) => {
+                // The token is bounded by the line length only: JWTs can be
+                // longer than a password literal.
+                if self.too_big(tag, &[&user]) {
+                    return;
+                }
+                self.request_login(tag.to_string(), user, token, None, mechanism)
+            }
+            Err(OAuthError::Malformed(why)) => self.bad(
+                tag,
+                &format!("Invalid {} SASL response: {why}.", mechanism.as_str()),
+            ),
+            Err(OAuthError::NoUser) => {
+                self.auth_failed(tag, "Authentication failed: a user name is required.")
+            }
         }
     }
 }

@@ -296,6 +296,57 @@ impl ImapClient {
         self.read_tagged(&tag).await
     }
 
+    /// `AUTHENTICATE <mechanism>` with any mechanism: `messages` (raw; base64
+    /// is done here) are sent one per `+` challenge, the first one on the
+    /// command line instead when `sasl_ir`. Returns the tagged response
+    /// (early when the server answers before all were sent) and the `+`
+    /// challenge lines seen (trimmed).
+    pub async fn authenticate(
+        &mut self,
+        mechanism: &str,
+        messages: &[&[u8]],
+        sasl_ir: bool,
+    ) -> Result<(Response, Vec<String>)> {
+        use base64::Engine;
+        let b64 = |m: &[u8]| {
+            let s = base64::engine::general_purpose::STANDARD.encode(m);
+            if s.is_empty() {
+                "=".to_string()
+            } else {
+                s
+            }
+        };
+        let tag = self.next_tag();
+        let mut messages = messages.iter();
+        let mut cmd = format!("{tag} AUTHENTICATE {mechanism}");
+        if sasl_ir {
+            if let Some(m) = messages.next() {
+                cmd.push(' ');
+                cmd.push_str(&b64(m));
+            }
+        }
+        cmd.push_str("\r\n");
+        self.write_raw(cmd.as_bytes()).await?;
+        let mut challenges = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .read_response_line()
+                .await?
+                .ok_or_else(|| anyhow!("connection closed during AUTHENTICATE {mechanism}"))?;
+            if line.tag() == Some(tag.as_str()) {
+                return Ok((Response::new(&tag, lines, line), challenges));
+            }
+            if line.is_continuation() {
+                challenges.push(line.text().trim_end().to_string());
+                let next = messages.next().map(|m| b64(m)).unwrap_or_default();
+                self.write_raw(format!("{next}\r\n").as_bytes()).await?;
+                continue;
+            }
+            lines.push(line);
+        }
+    }
+
     /// `LOGOUT`; tolerates the server closing right after the tagged OK.
     pub async fn logout(&mut self) -> Result<Response> {
         self.cmd("LOGOUT").await

@@ -25,6 +25,7 @@ pub struct DovecotBuilder {
     rawlog: bool,
     verbose: bool,
     max_clients: Option<u32>,
+    oauth2_introspection: Option<String>,
     extra_config: String,
 }
 
@@ -39,6 +40,7 @@ impl Default for DovecotBuilder {
             rawlog: false,
             verbose: false,
             max_clients: None,
+            oauth2_introspection: None,
             extra_config: String::new(),
         }
     }
@@ -93,6 +95,16 @@ impl DovecotBuilder {
     /// Raise process/client limits for `n` simultaneous IMAP sessions.
     pub fn max_clients(mut self, n: u32) -> Self {
         self.max_clients = Some(n);
+        self
+    }
+
+    /// Also offer AUTH=OAUTHBEARER and AUTH=XOAUTH2, checked by Dovecot's
+    /// `oauth2` passdb against an RFC 7662 token introspection endpoint
+    /// (`introspection_mode = post`): the token is valid when the answer
+    /// has `"active": true`, for the user in its `"username"`. Passwords
+    /// (PLAIN, LOGIN) still go to the passwd-file.
+    pub fn oauth2_introspection(mut self, url: &str) -> Self {
+        self.oauth2_introspection = Some(url.to_string());
         self
     }
 

@@ -317,6 +317,8 @@ impl PoolCfg {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub allow_plaintext_auth: bool,
+    /// `[server] sasl_oauth` (written only when true).
+    pub sasl_oauth: bool,
     pub max_connections: u32,
     /// (key, humantime value) under `[timeouts]`, in order.
     pub timeouts: Vec<(String, String)>,
@@ -338,6 +340,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             allow_plaintext_auth: false,
+            sasl_oauth: false,
             max_connections: 10000,
             timeouts: [
                 ("preauth", "60s"),
@@ -385,6 +388,11 @@ impl ProxyConfig {
     }
     pub fn allow_plaintext_auth(mut self, on: bool) -> Self {
         self.allow_plaintext_auth = on;
+        self
+    }
+    /// Offer AUTHENTICATE OAUTHBEARER and XOAUTH2.
+    pub fn sasl_oauth(mut self, on: bool) -> Self {
+        self.sasl_oauth = on;
         self
     }
     pub fn max_connections(mut self, n: u32) -> Self {
@@ -444,6 +452,9 @@ impl ProxyConfig {
         let w = &mut o;
         let _ = writeln!(w, "[server]");
         let _ = writeln!(w, "allow_plaintext_auth = {}", self.allow_plaintext_auth);
+        if self.sasl_oauth {
+            let _ = writeln!(w, "sasl_oauth = true");
+        }
         let _ = writeln!(w, "max_connections = {}\n", self.max_connections);
         let _ = writeln!(w, "[timeouts]");
         for (k, v) in &self.timeouts {

@@ -27,7 +27,7 @@ first_valid_gid = 1
 mail_location = maildir:~/Maildir
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # Empty = any character in user names (the default set excludes spaces etc.).
 auth_username_chars =
 auth_failure_delay = 0 secs
@@ -36,6 +36,7 @@ login_trusted_networks = 127.0.0.0/8
 verbose_proctitle = yes
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {b}/passwd
 }}
 userdb {{
@@ -68,6 +69,11 @@ protocol imap {{
 "#,
             port = self.port,
             imaps = self.imaps_port.unwrap_or(0),
+            mechanisms = if o.oauth2_introspection.is_some() {
+                "plain login oauthbearer xoauth2"
+            } else {
+                "plain login"
+            },
             iu = self.ident.internal_user,
             ig = self.ident.internal_group,
             lu = self.ident.login_user,
@@ -87,6 +93,22 @@ protocol imap {{
             }
         } else {
             c.push_str("ssl = no\n");
+        }
+        if let Some(url) = &o.oauth2_introspection {
+            let ext = self.dir.path().join("dovecot-oauth2.conf.ext");
+            fs::write(
+                &ext,
+                format!(
+                    "introspection_mode = post\nintrospection_url = {url}\n\
+                     username_attribute = username\nactive_attribute = active\n\
+                     active_value = true\n"
+                ),
+            )
+            .unwrap();
+            c.push_str(&format!(
+                "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                ext.display()
+            ));
         }
         if o.verbose {
             c.push_str("auth_verbose = yes\nauth_debug = yes\nmail_debug = yes\n");
