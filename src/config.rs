@@ -72,6 +72,8 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     #[serde(default)]
     pub auth: crate::auth::config::AuthConfig,
+    #[serde(default)]
+    pub multiplex: crate::backend::pool::MultiplexConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,7 +4,7 @@
 //! the framing view is what later features hook into.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ pub enum RelayEnd {
     BackendError,
     IdleTimeout,
     Shutdown,
+    /// The client logged out; imapmux answered it and kept the backend
+    /// connection, clean and idle, for reuse.
+    Released,
 }
 
 impl RelayEnd {
@@ -39,6 +42,7 @@ impl RelayEnd {
             RelayEnd::BackendError => "backend_error",
             RelayEnd::IdleTimeout => "idle_timeout",
             RelayEnd::Shutdown => "shutdown",
+            RelayEnd::Released => "logout",
         }
     }
 }
@@ -52,6 +56,10 @@ pub struct RelayConfig {
     pub bye_grace: Duration,
     /// How long the backend may take to answer the cache's prefetch.
     pub prefetch_timeout: Duration,
+    /// Answer a LOGOUT itself and hand the backend connection back (for
+    /// reuse) when nothing is in flight and the session changed no state
+    /// that would outlive it.
+    pub release_on_logout: bool,
 }
 
 /// Byte counters of a relay (shared so they survive cancellation).
@@ -83,6 +91,11 @@ struct Shared {
     prefetch_ready: Notify,
     /// Per-command metrics (client tags matched with tagged answers).
     meter: Option<crate::metrics::CommandMeter>,
+    /// Client commands sent to the backend and not yet answered.
+    in_flight: AtomicI64,
+    /// The session changed backend state that would outlive it (ENABLE,
+    /// CONDSTORE enabled by use, NOTIFY…): its connection is not reused.
+    dirty: AtomicBool,
 }
 
 /// Something the proxy itself says to the client, at a message boundary.
@@ -90,6 +103,8 @@ struct Shared {
 struct Inject {
     bytes: Bytes,
     then_close: bool,
+    /// After closing the client, hand the backend connection back.
+    release: bool,
 }
 
 /// Read buffers start small, so an idle session costs little memory, and
@@ -136,6 +151,9 @@ impl Sizer {
 /// Relay between `client` and `backend` until one side ends. `client_buf`
 /// holds bytes the client already sent (pipelined after LOGIN),
 /// `backend_buf` bytes the backend already sent after the login response.
+/// With [`RelayEnd::Released`] the backend connection comes back (with
+/// what it sent after the last answer).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay<C, B>(
     (client, client_buf): (C, BytesMut),
     (backend, backend_buf): (B, BytesMut),
@@ -144,13 +162,14 @@ pub async fn relay<C, B>(
     flow: Option<Flow>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     mut shutdown: watch::Receiver<bool>,
-) -> RelayEnd
+) -> (RelayEnd, Option<(B, BytesMut)>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (client_r, client_w) = tokio::io::split(client);
-    let (backend_r, backend_w) = tokio::io::split(backend);
+    let (mut backend_r, mut backend_w) = tokio::io::split(backend);
+    let mut down_buf = backend_buf;
     let shared = Shared {
         awaiting_plus: Mutex::new(None),
         awaiting: AtomicBool::new(false),
@@ -163,50 +182,94 @@ where
         inject_ready: Notify::new(),
         prefetch_ready: Notify::new(),
         meter: metrics.map(crate::metrics::CommandMeter::new),
+        in_flight: AtomicI64::new(0),
+        dirty: AtomicBool::new(false),
     };
-    let up = client_to_backend(client_r, client_buf, backend_w, cfg, &shared, counters);
-    let down = backend_to_client(backend_r, backend_buf, client_w, cfg, &shared, counters);
-    tokio::pin!(up);
-    tokio::pin!(down);
-    let idle = cfg.idle_timeout;
-    let idle_check = async {
-        loop {
-            let last = Duration::from_millis(shared.last_client_ms.load(Ordering::Relaxed));
-            let due = shared.start + last + idle;
-            if Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due).await;
-        }
-    };
-    tokio::pin!(idle_check);
-    let mut bye_sent: Option<RelayEnd> = None;
-    let mut bye_deadline = None;
-    loop {
-        let grace = async {
-            match bye_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+    let end = {
+        let up = client_to_backend(client_r, client_buf, &mut backend_w, cfg, &shared, counters);
+        let down = backend_to_client(
+            &mut backend_r,
+            &mut down_buf,
+            client_w,
+            cfg,
+            &shared,
+            counters,
+        );
+        tokio::pin!(up);
+        tokio::pin!(down);
+        let idle = cfg.idle_timeout;
+        let idle_check = async {
+            loop {
+                let last = Duration::from_millis(shared.last_client_ms.load(Ordering::Relaxed));
+                let due = shared.start + last + idle;
+                if Instant::now() >= due {
+                    return;
+                }
+                tokio::time::sleep_until(due).await;
             }
         };
-        tokio::select! {
-            end = &mut up => return end,
-            end = &mut down => return bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
-            _ = &mut idle_check, if bye_sent.is_none() => {
-                push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE Autologout; idle for too long.\r\n"), then_close: true });
-                bye_sent = Some(RelayEnd::IdleTimeout);
-                bye_deadline = Some(Instant::now() + cfg.bye_grace);
-            }
-            changed = shutdown.changed(), if bye_sent.is_none() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE [UNAVAILABLE] Server shutting down.\r\n"), then_close: true });
-                    bye_sent = Some(RelayEnd::Shutdown);
+        tokio::pin!(idle_check);
+        let mut bye_sent: Option<RelayEnd> = None;
+        let mut bye_deadline = None;
+        let mut up_released = false;
+        loop {
+            let grace = async {
+                match bye_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                end = &mut up, if !up_released => {
+                    if end != RelayEnd::Released {
+                        break end;
+                    }
+                    // The answer to the LOGOUT goes out from the other side.
+                    up_released = true;
                     bye_deadline = Some(Instant::now() + cfg.bye_grace);
                 }
+                end = &mut down => {
+                    break match (end, up_released) {
+                        (RelayEnd::Released, true) => RelayEnd::Released,
+                        (RelayEnd::Released, false) => RelayEnd::Logout,
+                        (end, _) => bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
+                    };
+                }
+                _ = &mut idle_check, if bye_sent.is_none() && !up_released => {
+                    push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE Autologout; idle for too long.\r\n"), then_close: true, release: false });
+                    bye_sent = Some(RelayEnd::IdleTimeout);
+                    bye_deadline = Some(Instant::now() + cfg.bye_grace);
+                }
+                changed = shutdown.changed(), if bye_sent.is_none() && !up_released => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE [UNAVAILABLE] Server shutting down.\r\n"), then_close: true, release: false });
+                        bye_sent = Some(RelayEnd::Shutdown);
+                        bye_deadline = Some(Instant::now() + cfg.bye_grace);
+                    }
+                }
+                _ = grace => break if up_released { RelayEnd::Logout } else { bye_sent.unwrap_or(RelayEnd::Shutdown) },
             }
-            _ = grace => return bye_sent.unwrap_or(RelayEnd::Shutdown),
         }
+    };
+    if end == RelayEnd::Released {
+        return (end, Some((backend_r.unsplit(backend_w), down_buf)));
     }
+    (end, None)
+}
+
+/// Commands whose effect outlives the session on the backend connection
+/// (or that may enable CONDSTORE/QRESYNC by use, RFC 7162 §3.1).
+fn leaves_state(name: &str, line: &[u8]) -> bool {
+    if matches!(
+        name,
+        "ENABLE" | "NOTIFY" | "LANGUAGE" | "COMPRESS" | "CONTEXT" | "X-DOVECOT-FINISH"
+    ) {
+        return true;
+    }
+    let upper = line.to_ascii_uppercase();
+    [&b"CONDSTORE"[..], b"MODSEQ", b"QRESYNC", b"CHANGEDSINCE"]
+        .iter()
+        .any(|w| memchr::memmem::find(&upper, w).is_some())
 }
 
 /// First word after the tag, upper-cased, and the tag.
@@ -227,7 +290,7 @@ fn command_of(line: &[u8]) -> Option<(&[u8], String)> {
 async fn client_to_backend<R, W>(
     mut client: R,
     mut buf: BytesMut,
-    mut backend: W,
+    mut backend: &mut W,
     cfg: &RelayConfig,
     shared: &Shared,
     counters: &Counters,
@@ -275,6 +338,7 @@ where
                         }
                         other => other,
                     };
+                    let answered_here = matches!(up, Upstream::Answer(_));
                     match up {
                         // The line goes on unchanged with the bytes around it.
                         Upstream::Forward | Upstream::Prefetch(_) => {}
@@ -306,6 +370,7 @@ where
                                 Inject {
                                     bytes: resp.into(),
                                     then_close: false,
+                                    release: false,
                                 },
                             );
                         }
@@ -316,8 +381,39 @@ where
                     }
                     if let Some((tag, name)) = command_of(line) {
                         cur_tag = String::from_utf8_lossy(tag).into_owned();
+                        if leaves_state(&name, line) {
+                            shared.dirty.store(true, Ordering::Relaxed);
+                        }
+                        let quiet = shared.in_flight.load(Ordering::Acquire) == 0
+                            && !shared.awaiting.load(Ordering::Acquire)
+                            && !shared.dirty.load(Ordering::Relaxed);
                         match name.as_str() {
-                            "LOGOUT" => shared.logout.store(true, Ordering::Relaxed),
+                            "LOGOUT" if cfg.release_on_logout && literal.is_none() && quiet => {
+                                // Answer it here; the backend connection
+                                // stays logged in, for the next login.
+                                if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                                    return RelayEnd::BackendError;
+                                }
+                                counters
+                                    .client_to_backend
+                                    .fetch_add((off - written + len) as u64, Ordering::Relaxed);
+                                let reply = format!(
+                                    "* BYE Logging out.\r\n{cur_tag} OK Logout completed.\r\n"
+                                );
+                                push_inject(
+                                    shared,
+                                    Inject {
+                                        bytes: reply.into(),
+                                        then_close: true,
+                                        release: true,
+                                    },
+                                );
+                                return RelayEnd::Released;
+                            }
+                            "LOGOUT" => {
+                                shared.logout.store(true, Ordering::Relaxed);
+                                shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                            }
                             // COMPRESS would change the framing under us and
                             // STARTTLS is only valid before login.
                             "COMPRESS" | "STARTTLS" if literal.is_none() => {
@@ -334,8 +430,12 @@ where
                                     Inject {
                                         bytes: reply.into(),
                                         then_close: false,
+                                        release: false,
                                     },
                                 );
+                            }
+                            _ if !answered_here => {
+                                shared.in_flight.fetch_add(1, Ordering::AcqRel);
                             }
                             _ => {}
                         }
@@ -417,8 +517,8 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Re
 }
 
 async fn backend_to_client<R, W>(
-    mut backend: R,
-    mut buf: BytesMut,
+    backend: &mut R,
+    buf: &mut BytesMut,
     mut client: W,
     cfg: &RelayConfig,
     shared: &Shared,
@@ -438,8 +538,15 @@ where
         let mut rewritten: Option<BytesMut> = None;
         while let Some((piece, len)) = framer.step(&buf[off..]) {
             if let Piece::Line { first: true, .. } = piece {
+                let line = &buf[off..off + len];
                 if let Some(m) = &shared.meter {
-                    m.backend_line(&buf[off..off + len]);
+                    m.backend_line(line);
+                }
+                if !line.starts_with(b"* ")
+                    && !line.starts_with(b"+")
+                    && !line.starts_with(crate::cache::flow::PREFETCH_TAG_PREFIX)
+                {
+                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
                 if shared.awaiting.load(Ordering::Acquire) {
                     note_continuation(shared, &buf[off..off + len]);
@@ -498,17 +605,21 @@ where
                     .fetch_add(msg.bytes.len() as u64, Ordering::Relaxed);
                 if msg.then_close {
                     let _ = client.shutdown().await;
-                    return RelayEnd::Shutdown;
+                    return if msg.release {
+                        RelayEnd::Released
+                    } else {
+                        RelayEnd::Shutdown
+                    };
                 }
             }
         }
-        sizer.prepare(&mut buf);
+        sizer.prepare(buf);
         tokio::select! {
             // Proxy answers first: they were queued before any later
             // command reached the backend.
             biased;
             _ = shared.inject_ready.notified() => {}
-            r = backend.read_buf(&mut buf) => match r {
+            r = backend.read_buf(buf) => match r {
                 Ok(0) => {
                     let _ = client.shutdown().await;
                     return if shared.logout.load(Ordering::Relaxed) { RelayEnd::Logout } else { RelayEnd::BackendClosed };

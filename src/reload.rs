@@ -95,6 +95,7 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
         metrics: old.metrics.clone(),
         cache: old.cache.clone(),
         close_now: old.close_now.clone(),
+        pool: old.pool.clone(),
     };
     Ok((ctx, router))
 }

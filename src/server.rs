@@ -38,6 +38,28 @@ pub fn build_parts(
     Ok((router, tls))
 }
 
+/// Log out pooled backend connections past their idle time, every second.
+fn start_pool_janitor(
+    pool: Arc<crate::backend::pool::BackendPool>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            t.tick().await;
+            let old = pool.expire(std::time::Instant::now());
+            if !old.is_empty() {
+                metrics.pool.discarded("expired", old.len());
+                metrics.pool.pooled.set(pool.len() as i64);
+                for c in old {
+                    tokio::spawn(crate::backend::pool::logout(c, timeout));
+                }
+            }
+        }
+    });
+}
+
 /// Run until a shutdown signal; returns when every session is gone.
 /// `path` is the config file, re-read on SIGHUP and when it (or a
 /// certificate file) changes.
@@ -74,6 +96,13 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     if let Some((c, _)) = &cache {
         metrics.attach_cache(c.clone(), cfg.cache.max_bytes.as_u64())?;
     }
+    let pool = cfg
+        .multiplex
+        .pool_config()
+        .map(|c| Arc::new(crate::backend::pool::BackendPool::new(c)));
+    if let Some(p) = &pool {
+        start_pool_janitor(p.clone(), metrics.clone(), cfg.timeouts.backend_response);
+    }
     let ctx = Arc::new(arc_swap::ArcSwap::from_pointee(Context {
         cache,
         config: cfg.clone(),
@@ -84,6 +113,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         tls,
         metrics: metrics.clone(),
         close_now: close_rx,
+        pool: pool.clone(),
     }));
     let mut health_stop = start_health(&router, &cfg, &metrics, &stop_rx);
     let reload_task = {

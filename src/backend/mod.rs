@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod login;
+pub mod pool;
 
 use std::io;
 use std::time::Duration;

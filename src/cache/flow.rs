@@ -19,6 +19,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
+/// Tags of imapmux's own commands on a client's backend connection.
+pub const PREFETCH_TAG_PREFIX: &[u8] = b"imapmux.";
+
 use bytes::{Bytes, BytesMut};
 
 use super::split::parse_fetch;
@@ -322,6 +325,7 @@ impl Flow {
             Upstream::Prefetch(body) => {
                 self.next_proxy_tag += 1;
                 let mut proxy_tag = format!("imapmux.{}", self.next_proxy_tag);
+                debug_assert!(proxy_tag.as_bytes().starts_with(PREFETCH_TAG_PREFIX));
                 if proxy_tag == tag {
                     proxy_tag.push('x');
                 }

@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod command;
+pub mod pool;
 mod sampled;
 
 use std::sync::{Arc, OnceLock};
@@ -135,6 +136,7 @@ pub struct Metrics {
     router: arc_swap::ArcSwapOption<Router>,
     cache_attached: OnceLock<()>,
     pub auth: auth::AuthMetrics,
+    pub pool: pool::PoolMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -334,6 +336,7 @@ impl Metrics {
                 &["backend"],
             )?,
             auth: auth::AuthMetrics::new(&r)?,
+            pool: pool::PoolMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),

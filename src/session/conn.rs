@@ -16,6 +16,7 @@ use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
 use crate::auth::penalty::{Gate, Penalty};
 use crate::auth::{AuthDecision, Authenticator, Request};
+use crate::backend::pool::{BackendPool, CredKey};
 use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
 use crate::metrics::{LoginResult, Metrics};
@@ -38,6 +39,8 @@ pub struct Context {
     )>,
     /// Flips to true when sessions must end (end of the drain time).
     pub close_now: watch::Receiver<bool>,
+    /// Logged-in backend connections kept for reuse after logout.
+    pub pool: Option<Arc<BackendPool>>,
 }
 
 /// How a session ended, for the log line.
@@ -45,6 +48,8 @@ struct Summary {
     user: Option<String>,
     backend: Option<String>,
     end: &'static str,
+    /// Backend login name and credential key, for the reuse pool.
+    reuse: Option<(String, CredKey)>,
 }
 
 /// Serve one accepted client connection to its end.
@@ -99,6 +104,7 @@ async fn run(
         user: None,
         backend: None,
         end: "client_closed",
+        reuse: None,
     };
     let Some((stream, pipelined, logged_in)) =
         Box::pin(preauth(ctx, tcp, client, mode, counters, &mut summary)).await
@@ -111,6 +117,9 @@ async fn run(
         idle_timeout: cfg.timeouts.idle,
         bye_grace: std::time::Duration::from_secs(5),
         prefetch_timeout: cfg.timeouts.backend_response,
+        release_on_logout: ctx.pool.is_some()
+            && summary.reuse.is_some()
+            && crate::imap::response::has_capability(&logged_in.capabilities, "UNSELECT"),
     };
     let flow = match (&ctx.cache, &summary.backend, &summary.user) {
         (Some((cache, templates)), Some(backend), Some(user)) => Some(
@@ -129,8 +138,9 @@ async fn run(
         buf: backend_buf,
         capabilities,
     } = logged_in;
-    drop(capabilities);
-    let end = relay(
+    // Kept only when the connection may be reused (one string).
+    let capabilities = relay_cfg.release_on_logout.then(|| capabilities.join(" "));
+    let (end, released) = relay(
         (stream, pipelined),
         (backend_stream, backend_buf),
         &relay_cfg,
@@ -141,6 +151,34 @@ async fn run(
     )
     .await;
     summary.end = end.as_str();
+    if let (Some(pool), Some((stream, buf)), Some((user, key)), Some(backend), Some(caps)) = (
+        &ctx.pool,
+        released,
+        summary.reuse.take(),
+        summary.backend.as_deref(),
+        capabilities,
+    ) {
+        let mut li = LoggedIn {
+            stream,
+            buf,
+            capabilities: caps.split(' ').map(String::from).collect(),
+        };
+        let m = &ctx.metrics.pool;
+        let t = ctx.config.timeouts.backend_response;
+        if backend::pool::clean(&mut li, t).await.is_ok() {
+            m.released(true);
+            let evicted = pool.put(backend, &user, key, li, Instant::now());
+            m.discarded("evicted", evicted.len());
+            m.pooled.set(pool.len() as i64);
+            for old in evicted {
+                tokio::spawn(backend::pool::logout(old, t));
+            }
+        } else {
+            m.released(false);
+        }
+    } else if ctx.pool.is_some() && summary.end == "logout" {
+        ctx.metrics.pool.released(false);
+    }
     summary
 }
 
@@ -238,8 +276,9 @@ async fn preauth(
                 .map_or_else(|f| f.result, |_| LoginResult::Ok);
             ctx.metrics.login(outcome, t0.elapsed().as_secs_f64());
             match result {
-                Ok((li, backend)) => {
+                Ok((li, backend, reuse)) => {
                     summary.backend = Some(backend.name.clone());
+                    summary.reuse = reuse;
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
                     tracing::info!(session = %client.session_id, user = %creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
                     break li;
@@ -325,7 +364,7 @@ async fn login(
     client: &ClientInfo,
     attempt: u32,
     tls: bool,
-) -> Result<(LoggedIn, Arc<Backend>), LoginFail> {
+) -> Result<LoginOk, LoginFail> {
     let ip = client.peer.ip();
     match ctx.penalty.check(ip, &creds.user, Instant::now()) {
         Gate::Refuse => {
@@ -366,13 +405,17 @@ fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
     }
 }
 
+/// A logged-in backend connection, its backend, and its identity in the
+/// reuse pool (backend login name, credential key).
+type LoginOk = (LoggedIn, Arc<Backend>, Option<(String, CredKey)>);
+
 async fn login_unguarded(
     ctx: &Context,
     creds: &Credentials,
     client: &ClientInfo,
     attempt: u32,
     tls: bool,
-) -> Result<(LoggedIn, Arc<Backend>), LoginFail> {
+) -> Result<LoginOk, LoginFail> {
     let req = Request {
         credentials: creds,
         client,
@@ -420,6 +463,21 @@ async fn login_unguarded(
             _ => user_creds.clone(),
         };
         let m = &ctx.metrics;
+        let reuse_id = ctx
+            .pool
+            .as_ref()
+            .map(|p| (backend_creds.user.clone(), p.key(creds, &backend_creds)));
+        if let (Some(pool), Some((user, key))) = (&ctx.pool, &reuse_id) {
+            if let Some(mut li) = pool.take(&b.name, user, key, Instant::now()) {
+                m.pool.pooled.set(pool.len() as i64);
+                if backend::pool::probe(&mut li, t.backend_response).await {
+                    m.pool.reuses.inc();
+                    tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
+                    return Ok((li, b.clone(), reuse_id));
+                }
+                m.pool.discarded("probe_failed", 1);
+            }
+        }
         let t0 = Instant::now();
         let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
             Ok(c) => {
@@ -439,7 +497,7 @@ async fn login_unguarded(
             m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
         }
         return match answer {
-            Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone())),
+            Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone(), reuse_id)),
             Ok(LoginOutcome::Rejected { status, code, text }) => {
                 if verified {
                     // imapmux accepted the password; the backend refused its
