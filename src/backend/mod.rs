@@ -7,6 +7,7 @@
 pub mod health;
 pub mod login;
 pub mod pool;
+pub mod wake;
 
 use std::io;
 use std::time::Duration;
