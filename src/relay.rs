@@ -30,6 +30,10 @@ pub enum RelayEnd {
     /// The client logged out; imapmux answered it and kept the backend
     /// connection, clean and idle, for reuse.
     Released,
+    /// The client idled long enough: imapmux ended the IDLE on the backend
+    /// (DONE, its tagged answer kept from the client) and hands both
+    /// connections back, to park the client.
+    Parked,
 }
 
 impl RelayEnd {
@@ -43,6 +47,7 @@ impl RelayEnd {
             RelayEnd::IdleTimeout => "idle_timeout",
             RelayEnd::Shutdown => "shutdown",
             RelayEnd::Released => "logout",
+            RelayEnd::Parked => "parked",
         }
     }
 }
@@ -60,6 +65,21 @@ pub struct RelayConfig {
     /// reuse) when nothing is in flight and the session changed no state
     /// that would outlive it.
     pub release_on_logout: bool,
+    /// Park a client idling (IDLE) this long with nothing else in flight.
+    pub park_after: Option<Duration>,
+}
+
+/// What [`relay`] hands back.
+pub struct RelayOutcome<C, B> {
+    pub end: RelayEnd,
+    /// The backend connection and what it sent after the last answer
+    /// ([`RelayEnd::Released`], [`RelayEnd::Parked`]).
+    pub backend: Option<(B, BytesMut)>,
+    /// The client connection and its unprocessed input ([`RelayEnd::Parked`]).
+    pub client: Option<(C, BytesMut)>,
+    /// For [`RelayEnd::Parked`]: the selected mailbox, whether read-only,
+    /// and the tag of the client's IDLE.
+    pub parked: Option<(String, bool, String)>,
 }
 
 /// Byte counters of a relay (shared so they survive cancellation).
@@ -96,6 +116,18 @@ struct Shared {
     /// The session changed backend state that would outlive it (ENABLE,
     /// CONDSTORE enabled by use, NOTIFY…): its connection is not reused.
     dirty: AtomicBool,
+    /// The client's IDLE: its tag (from the command to the tagged answer).
+    idle_tag: Mutex<Option<String>>,
+    /// Milliseconds since `start` when the backend accepted the IDLE (`+`),
+    /// 0 when not idling.
+    idling_since_ms: AtomicU64,
+    /// imapmux sent DONE to park the client.
+    parking: AtomicBool,
+    park_now: Notify,
+    /// SELECT/EXAMINE waiting for its answer: (tag, mailbox, read-only).
+    pending_select: Mutex<Option<(String, Option<String>, bool)>>,
+    /// The selected mailbox as the client sees it (`None`: none, or unknown).
+    selected: Mutex<Option<(String, bool)>>,
 }
 
 /// Something the proxy itself says to the client, at a message boundary.
@@ -162,12 +194,13 @@ pub async fn relay<C, B>(
     flow: Option<Flow>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     mut shutdown: watch::Receiver<bool>,
-) -> (RelayEnd, Option<(B, BytesMut)>)
+) -> RelayOutcome<C, B>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (client_r, client_w) = tokio::io::split(client);
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let mut up_buf = client_buf;
     let (mut backend_r, mut backend_w) = tokio::io::split(backend);
     let mut down_buf = backend_buf;
     let shared = Shared {
@@ -184,13 +217,26 @@ where
         meter: metrics.map(crate::metrics::CommandMeter::new),
         in_flight: AtomicI64::new(0),
         dirty: AtomicBool::new(false),
+        idle_tag: Mutex::new(None),
+        idling_since_ms: AtomicU64::new(0),
+        parking: AtomicBool::new(false),
+        park_now: Notify::new(),
+        pending_select: Mutex::new(None),
+        selected: Mutex::new(None),
     };
     let end = {
-        let up = client_to_backend(client_r, client_buf, &mut backend_w, cfg, &shared, counters);
+        let up = client_to_backend(
+            &mut client_r,
+            &mut up_buf,
+            &mut backend_w,
+            cfg,
+            &shared,
+            counters,
+        );
         let down = backend_to_client(
             &mut backend_r,
             &mut down_buf,
-            client_w,
+            &mut client_w,
             cfg,
             &shared,
             counters,
@@ -209,9 +255,39 @@ where
             }
         };
         tokio::pin!(idle_check);
+        // When to park an idling client (re-checked after every wake).
+        let park_check = async {
+            let Some(after) = cfg.park_after else {
+                return std::future::pending().await;
+            };
+            loop {
+                let since = shared.idling_since_ms.load(Ordering::Acquire);
+                if since == 0 {
+                    tokio::time::sleep(Duration::from_millis(250).min(after)).await;
+                    continue;
+                }
+                let due = shared.start + Duration::from_millis(since) + after;
+                if Instant::now() < due {
+                    tokio::time::sleep_until(due).await;
+                    continue;
+                }
+                let parkable = shared.idling_since_ms.load(Ordering::Acquire) == since
+                    && shared.in_flight.load(Ordering::Acquire) == 1
+                    && !shared.dirty.load(Ordering::Relaxed)
+                    && !shared.awaiting.load(Ordering::Acquire)
+                    && lock(&shared.injected).is_empty()
+                    && lock(&shared.selected).is_some();
+                if parkable {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        tokio::pin!(park_check);
         let mut bye_sent: Option<RelayEnd> = None;
         let mut bye_deadline = None;
         let mut up_released = false;
+        let mut up_parked = false;
         loop {
             let grace = async {
                 match bye_deadline {
@@ -220,20 +296,28 @@ where
                 }
             };
             tokio::select! {
-                end = &mut up, if !up_released => {
-                    if end != RelayEnd::Released {
-                        break end;
+                end = &mut up, if !up_released && !up_parked => {
+                    match end {
+                        // The answer to the LOGOUT goes out from the other side.
+                        RelayEnd::Released => up_released = true,
+                        // DONE went to the backend; its answer is awaited below.
+                        RelayEnd::Parked => up_parked = true,
+                        end => break end,
                     }
-                    // The answer to the LOGOUT goes out from the other side.
-                    up_released = true;
                     bye_deadline = Some(Instant::now() + cfg.bye_grace);
                 }
                 end = &mut down => {
-                    break match (end, up_released) {
-                        (RelayEnd::Released, true) => RelayEnd::Released,
-                        (RelayEnd::Released, false) => RelayEnd::Logout,
-                        (end, _) => bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
+                    break match (end, up_released, up_parked) {
+                        (RelayEnd::Released, true, _) => RelayEnd::Released,
+                        (RelayEnd::Released, false, _) => RelayEnd::Logout,
+                        (RelayEnd::Parked, _, true) => RelayEnd::Parked,
+                        (RelayEnd::Parked, _, false) => RelayEnd::BackendError,
+                        (end, _, _) => bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
                     };
+                }
+                _ = &mut park_check, if !up_parked && !up_released && bye_sent.is_none() => {
+                    shared.parking.store(true, Ordering::Release);
+                    shared.park_now.notify_one();
                 }
                 _ = &mut idle_check, if bye_sent.is_none() && !up_released => {
                     push_inject(&shared, Inject { bytes: Bytes::from_static(b"* BYE Autologout; idle for too long.\r\n"), then_close: true, release: false });
@@ -247,14 +331,102 @@ where
                         bye_deadline = Some(Instant::now() + cfg.bye_grace);
                     }
                 }
-                _ = grace => break if up_released { RelayEnd::Logout } else { bye_sent.unwrap_or(RelayEnd::Shutdown) },
+                _ = grace => break if up_released { RelayEnd::Logout } else if up_parked { RelayEnd::BackendError } else { bye_sent.unwrap_or(RelayEnd::Shutdown) },
             }
         }
     };
-    if end == RelayEnd::Released {
-        return (end, Some((backend_r.unsplit(backend_w), down_buf)));
+    let mut out = RelayOutcome {
+        end,
+        backend: None,
+        client: None,
+        parked: None,
+    };
+    match end {
+        RelayEnd::Released => out.backend = Some((backend_r.unsplit(backend_w), down_buf)),
+        RelayEnd::Parked => {
+            let selected = lock(&shared.selected).clone();
+            let tag = lock(&shared.idle_tag).clone();
+            if let (Some((mailbox, ro)), Some(tag)) = (selected, tag) {
+                out.parked = Some((mailbox, ro, tag));
+                out.backend = Some((backend_r.unsplit(backend_w), down_buf));
+                out.client = Some((client_r.unsplit(client_w), up_buf));
+            } else {
+                out.end = RelayEnd::BackendError;
+            }
+        }
+        _ => {}
     }
-    (end, None)
+    out
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut l = line;
+    while let Some((last, rest)) = l.split_last() {
+        if matches!(last, b'\r' | b'\n') {
+            l = rest;
+        } else {
+            break;
+        }
+    }
+    l
+}
+
+/// Track what parking needs: the client's IDLE, and the mailbox it selected.
+fn note_session_command(shared: &Shared, tag: &str, name: &str, line: &[u8], literal: bool) {
+    match name {
+        "IDLE" => *lock(&shared.idle_tag) = Some(tag.to_string()),
+        "SELECT" | "EXAMINE" => {
+            // The name is known only without literals (the usual case).
+            let mailbox = if literal {
+                None
+            } else {
+                crate::imap::command::parse_command(&[Bytes::copy_from_slice(line)], &[])
+                    .ok()
+                    .and_then(|c| {
+                        c.args
+                            .first()
+                            .and_then(|a| a.as_astring())
+                            .and_then(|m| String::from_utf8(m.to_vec()).ok())
+                    })
+            };
+            *lock(&shared.pending_select) = Some((tag.to_string(), mailbox, name == "EXAMINE"));
+        }
+        "CLOSE" | "UNSELECT" => {
+            *lock(&shared.pending_select) = Some((tag.to_string(), None, false));
+        }
+        _ => {}
+    }
+}
+
+/// A tagged answer from the backend: settle IDLE and SELECT tracking.
+/// Returns true when it answers the IDLE imapmux ended to park the client.
+fn note_tagged(shared: &Shared, line: &[u8]) -> bool {
+    let tag_end = memchr::memchr(b' ', line).unwrap_or(line.len());
+    let tag = &line[..tag_end];
+    let ok = line[tag_end..]
+        .get(1..3)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"OK"));
+    {
+        let mut pending = lock(&shared.pending_select);
+        if pending
+            .as_ref()
+            .is_some_and(|(t, _, _)| t.as_bytes() == tag)
+        {
+            if let Some((_, mailbox, ro)) = pending.take() {
+                // A failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2).
+                *lock(&shared.selected) = mailbox.filter(|_| ok).map(|m| (m, ro));
+            }
+        }
+    }
+    let mut idle = lock(&shared.idle_tag);
+    if idle.as_deref().is_some_and(|t| t.as_bytes() == tag) {
+        shared.idling_since_ms.store(0, Ordering::Release);
+        if shared.parking.load(Ordering::Acquire) {
+            return true;
+        }
+        *idle = None;
+    }
+    false
 }
 
 /// Commands whose effect outlives the session on the backend connection
@@ -288,8 +460,8 @@ fn command_of(line: &[u8]) -> Option<(&[u8], String)> {
 
 #[allow(clippy::too_many_arguments)]
 async fn client_to_backend<R, W>(
-    mut client: R,
-    mut buf: BytesMut,
+    client: &mut R,
+    buf: &mut BytesMut,
     mut backend: &mut W,
     cfg: &RelayConfig,
     shared: &Shared,
@@ -436,9 +608,18 @@ where
                             }
                             _ if !answered_here => {
                                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                                note_session_command(
+                                    shared,
+                                    &cur_tag,
+                                    &name,
+                                    line,
+                                    literal.is_some(),
+                                );
                             }
                             _ => {}
                         }
+                    } else if trim_line(line).eq_ignore_ascii_case(b"DONE") {
+                        shared.idling_since_ms.store(0, Ordering::Release);
                     }
                 }
                 if let Some(spec) = literal {
@@ -459,8 +640,19 @@ where
                 .fetch_add((off - written) as u64, Ordering::Relaxed);
         }
         buf.advance(off);
-        sizer.prepare(&mut buf);
-        match client.read_buf(&mut buf).await {
+        sizer.prepare(buf);
+        let read = tokio::select! {
+            r = client.read_buf(buf) => r,
+            _ = shared.park_now.notified() => {
+                // End the IDLE on the backend; the other direction keeps its
+                // tagged answer from the client.
+                if write_out(&mut backend, b"DONE\r\n").await.is_err() {
+                    return RelayEnd::BackendError;
+                }
+                return RelayEnd::Parked;
+            }
+        };
+        match read {
             // A client that closes without TLS close_notify is still just closing.
             Ok(0) => return closed(shared),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return closed(shared),
@@ -519,7 +711,7 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Re
 async fn backend_to_client<R, W>(
     backend: &mut R,
     buf: &mut BytesMut,
-    mut client: W,
+    mut client: &mut W,
     cfg: &RelayConfig,
     shared: &Shared,
     counters: &Counters,
@@ -542,11 +734,33 @@ where
                 if let Some(m) = &shared.meter {
                     m.backend_line(line);
                 }
-                if !line.starts_with(b"* ")
-                    && !line.starts_with(b"+")
+                if line.starts_with(b"+") {
+                    if lock(&shared.idle_tag).is_some()
+                        && shared.idling_since_ms.load(Ordering::Acquire) == 0
+                    {
+                        let ms = shared.start.elapsed().as_millis() as u64;
+                        shared.idling_since_ms.store(ms.max(1), Ordering::Release);
+                    }
+                } else if !line.starts_with(b"* ")
                     && !line.starts_with(crate::cache::flow::PREFETCH_TAG_PREFIX)
                 {
                     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    if note_tagged(shared, line) {
+                        // The answer to imapmux's DONE: the client never
+                        // sees it. What came before it goes out.
+                        let before = match rewritten.as_mut() {
+                            Some(out) => {
+                                out.extend_from_slice(&buf[pass_from..off]);
+                                write_out(&mut client, out).await
+                            }
+                            None => write_out(&mut client, &buf[..off]).await,
+                        };
+                        if before.is_err() {
+                            return RelayEnd::ClientError;
+                        }
+                        buf.advance(off + len);
+                        return RelayEnd::Parked;
+                    }
                 }
                 if shared.awaiting.load(Ordering::Acquire) {
                     note_continuation(shared, &buf[off..off + len]);

@@ -96,6 +96,7 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
         cache: old.cache.clone(),
         close_now: old.close_now.clone(),
         pool: old.pool.clone(),
+        watch: old.watch.clone(),
     };
     Ok((ctx, router))
 }

@@ -103,6 +103,16 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     if let Some(p) = &pool {
         start_pool_janitor(p.clone(), metrics.clone(), cfg.timeouts.backend_response);
     }
+    let watch = (!cfg.multiplex.idle_offload_after.is_zero()).then(|| {
+        Arc::new(crate::backend::watch::Registry::new(
+            crate::backend::watch::WatchConfig {
+                poll_interval: cfg.multiplex.poll_interval,
+                connect_timeout: cfg.timeouts.backend_connect,
+                response_timeout: cfg.timeouts.backend_response,
+            },
+            Some(metrics.clone()),
+        ))
+    });
     let ctx = Arc::new(arc_swap::ArcSwap::from_pointee(Context {
         cache,
         config: cfg.clone(),
@@ -114,6 +124,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         close_now: close_rx,
         pool: pool.clone(),
+        watch: watch.clone(),
     }));
     let mut health_stop = start_health(&router, &cfg, &metrics, &stop_rx);
     let reload_task = {

@@ -8,6 +8,7 @@ pub mod health;
 pub mod login;
 pub mod pool;
 pub mod wake;
+pub mod watch;
 
 use std::io;
 use std::time::Duration;

@@ -61,6 +61,12 @@ pub struct MultiplexConfig {
     pub reuse_idle: Duration,
     pub max_pooled_per_user: usize,
     pub max_pooled: usize,
+    /// Park a client that has been in IDLE this long ("0s": never).
+    #[serde(deserialize_with = "crate::config::de_duration")]
+    pub idle_offload_after: Duration,
+    /// How often watchers poll parked clients' mailboxes ("0s": push only).
+    #[serde(deserialize_with = "crate::config::de_duration")]
+    pub poll_interval: Duration,
 }
 
 impl Default for MultiplexConfig {
@@ -70,6 +76,8 @@ impl Default for MultiplexConfig {
             reuse_idle: Duration::from_secs(60),
             max_pooled_per_user: 2,
             max_pooled: 1000,
+            idle_offload_after: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(10),
         }
     }
 }
@@ -229,26 +237,49 @@ async fn command(
     cmd: &str,
     timeout: Duration,
 ) -> std::io::Result<bool> {
+    run(stream, buf, tag, cmd, timeout, |_| {}).await
+}
+
+/// Send `tag cmd` and read until its tagged answer, giving every untagged
+/// line (`* …`, CRLF included, literals skipped) to `untagged`. A `* BYE`
+/// is an error. `Ok(true)` for OK, `Ok(false)` for NO/BAD.
+pub async fn run(
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+    tag: &str,
+    cmd: &str,
+    timeout: Duration,
+    mut untagged: impl FnMut(&[u8]),
+) -> std::io::Result<bool> {
     stream
         .write_all(format!("{tag} {cmd}\r\n").as_bytes())
         .await?;
     stream.flush().await?;
-    let mut framer = Framer::new(64 * 1024);
+    let mut framer = Framer::new(1024 * 1024);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         while let Some(frame) = framer.next_frame(buf) {
-            if let Frame::Line {
-                bytes, first: true, ..
-            } = frame
-            {
-                if bytes.starts_with(b"* BYE") {
-                    return Err(std::io::ErrorKind::ConnectionAborted.into());
-                }
-                if let Some(rest) = bytes.strip_prefix(tag.as_bytes()) {
-                    if rest.first() == Some(&b' ') {
-                        return Ok(rest[1..].starts_with(b"OK"));
+            match frame {
+                Frame::Line {
+                    bytes, first: true, ..
+                } => {
+                    if bytes.starts_with(b"* BYE") {
+                        return Err(std::io::ErrorKind::ConnectionAborted.into());
+                    }
+                    if bytes.starts_with(b"* ") {
+                        untagged(&bytes);
+                        continue;
+                    }
+                    if let Some(rest) = bytes.strip_prefix(tag.as_bytes()) {
+                        if rest.first() == Some(&b' ') {
+                            return Ok(rest[1..].starts_with(b"OK"));
+                        }
                     }
                 }
+                Frame::LineChunk { .. } => {
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                _ => {}
             }
         }
         let n = tokio::time::timeout_at(deadline, stream.read_buf(buf))

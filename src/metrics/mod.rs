@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod command;
+pub mod park;
 pub mod pool;
 mod sampled;
 
@@ -137,6 +138,7 @@ pub struct Metrics {
     cache_attached: OnceLock<()>,
     pub auth: auth::AuthMetrics,
     pub pool: pool::PoolMetrics,
+    pub park: park::ParkMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -337,6 +339,7 @@ impl Metrics {
             )?,
             auth: auth::AuthMetrics::new(&r)?,
             pool: pool::PoolMetrics::new(&r)?,
+            park: park::ParkMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),

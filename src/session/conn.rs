@@ -20,7 +20,7 @@ use crate::backend::pool::{BackendPool, CredKey};
 use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
 use crate::metrics::{LoginResult, Metrics};
-use crate::relay::{relay, Counters, RelayConfig};
+use crate::relay::{relay, Counters, RelayConfig, RelayEnd};
 use crate::route::{Backend, Router};
 
 /// Everything a connection needs, shared by all connections.
@@ -41,15 +41,20 @@ pub struct Context {
     pub close_now: watch::Receiver<bool>,
     /// Logged-in backend connections kept for reuse after logout.
     pub pool: Option<Arc<BackendPool>>,
+    /// Watchers of parked IDLE clients' mailboxes (IDLE offload on).
+    pub watch: Option<Arc<crate::backend::watch::Registry>>,
 }
 
 /// How a session ended, for the log line.
-struct Summary {
+pub(super) struct Summary {
     user: Option<String>,
     backend: Option<String>,
     end: &'static str,
     /// Backend login name and credential key, for the reuse pool.
     reuse: Option<(String, CredKey)>,
+    /// The backend and the credentials that logged in to it, kept while
+    /// IDLE offload may need to log in again.
+    retained: Option<(Arc<Backend>, Credentials)>,
 }
 
 /// Serve one accepted client connection to its end.
@@ -105,6 +110,7 @@ async fn run(
         backend: None,
         end: "client_closed",
         reuse: None,
+        retained: None,
     };
     let Some((stream, pipelined, logged_in)) =
         Box::pin(preauth(ctx, tcp, client, mode, counters, &mut summary)).await
@@ -112,74 +118,138 @@ async fn run(
         return summary;
     };
     let cfg = &ctx.config;
-    let relay_cfg = RelayConfig {
-        max_line: cfg.server.max_line_length,
-        idle_timeout: cfg.timeouts.idle,
-        bye_grace: std::time::Duration::from_secs(5),
-        prefetch_timeout: cfg.timeouts.backend_response,
-        release_on_logout: ctx.pool.is_some()
-            && summary.reuse.is_some()
-            && crate::imap::response::has_capability(&logged_in.capabilities, "UNSELECT"),
-    };
-    let flow = match (&ctx.cache, &summary.backend, &summary.user) {
-        (Some((cache, templates)), Some(backend), Some(user)) => Some(
-            crate::cache::flow::Flow::new(cache.clone(), templates.clone(), backend, user),
-        ),
-        _ => None,
-    };
-    // Counted open for as long as the relay runs.
-    let _backend_conn = summary
-        .backend
-        .as_deref()
-        .map(|b| ctx.metrics.backend_connection(b));
-    // Only the stream and its buffered bytes live on in the relay.
-    let LoggedIn {
-        stream: backend_stream,
-        buf: backend_buf,
-        capabilities,
-    } = logged_in;
-    // Kept only when the connection may be reused (one string).
-    let capabilities = relay_cfg.release_on_logout.then(|| capabilities.join(" "));
-    let (end, released) = relay(
-        (stream, pipelined),
-        (backend_stream, backend_buf),
-        &relay_cfg,
-        counters,
-        flow,
-        Some(ctx.metrics.clone()),
-        ctx.close_now.clone(),
-    )
-    .await;
-    summary.end = end.as_str();
-    if let (Some(pool), Some((stream, buf)), Some((user, key)), Some(backend), Some(caps)) = (
-        &ctx.pool,
-        released,
-        summary.reuse.take(),
-        summary.backend.as_deref(),
-        capabilities,
-    ) {
-        let mut li = LoggedIn {
-            stream,
-            buf,
-            capabilities: caps.split(' ').map(String::from).collect(),
+    let mut client_side = (stream, pipelined);
+    let mut li = logged_in;
+    loop {
+        let has = |c: &str| crate::imap::response::has_capability(&li.capabilities, c);
+        let reusable = ctx.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
+        let parkable = ctx.watch.is_some()
+            && summary.retained.is_some()
+            && has("CONDSTORE")
+            && !cfg.multiplex.idle_offload_after.is_zero();
+        let relay_cfg = RelayConfig {
+            max_line: cfg.server.max_line_length,
+            idle_timeout: cfg.timeouts.idle,
+            bye_grace: std::time::Duration::from_secs(5),
+            prefetch_timeout: cfg.timeouts.backend_response,
+            release_on_logout: reusable,
+            park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
         };
-        let m = &ctx.metrics.pool;
-        let t = ctx.config.timeouts.backend_response;
-        if backend::pool::clean(&mut li, t).await.is_ok() {
-            m.released(true);
-            let evicted = pool.put(backend, &user, key, li, Instant::now());
-            m.discarded("evicted", evicted.len());
-            m.pooled.set(pool.len() as i64);
-            for old in evicted {
-                tokio::spawn(backend::pool::logout(old, t));
+        let flow = match (&ctx.cache, &summary.backend, &summary.user) {
+            (Some((cache, templates)), Some(backend), Some(user)) => Some(
+                crate::cache::flow::Flow::new(cache.clone(), templates.clone(), backend, user),
+            ),
+            _ => None,
+        };
+        // Counted open for as long as the relay runs.
+        let backend_conn = summary
+            .backend
+            .as_deref()
+            .map(|b| ctx.metrics.backend_connection(b));
+        // Only the stream and its buffered bytes live on in the relay.
+        let LoggedIn {
+            stream: backend_stream,
+            buf: backend_buf,
+            capabilities,
+        } = li;
+        // Kept only when the connection may be reused or parked (one string).
+        let capabilities = (reusable || parkable).then(|| capabilities.join(" "));
+        let out = relay(
+            client_side,
+            (backend_stream, backend_buf),
+            &relay_cfg,
+            counters,
+            flow,
+            Some(ctx.metrics.clone()),
+            ctx.close_now.clone(),
+        )
+        .await;
+        drop(backend_conn);
+        summary.end = out.end.as_str();
+        let caps = || {
+            capabilities
+                .as_deref()
+                .unwrap_or("")
+                .split(' ')
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        match (out.end, out.backend, out.client, out.parked) {
+            (RelayEnd::Released, Some((stream, buf)), _, _) => {
+                let li = LoggedIn {
+                    stream,
+                    buf,
+                    capabilities: caps(),
+                };
+                release(ctx, &mut summary, li).await;
+                break;
             }
-        } else {
-            m.released(false);
+            (RelayEnd::Parked, Some((bstream, bbuf)), Some((cstream, cbuf)), Some(parked)) => {
+                let (Some((backend, creds)), Some(user)) =
+                    (summary.retained.clone(), summary.user.clone())
+                else {
+                    break;
+                };
+                let old = LoggedIn {
+                    stream: bstream,
+                    buf: bbuf,
+                    capabilities: caps(),
+                };
+                let p = super::park::Parking {
+                    ctx,
+                    client_info: client,
+                    backend,
+                    creds,
+                    reuse: summary.reuse.clone(),
+                    user,
+                    counters,
+                };
+                match p.park((cstream, cbuf), old, parked).await {
+                    super::park::Outcome::Resumed {
+                        client,
+                        pipelined,
+                        backend,
+                    } => {
+                        client_side = (client, pipelined);
+                        li = backend;
+                    }
+                    super::park::Outcome::Ended(end) => {
+                        summary.end = end;
+                        break;
+                    }
+                }
+            }
+            (end, _, _, _) => {
+                if ctx.pool.is_some() && end == RelayEnd::Logout {
+                    ctx.metrics.pool.released(false);
+                }
+                break;
+            }
         }
-    } else if ctx.pool.is_some() && summary.end == "logout" {
-        ctx.metrics.pool.released(false);
     }
     summary
+}
+
+/// A logged-out client's backend connection: clean it and pool it.
+async fn release(ctx: &Context, summary: &mut Summary, mut li: LoggedIn) {
+    let (Some(pool), Some((user, key)), Some(backend)) =
+        (&ctx.pool, summary.reuse.take(), summary.backend.as_deref())
+    else {
+        return;
+    };
+    let m = &ctx.metrics.pool;
+    let t = ctx.config.timeouts.backend_response;
+    if backend::pool::clean(&mut li, t).await.is_ok() {
+        m.released(true);
+        let evicted = pool.put(backend, &user, key, li, Instant::now());
+        m.discarded("evicted", evicted.len());
+        m.pooled.set(pool.len() as i64);
+        for old in evicted {
+            tokio::spawn(backend::pool::logout(old, t));
+        }
+    } else {
+        m.released(false);
+    }
 }
 
 /// The not-authenticated phase: TLS, the pre-auth state machine, login.
@@ -276,9 +346,12 @@ async fn preauth(
                 .map_or_else(|f| f.result, |_| LoginResult::Ok);
             ctx.metrics.login(outcome, t0.elapsed().as_secs_f64());
             match result {
-                Ok((li, backend, reuse)) => {
+                Ok((li, backend, reuse, backend_creds)) => {
                     summary.backend = Some(backend.name.clone());
                     summary.reuse = reuse;
+                    if ctx.watch.is_some() {
+                        summary.retained = Some((backend.clone(), backend_creds));
+                    }
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
                     tracing::info!(session = %client.session_id, user = %creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
                     break li;
@@ -407,7 +480,12 @@ fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
 
 /// A logged-in backend connection, its backend, and its identity in the
 /// reuse pool (backend login name, credential key).
-type LoginOk = (LoggedIn, Arc<Backend>, Option<(String, CredKey)>);
+type LoginOk = (
+    LoggedIn,
+    Arc<Backend>,
+    Option<(String, CredKey)>,
+    Credentials,
+);
 
 async fn login_unguarded(
     ctx: &Context,
@@ -473,7 +551,7 @@ async fn login_unguarded(
                 if backend::pool::probe(&mut li, t.backend_response).await {
                     m.pool.reuses.inc();
                     tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
-                    return Ok((li, b.clone(), reuse_id));
+                    return Ok((li, b.clone(), reuse_id, backend_creds));
                 }
                 m.pool.discarded("probe_failed", 1);
             }
@@ -497,7 +575,7 @@ async fn login_unguarded(
             m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
         }
         return match answer {
-            Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone(), reuse_id)),
+            Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone(), reuse_id, backend_creds)),
             Ok(LoginOutcome::Rejected { status, code, text }) => {
                 if verified {
                     // imapmux accepted the password; the backend refused its

@@ -4,6 +4,8 @@
 
 pub mod conn;
 pub mod mailbox;
+pub mod park;
+pub mod parked;
 pub mod preauth;
 pub mod stream;
 

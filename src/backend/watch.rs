@@ -1,0 +1,393 @@
+//! Watchers for parked IDLE clients: one backend connection per (backend,
+//! user), shared by all of that user's parked clients on all mailboxes
+//! (several devices of one user watching INBOX cost one connection). It
+//! polls the watched mailboxes (STATUS HIGHESTMODSEQ) every poll interval
+//! and at once when a push notification names one, publishes each
+//! mailbox's latest modseq to its subscribers, and answers their resync
+//! queries (EXAMINE with CONDSTORE, UID list, flags changed since).
+//!
+//! The watcher's connection has CONDSTORE enabled and is never handed to a
+//! client; it is logged out when the last subscriber leaves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{watch, Notify};
+
+use super::pool::run;
+use super::wake::WakeSink;
+use super::LoggedIn;
+use crate::imap::command::quote;
+use crate::route::Backend;
+use crate::session::parked::{fetch_uid_flags, number_after, search_uids, MailboxNow, UidList};
+use crate::session::Credentials;
+
+#[derive(Debug, Error)]
+pub enum WatchError {
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the backend refused {0}")]
+    Refused(&'static str),
+    #[error("mailbox name cannot be quoted")]
+    Name,
+}
+
+/// Settings shared by all watchers.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// How often watched mailboxes are polled (zero: push only).
+    pub poll_interval: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+type Key = (String, String);
+
+/// All watchers of this process; the push endpoint wakes them.
+pub struct Registry {
+    cfg: WatchConfig,
+    watchers: Mutex<HashMap<Key, Weak<Watcher>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    pub fn new(cfg: WatchConfig, metrics: Option<Arc<crate::metrics::Metrics>>) -> Registry {
+        Registry {
+            cfg,
+            watchers: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// The watcher of `user` on `backend` (started if needed). `creds` log
+    /// it in; the caller holds the returned Arc while its client is parked.
+    pub fn join(&self, backend: &Arc<Backend>, user: &str, creds: &Credentials) -> Arc<Watcher> {
+        let key = (backend.name.clone(), user.to_string());
+        let mut map = lock(&self.watchers);
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(w) = map.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        let w = Arc::new(Watcher {
+            backend: backend.clone(),
+            creds: creds.clone(),
+            cfg: self.cfg.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            mailboxes: Mutex::new(HashMap::new()),
+            poke: Arc::new(Notify::new()),
+            poked: Mutex::new(Vec::new()),
+            next_tag: std::sync::atomic::AtomicU64::new(1),
+            metrics: self.metrics.clone(),
+        });
+        map.insert(key, Arc::downgrade(&w));
+        if let Some(m) = &self.metrics {
+            m.park.watchers.set(map.len() as i64);
+        }
+        tokio::spawn(Watcher::run(Arc::downgrade(&w)));
+        w
+    }
+
+    pub fn len(&self) -> usize {
+        let mut map = lock(&self.watchers);
+        map.retain(|_, w| w.strong_count() > 0);
+        map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl WakeSink for Registry {
+    fn wake(&self, user: &str, mailbox: &str) -> usize {
+        let watchers: Vec<Arc<Watcher>> = lock(&self.watchers)
+            .iter()
+            .filter(|((_, u), _)| u == user)
+            .filter_map(|(_, w)| w.upgrade())
+            .collect();
+        let mut n = 0;
+        for w in watchers {
+            if w.poke(mailbox) {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+pub struct Watcher {
+    backend: Arc<Backend>,
+    creds: Credentials,
+    cfg: WatchConfig,
+    conn: tokio::sync::Mutex<Option<LoggedIn>>,
+    /// mailbox → latest HIGHESTMODSEQ seen (subscribers wait for changes).
+    mailboxes: Mutex<HashMap<String, watch::Sender<u64>>>,
+    poke: Arc<Notify>,
+    poked: Mutex<Vec<String>>,
+    next_tag: std::sync::atomic::AtomicU64,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+fn same_mailbox(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
+}
+
+impl Watcher {
+    /// Be told when `mailbox` changes (its modseq grows).
+    pub fn subscribe(&self, mailbox: &str, modseq: u64) -> watch::Receiver<u64> {
+        let mut map = lock(&self.mailboxes);
+        if let Some(tx) = map
+            .iter()
+            .find(|(m, _)| same_mailbox(m, mailbox))
+            .map(|(_, t)| t)
+        {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(modseq);
+        map.insert(mailbox.to_string(), tx);
+        rx
+    }
+
+    /// A push named this mailbox: poll it now. False if nobody watches it.
+    fn poke(&self, mailbox: &str) -> bool {
+        let watched = lock(&self.mailboxes)
+            .iter()
+            .any(|(m, tx)| same_mailbox(m, mailbox) && tx.receiver_count() > 0);
+        if watched {
+            lock(&self.poked).push(mailbox.to_string());
+            self.poke.notify_one();
+        }
+        watched
+    }
+
+    fn tag(&self) -> String {
+        format!(
+            "imapmux.w{}",
+            self.next_tag
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+
+    async fn connection<'a>(
+        &self,
+        slot: &'a mut Option<LoggedIn>,
+    ) -> Result<&'a mut LoggedIn, WatchError> {
+        if slot.is_none() {
+            let c = super::connect(
+                &self.backend,
+                self.cfg.connect_timeout,
+                self.cfg.response_timeout,
+            )
+            .await
+            .map_err(|e| WatchError::Backend(e.to_string()))?;
+            match c
+                .login(&self.creds, None)
+                .await
+                .map_err(|e| WatchError::Backend(e.to_string()))?
+            {
+                super::LoginOutcome::Ok(li) => *slot = Some(li),
+                super::LoginOutcome::Rejected { .. } => return Err(WatchError::Refused("login")),
+            }
+        }
+        slot.as_mut().ok_or(WatchError::Refused("login"))
+    }
+
+    /// Run `cmd`; on any I/O failure the connection is dropped (the next
+    /// call logs in again).
+    async fn cmd(
+        &self,
+        slot: &mut Option<LoggedIn>,
+        cmd: &str,
+        untagged: impl FnMut(&[u8]),
+    ) -> Result<bool, WatchError> {
+        let tag = self.tag();
+        let t = self.cfg.response_timeout;
+        let conn = self.connection(slot).await?;
+        match run(&mut conn.stream, &mut conn.buf, &tag, cmd, t, untagged).await {
+            Ok(ok) => Ok(ok),
+            Err(e) => {
+                *slot = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// HIGHESTMODSEQ of `mailbox` now.
+    pub async fn modseq(&self, mailbox: &str) -> Result<u64, WatchError> {
+        let name = quoted(mailbox)?;
+        let mut slot = self.conn.lock().await;
+        let mut modseq = None;
+        let ok = self
+            .cmd(&mut slot, &format!("STATUS {name} (HIGHESTMODSEQ)"), |l| {
+                if l.starts_with(b"* STATUS") {
+                    modseq = number_after(l, b"HIGHESTMODSEQ ");
+                }
+            })
+            .await?;
+        match (ok, modseq) {
+            (true, Some(m)) => Ok(m),
+            _ => Err(WatchError::Refused("STATUS HIGHESTMODSEQ")),
+        }
+    }
+
+    /// The mailbox now: UIDVALIDITY, HIGHESTMODSEQ, its UIDs, and the
+    /// flags of messages changed since `since`.
+    pub async fn snapshot(&self, mailbox: &str, since: u64) -> Result<MailboxNow, WatchError> {
+        let name = quoted(mailbox)?;
+        let t0 = std::time::Instant::now();
+        let mut slot = self.conn.lock().await;
+        let (mut uidvalidity, mut modseq) = (None, None);
+        let ok = self
+            .cmd(&mut slot, &format!("EXAMINE {name} (CONDSTORE)"), |l| {
+                if let Some(v) = number_after(l, b"[UIDVALIDITY ") {
+                    uidvalidity = Some(v as u32);
+                }
+                if let Some(v) = number_after(l, b"[HIGHESTMODSEQ ") {
+                    modseq = Some(v);
+                }
+            })
+            .await?;
+        let (Some(uidvalidity), Some(modseq), true) = (uidvalidity, modseq, ok) else {
+            return Err(WatchError::Refused("EXAMINE (CONDSTORE)"));
+        };
+        let uids = search_all(self, &mut slot).await?;
+        let mut changed = Vec::new();
+        if modseq > since && !uids.is_empty() {
+            let ok = self
+                .cmd(
+                    &mut slot,
+                    &format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {since})"),
+                    |l| {
+                        if let Some(x) = fetch_uid_flags(l) {
+                            changed.push(x);
+                        }
+                    },
+                )
+                .await?;
+            if !ok {
+                return Err(WatchError::Refused("UID FETCH CHANGEDSINCE"));
+            }
+        }
+        // Leave the mailbox (read-only: nothing is expunged): STATUS on a
+        // selected mailbox would report this session's view, not news.
+        self.cmd(&mut slot, "CLOSE", |_| {}).await?;
+        if let Some(m) = &self.metrics {
+            m.park.resync_duration.observe(t0.elapsed().as_secs_f64());
+        }
+        Ok(MailboxNow {
+            uidvalidity,
+            modseq,
+            uids,
+            changed,
+        })
+    }
+
+    /// Poll the watched mailboxes until nobody holds the watcher.
+    async fn run(me: Weak<Watcher>) {
+        loop {
+            let Some(w) = me.upgrade() else { return };
+            let interval = if w.cfg.poll_interval.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                w.cfg.poll_interval
+            };
+            let poke = w.poke.clone();
+            drop(w);
+            let woken = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                _ = poke.notified() => true,
+            };
+            let Some(w) = me.upgrade() else { return };
+            let names: Vec<String> = if woken {
+                std::mem::take(&mut *lock(&w.poked))
+            } else {
+                let mut map = lock(&w.mailboxes);
+                map.retain(|_, tx| tx.receiver_count() > 0);
+                map.keys().cloned().collect()
+            };
+            let cause = if woken { "push" } else { "poll" };
+            for name in names {
+                match w.modseq(&name).await {
+                    Ok(m) => {
+                        let map = lock(&w.mailboxes);
+                        if let Some(tx) = map
+                            .iter()
+                            .find(|(k, _)| same_mailbox(k, &name))
+                            .map(|(_, t)| t)
+                        {
+                            let changed = tx.send_if_modified(|cur| {
+                                if m > *cur {
+                                    *cur = m;
+                                    true
+                                } else {
+                                    false
+                                }
+                            });
+                            if changed {
+                                if let Some(mx) = &w.metrics {
+                                    mx.park.wake(cause);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(backend = %w.backend.name, error = %e, "watcher poll failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.get_mut().take() {
+            let t = self.cfg.response_timeout;
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(super::pool::logout(c, t));
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.park.watchers.dec();
+        }
+    }
+}
+
+fn quoted(mailbox: &str) -> Result<String, WatchError> {
+    quote(mailbox.as_bytes())
+        .and_then(|q| String::from_utf8(q).ok())
+        .ok_or(WatchError::Name)
+}
+
+/// `UID SEARCH` of all messages (ESEARCH when offered: one compact line).
+async fn search_all(w: &Watcher, slot: &mut Option<LoggedIn>) -> Result<UidList, WatchError> {
+    let esearch = slot
+        .as_ref()
+        .is_some_and(|c| crate::imap::response::has_capability(&c.capabilities, "ESEARCH"));
+    let cmd = if esearch {
+        "UID SEARCH RETURN (ALL) ALL"
+    } else {
+        "UID SEARCH ALL"
+    };
+    let mut uids = None;
+    let ok = w
+        .cmd(slot, cmd, |l| {
+            if let Some(u) = search_uids(l) {
+                uids = Some(u);
+            }
+        })
+        .await?;
+    match (ok, uids) {
+        (true, Some(u)) => Ok(u),
+        (true, None) => Ok(UidList::default()),
+        _ => Err(WatchError::Refused("UID SEARCH")),
+    }
+}

@@ -1,0 +1,398 @@
+//! IDLE offload, the I/O around [`super::parked`]: a client that idled
+//! long enough is parked (its backend connection released), watched
+//! through its user's shared watcher, caught up on every change while
+//! parked, and re-attached to a backend connection when it ends the IDLE.
+//! The client sees exactly the untagged responses it would have seen had
+//! it stayed attached, then its IDLE's tagged OK.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::conn::Context;
+use super::parked::{catch_up, number_after, search_uids, strip_modseq, MailboxNow, ParkedView};
+use super::stream::ClientStream;
+use super::{ClientInfo, Credentials};
+use crate::backend::pool::{run, CredKey};
+use crate::backend::{self, LoggedIn, LoginOutcome};
+use crate::imap::command::quote;
+use crate::imap::response::has_capability;
+use crate::relay::Counters;
+use crate::route::Backend;
+
+/// How a parked session continued.
+pub enum Outcome {
+    /// The client ended its IDLE: relay on with this backend connection.
+    Resumed {
+        client: ClientStream,
+        pipelined: BytesMut,
+        backend: LoggedIn,
+    },
+    /// The session is over (reason for the log line).
+    Ended(&'static str),
+}
+
+/// What parking one session needs.
+pub struct Parking<'a> {
+    pub ctx: &'a Context,
+    pub client_info: &'a ClientInfo,
+    pub backend: Arc<Backend>,
+    /// The credentials that log in to the backend (retained while parked).
+    pub creds: Credentials,
+    pub reuse: Option<(String, CredKey)>,
+    pub user: String,
+    pub counters: &'a Counters,
+}
+
+/// Untagged lines the backend sent while imapmux asked its own questions:
+/// the client, still in IDLE, must see them (MODSEQ removed: imapmux's
+/// STATUS HIGHESTMODSEQ enabled CONDSTORE, the client did not).
+fn relayable(line: &[u8]) -> Option<Vec<u8>> {
+    let text = line.get(2..)?;
+    let word = text
+        .split(|b| *b == b' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match word.as_slice() {
+        b"EXISTS" | b"EXPUNGE" | b"RECENT" => Some(line.to_vec()),
+        b"FETCH" => Some(strip_modseq(line)).filter(|l| !l.is_empty()),
+        _ => None,
+    }
+}
+
+fn quoted(mailbox: &str) -> Option<String> {
+    quote(mailbox.as_bytes()).and_then(|q| String::from_utf8(q).ok())
+}
+
+impl Parking<'_> {
+    fn timeout(&self) -> Duration {
+        self.ctx.config.timeouts.backend_response
+    }
+
+    async fn send(&self, client: &mut ClientStream, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let ok = client.write_all(bytes).await.is_ok() && client.flush().await.is_ok();
+        self.counters
+            .backend_to_client
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        ok
+    }
+
+    /// The client's view, asked on its own (IDLE-ended) connection: modseq
+    /// first, then the UID list, relaying what arrives meanwhile.
+    async fn view(
+        &self,
+        old: &mut LoggedIn,
+        mailbox: &str,
+        read_only: bool,
+        to_client: &mut Vec<u8>,
+    ) -> Option<ParkedView> {
+        let name = quoted(mailbox)?;
+        let t = self.timeout();
+        let (mut modseq, mut uidvalidity) = (None, None);
+        let ok = run(
+            &mut old.stream,
+            &mut old.buf,
+            "imapmux.s1",
+            &format!("STATUS {name} (HIGHESTMODSEQ UIDVALIDITY)"),
+            t,
+            |l| {
+                if l.starts_with(b"* STATUS") {
+                    modseq = number_after(l, b"HIGHESTMODSEQ ");
+                    uidvalidity = number_after(l, b"UIDVALIDITY ");
+                } else if let Some(r) = relayable(l) {
+                    to_client.extend_from_slice(&r);
+                }
+            },
+        )
+        .await
+        .ok()?;
+        if !ok {
+            return None;
+        }
+        let cmd = if has_capability(&old.capabilities, "ESEARCH") {
+            "UID SEARCH RETURN (ALL) ALL"
+        } else {
+            "UID SEARCH ALL"
+        };
+        // A change reported after the search result would make the list
+        // stale: ask again (it settles at once in practice).
+        for attempt in 0..3 {
+            let mut uids = None;
+            let mut late = false;
+            let ok = run(&mut old.stream, &mut old.buf, "imapmux.s2", cmd, t, |l| {
+                if let Some(u) = search_uids(l) {
+                    uids = Some(u);
+                } else if let Some(r) = relayable(l) {
+                    late |= uids.is_some() && !r.windows(5).any(|w| w == b"FETCH");
+                    to_client.extend_from_slice(&r);
+                }
+            })
+            .await
+            .ok()?;
+            if !ok {
+                return None;
+            }
+            if !late || attempt == 2 {
+                return Some(ParkedView {
+                    mailbox: mailbox.to_string(),
+                    read_only,
+                    uidvalidity: uidvalidity? as u32,
+                    modseq: modseq?,
+                    uids: uids.unwrap_or_default(),
+                });
+            }
+        }
+        None
+    }
+
+    /// A logged-in backend connection for this user: a pooled one, or a
+    /// new login with the retained credentials.
+    async fn attach(&self) -> Option<LoggedIn> {
+        let ctx = self.ctx;
+        let t = &ctx.config.timeouts;
+        if let (Some(pool), Some((user, key))) = (&ctx.pool, &self.reuse) {
+            if let Some(mut li) = pool.take(&self.backend.name, user, key, Instant::now()) {
+                ctx.metrics.pool.pooled.set(pool.len() as i64);
+                if backend::pool::probe(&mut li, t.backend_response).await {
+                    ctx.metrics.pool.reuses.inc();
+                    return Some(li);
+                }
+                ctx.metrics.pool.discarded("probe_failed", 1);
+            }
+        }
+        let c = backend::connect(&self.backend, t.backend_connect, t.backend_response)
+            .await
+            .ok()?;
+        let info = self.backend.cfg.trusted.then_some(self.client_info);
+        match c.login(&self.creds, info).await.ok()? {
+            LoginOutcome::Ok(li) => Some(li),
+            LoginOutcome::Rejected { .. } => None,
+        }
+    }
+
+    /// Re-select the mailbox on `li` (answers kept from the client) and
+    /// learn its UIDVALIDITY and UID list as that session sees it.
+    async fn reselect(
+        &self,
+        li: &mut LoggedIn,
+        view: &ParkedView,
+    ) -> Option<(u32, super::parked::UidList)> {
+        let name = quoted(&view.mailbox)?;
+        let t = self.timeout();
+        let verb = if view.read_only { "EXAMINE" } else { "SELECT" };
+        let mut uidvalidity = None;
+        let ok = run(
+            &mut li.stream,
+            &mut li.buf,
+            "imapmux.r1",
+            &format!("{verb} {name}"),
+            t,
+            |l| {
+                if let Some(v) = number_after(l, b"[UIDVALIDITY ") {
+                    uidvalidity = Some(v as u32);
+                }
+            },
+        )
+        .await
+        .ok()?;
+        if !ok {
+            return None;
+        }
+        let cmd = if has_capability(&li.capabilities, "ESEARCH") {
+            "UID SEARCH RETURN (ALL) ALL"
+        } else {
+            "UID SEARCH ALL"
+        };
+        let mut uids = None;
+        let ok = run(&mut li.stream, &mut li.buf, "imapmux.r2", cmd, t, |l| {
+            if let Some(u) = search_uids(l) {
+                uids = Some(u);
+            }
+        })
+        .await
+        .ok()?;
+        (ok && li.buf.is_empty()).then_some((uidvalidity?, uids.unwrap_or_default()))
+    }
+
+    /// Park the client until it ends its IDLE (or the session ends).
+    pub async fn park(
+        self,
+        (mut client, mut cbuf): (ClientStream, BytesMut),
+        mut old: LoggedIn,
+        (mailbox, read_only, idle_tag): (String, bool, String),
+    ) -> Outcome {
+        let ctx = self.ctx;
+        let m = &ctx.metrics.park;
+        let Some(registry) = ctx.watch.clone() else {
+            return Outcome::Ended("protocol_error");
+        };
+        let mut to_client = Vec::new();
+        let view = self
+            .view(&mut old, &mailbox, read_only, &mut to_client)
+            .await;
+        // The old connection has CONDSTORE on now: never reused.
+        tokio::spawn(backend::pool::logout(old, self.timeout()));
+        if !self.send(&mut client, &to_client).await {
+            return Outcome::Ended("client_error");
+        }
+        let Some(mut view) = view else {
+            tracing::warn!(session = %self.client_info.session_id, "could not park: the backend did not describe the mailbox");
+            let _ = self
+                .send(&mut client, b"* BYE [UNAVAILABLE] Please reconnect.\r\n")
+                .await;
+            return Outcome::Ended("backend_error");
+        };
+        let watcher = registry.join(&self.backend, &self.user, &self.creds);
+        let mut changes = watcher.subscribe(&mailbox, view.modseq);
+        m.parks.inc();
+        m.parked.inc();
+        let _parked = scopeguard(|| m.parked.dec());
+        tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
+        let mut close_now = ctx.close_now.clone();
+        let idle = ctx.config.timeouts.idle;
+        let mut last_input = tokio::time::Instant::now();
+        loop {
+            // A whole line from the client: it may only be DONE.
+            if let Some(nl) = memchr::memchr(b'\n', &cbuf) {
+                let line = cbuf.split_to(nl + 1);
+                let text = line
+                    .strip_suffix(b"\r\n")
+                    .or(line.strip_suffix(b"\n"))
+                    .unwrap_or(&line);
+                if text.eq_ignore_ascii_case(b"DONE") {
+                    m.wake("done");
+                    return self
+                        .resume(client, cbuf, &mut view, &idle_tag, &watcher)
+                        .await;
+                }
+                if !self.send(&mut client, b"* BAD Expected DONE.\r\n").await {
+                    return Outcome::Ended("client_error");
+                }
+                continue;
+            }
+            if cbuf.len() > 1024 {
+                return Outcome::Ended("protocol_error");
+            }
+            tokio::select! {
+                r = client.read_buf(&mut cbuf) => match r {
+                    Ok(0) | Err(_) => return Outcome::Ended("client_closed"),
+                    Ok(n) => {
+                        self.counters.client_to_backend.fetch_add(n as u64, Ordering::Relaxed);
+                        last_input = tokio::time::Instant::now();
+                    }
+                },
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Outcome::Ended("backend_error");
+                    }
+                    match watcher.snapshot(&mailbox, view.modseq).await {
+                        Ok(now) => match catch_up(&view, &now) {
+                            Some((bytes, next)) => {
+                                if !self.send(&mut client, &bytes).await {
+                                    return Outcome::Ended("client_error");
+                                }
+                                view = next;
+                            }
+                            None => {
+                                let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Mailbox was recreated; please reconnect.\r\n").await;
+                                return Outcome::Ended("uidvalidity_changed");
+                            }
+                        },
+                        Err(e) => tracing::warn!(session = %self.client_info.session_id, error = %e, "resync of a parked session failed; retrying at the next change"),
+                    }
+                }
+                _ = tokio::time::sleep_until(last_input + idle) => {
+                    let _ = self.send(&mut client, b"* BYE Autologout; idle for too long.\r\n").await;
+                    return Outcome::Ended("idle_timeout");
+                }
+                _ = close_now.changed() => {
+                    let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
+                    return Outcome::Ended("shutdown");
+                }
+            }
+        }
+    }
+
+    /// The client sent DONE: a backend connection, the mailbox re-selected,
+    /// the client caught up, then its IDLE's tagged OK.
+    async fn resume(
+        &self,
+        mut client: ClientStream,
+        cbuf: BytesMut,
+        view: &mut ParkedView,
+        idle_tag: &str,
+        watcher: &backend::watch::Watcher,
+    ) -> Outcome {
+        let fail = |why: &'static str| {
+            tracing::warn!(session = %self.client_info.session_id, stage = why, "could not resume a parked session");
+        };
+        let Some(mut li) = self.attach().await else {
+            fail("login");
+            let _ = self
+                .send(
+                    &mut client,
+                    b"* BYE [UNAVAILABLE] Mail server temporarily unavailable.\r\n",
+                )
+                .await;
+            return Outcome::Ended("backend_error");
+        };
+        let Some((uidvalidity, uids)) = self.reselect(&mut li, view).await else {
+            fail("select");
+            let _ = self
+                .send(&mut client, b"* BYE [UNAVAILABLE] Please reconnect.\r\n")
+                .await;
+            return Outcome::Ended("backend_error");
+        };
+        // Flags changed while parked come from the watcher (CONDSTORE).
+        let changed = match watcher.snapshot(&view.mailbox, view.modseq).await {
+            Ok(now) => now.changed,
+            Err(e) => {
+                tracing::warn!(session = %self.client_info.session_id, error = %e, "flag changes while parked are not known");
+                Vec::new()
+            }
+        };
+        let now = MailboxNow {
+            uidvalidity,
+            modseq: view.modseq,
+            uids,
+            changed,
+        };
+        let Some((mut bytes, _)) = catch_up(view, &now) else {
+            let _ = self
+                .send(
+                    &mut client,
+                    b"* BYE [UNAVAILABLE] Mailbox was recreated; please reconnect.\r\n",
+                )
+                .await;
+            return Outcome::Ended("uidvalidity_changed");
+        };
+        bytes.extend_from_slice(format!("{idle_tag} OK Idle completed.\r\n").as_bytes());
+        if !self.send(&mut client, &bytes).await {
+            return Outcome::Ended("client_error");
+        }
+        // What the client sent after DONE goes to the new connection.
+        Outcome::Resumed {
+            client,
+            pipelined: cbuf,
+            backend: li,
+        }
+    }
+}
+
+/// Run `f` when dropped.
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct Guard<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
+}

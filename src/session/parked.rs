@@ -1,0 +1,373 @@
+//! The state imapmux keeps for a parked IDLE client (its backend
+//! connection released) and the pure computations of waking it: which
+//! EXPUNGE / EXISTS / FETCH FLAGS responses the client must see so that its
+//! view equals the mailbox's current state, exactly as if it had stayed
+//! attached (RFC 3501/9051 semantics: EXPUNGE sequence numbers shift).
+//!
+//! Sans-I/O: response lines in, client bytes out.
+
+use std::fmt::Write as _;
+
+/// A sorted set of UIDs, kept as ranges (mailboxes are mostly contiguous).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UidList {
+    ranges: Vec<(u32, u32)>,
+    len: u32,
+}
+
+impl UidList {
+    /// From UIDs in any order (duplicates ignored).
+    pub fn from_uids(mut uids: Vec<u32>) -> UidList {
+        uids.sort_unstable();
+        uids.dedup();
+        let mut l = UidList::default();
+        for u in uids {
+            l.push(u);
+        }
+        l
+    }
+
+    /// Append a UID larger than all present ones.
+    fn push(&mut self, u: u32) {
+        match self.ranges.last_mut() {
+            Some((_, hi)) if u == hi.wrapping_add(1) => *hi = u,
+            Some((_, hi)) if u <= *hi => return,
+            _ => self.ranges.push((u, u)),
+        }
+        self.len += 1;
+    }
+
+    /// From an IMAP sequence set of UIDs (`1:5,7,9:10`), as in ESEARCH ALL.
+    pub fn from_set(set: &str) -> Option<UidList> {
+        let mut ranges = Vec::new();
+        for part in set.split(',').filter(|p| !p.is_empty()) {
+            let (a, b) = match part.split_once(':') {
+                Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+                None => {
+                    let n = part.parse::<u32>().ok()?;
+                    (n, n)
+                }
+            };
+            ranges.push((a.min(b), a.max(b)));
+        }
+        ranges.sort_unstable();
+        let mut l = UidList::default();
+        for (a, b) in ranges {
+            if b - a > 10_000_000 {
+                return None;
+            }
+            for u in a..=b {
+                if l.ranges.last().map_or(true, |(_, hi)| u > *hi) {
+                    l.push(u);
+                }
+            }
+        }
+        Some(l)
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        self.seq_of(uid).is_some()
+    }
+
+    /// Sequence number (1-based) of `uid`.
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        let mut before = 0;
+        for &(lo, hi) in &self.ranges {
+            if uid < lo {
+                return None;
+            }
+            if uid <= hi {
+                return Some(before + (uid - lo) + 1);
+            }
+            before += hi - lo + 1;
+        }
+        None
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ranges.iter().flat_map(|&(lo, hi)| lo..=hi)
+    }
+
+    /// Ranges, for memory accounting and debugging.
+    pub fn range_count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// As an IMAP sequence set (`1:5,7`), empty when there are no UIDs.
+    pub fn to_set(&self) -> String {
+        let mut s = String::new();
+        for (i, &(lo, hi)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            if lo == hi {
+                let _ = write!(s, "{lo}");
+            } else {
+                let _ = write!(s, "{lo}:{hi}");
+            }
+        }
+        s
+    }
+}
+
+/// What a parked client's view of its selected mailbox is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedView {
+    pub mailbox: String,
+    /// EXAMINE (true) or SELECT.
+    pub read_only: bool,
+    pub uidvalidity: u32,
+    /// HIGHESTMODSEQ no later than the view: changes above it are replayed.
+    pub modseq: u64,
+    pub uids: UidList,
+}
+
+/// The mailbox now, as the backend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxNow {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    pub uids: UidList,
+    /// (UID, FLAGS list text with parentheses) of messages changed since the
+    /// view's modseq.
+    pub changed: Vec<(u32, String)>,
+}
+
+/// The responses that bring the client from `view` to `now`, and the new
+/// view. `None` when the UIDVALIDITY changed (the client must reselect).
+pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedView)> {
+    if now.uidvalidity != view.uidvalidity {
+        return None;
+    }
+    let mut out = String::new();
+    // Expunged messages, highest sequence number first: earlier EXPUNGEs
+    // then do not renumber the later ones.
+    let gone: Vec<u32> = view
+        .uids
+        .iter()
+        .filter(|u| !now.uids.contains(*u))
+        .collect();
+    for uid in gone.iter().rev() {
+        if let Some(seq) = view.uids.seq_of(*uid) {
+            let _ = write!(out, "* {seq} EXPUNGE\r\n");
+        }
+    }
+    let kept = view.uids.len() - gone.len() as u32;
+    if now.uids.len() != kept {
+        let _ = write!(out, "* {} EXISTS\r\n", now.uids.len());
+    }
+    for (uid, flags) in &now.changed {
+        if view.uids.contains(*uid) {
+            if let Some(seq) = now.uids.seq_of(*uid) {
+                let _ = write!(out, "* {seq} FETCH (FLAGS {flags})\r\n");
+            }
+        }
+    }
+    let next = ParkedView {
+        mailbox: view.mailbox.clone(),
+        read_only: view.read_only,
+        uidvalidity: now.uidvalidity,
+        modseq: now.modseq.max(view.modseq),
+        uids: now.uids.clone(),
+    };
+    Some((out.into_bytes(), next))
+}
+
+/// The number after `key` (e.g. `HIGHESTMODSEQ `) in a response line.
+pub fn number_after(line: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(line, key)? + key.len();
+    let digits: &[u8] = &line[at..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+/// UIDs from `* ESEARCH (TAG "t") UID ALL 1:3,5` or `* SEARCH 1 2 3`.
+pub fn search_uids(line: &[u8]) -> Option<UidList> {
+    let text = std::str::from_utf8(line).ok()?.trim_end();
+    if let Some(rest) = text.strip_prefix("* ESEARCH") {
+        let mut words = rest.split_whitespace();
+        while let Some(w) = words.next() {
+            if w.eq_ignore_ascii_case("ALL") {
+                return UidList::from_set(words.next()?);
+            }
+        }
+        return Some(UidList::default());
+    }
+    let rest = text.strip_prefix("* SEARCH")?;
+    let uids: Option<Vec<u32>> = rest.split_whitespace().map(|w| w.parse().ok()).collect();
+    Some(UidList::from_uids(uids?))
+}
+
+/// (UID, FLAGS text) from `* 5 FETCH (UID 12 FLAGS (\Seen) MODSEQ (3))`.
+pub fn fetch_uid_flags(line: &[u8]) -> Option<(u32, String)> {
+    let text = std::str::from_utf8(line).ok()?;
+    if !text.starts_with("* ") || !text.contains(" FETCH (") {
+        return None;
+    }
+    let uid = number_after(line, b"UID ")? as u32;
+    let start = text.find("FLAGS (")? + "FLAGS ".len();
+    let end = start + text[start..].find(')')? + 1;
+    Some((uid, text[start..end].to_string()))
+}
+
+/// Remove `MODSEQ (n)` from an unsolicited FETCH line (for a client that
+/// never enabled CONDSTORE, while imapmux's own connection has it on).
+pub fn strip_modseq(line: &[u8]) -> Vec<u8> {
+    let Some(at) = memchr::memmem::find(line, b"MODSEQ (") else {
+        return line.to_vec();
+    };
+    let Some(close) = line[at..].iter().position(|b| *b == b')') else {
+        return line.to_vec();
+    };
+    let mut out = line[..at].to_vec();
+    let mut rest = &line[at + close + 1..];
+    if out.ends_with(b" ") && (rest.starts_with(b" ") || rest.starts_with(b")")) {
+        out.pop();
+    } else if rest.starts_with(b" ") {
+        rest = &rest[1..];
+    }
+    out.extend_from_slice(rest);
+    if out.ends_with(b"FETCH ()\r\n") {
+        return Vec::new(); // nothing left to say
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(u: &[u32]) -> UidList {
+        UidList::from_uids(u.to_vec())
+    }
+
+    fn view(u: &[u32]) -> ParkedView {
+        ParkedView {
+            mailbox: "INBOX".into(),
+            read_only: false,
+            uidvalidity: 7,
+            modseq: 10,
+            uids: list(u),
+        }
+    }
+
+    fn now(u: &[u32], changed: &[(u32, &str)]) -> MailboxNow {
+        MailboxNow {
+            uidvalidity: 7,
+            modseq: 20,
+            uids: list(u),
+            changed: changed.iter().map(|(u, f)| (*u, f.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn uid_list_ranges_and_sequence_numbers() {
+        let l = list(&[5, 1, 2, 3, 9, 10, 3]);
+        assert_eq!(l.len(), 6);
+        assert_eq!(l.to_set(), "1:3,5,9:10");
+        assert_eq!(l.range_count(), 3);
+        assert_eq!(l.seq_of(1), Some(1));
+        assert_eq!(l.seq_of(5), Some(4));
+        assert_eq!(l.seq_of(10), Some(6));
+        assert_eq!(l.seq_of(4), None);
+        assert_eq!(UidList::from_set("9:10,1:3,5").unwrap(), l);
+        assert_eq!(UidList::from_set("x"), None);
+        // 100,000 contiguous UIDs are one range.
+        let big = UidList::from_set("1:100000").unwrap();
+        assert_eq!((big.len(), big.range_count()), (100_000, 1));
+    }
+
+    #[test]
+    fn new_mail_is_exists() {
+        let (out, next) = catch_up(&view(&[1, 2, 3]), &now(&[1, 2, 3, 4, 5], &[])).unwrap();
+        assert_eq!(out, b"* 5 EXISTS\r\n");
+        assert_eq!(next.uids.len(), 5);
+        assert_eq!(next.modseq, 20);
+    }
+
+    #[test]
+    fn expunges_highest_first_with_the_client_numbers() {
+        // Client sees 1,2,3,4,5 (seq 1..5); 2 and 4 are gone, 6 arrived.
+        let (out, _) = catch_up(&view(&[1, 2, 3, 4, 5]), &now(&[1, 3, 5, 6], &[])).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "* 4 EXPUNGE\r\n* 2 EXPUNGE\r\n* 4 EXISTS\r\n"
+        );
+    }
+
+    #[test]
+    fn flag_changes_use_the_new_numbers_and_skip_new_or_gone_messages() {
+        let (out, _) = catch_up(
+            &view(&[10, 20, 30]),
+            &now(
+                &[20, 30, 40],
+                &[(30, "(\\Seen)"), (40, "()"), (10, "(\\Deleted)")],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "* 1 EXPUNGE\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"
+        );
+    }
+
+    #[test]
+    fn nothing_changed_says_nothing_and_uidvalidity_change_is_none() {
+        let (out, _) = catch_up(&view(&[1, 2]), &now(&[1, 2], &[])).unwrap();
+        assert!(out.is_empty());
+        let mut n = now(&[1, 2], &[]);
+        n.uidvalidity = 8;
+        assert!(catch_up(&view(&[1, 2]), &n).is_none());
+    }
+
+    #[test]
+    fn parsers() {
+        assert_eq!(
+            search_uids(b"* ESEARCH (TAG \"x\") UID ALL 1:3,7\r\n").unwrap(),
+            list(&[1, 2, 3, 7])
+        );
+        assert!(search_uids(b"* ESEARCH (TAG \"x\") UID\r\n")
+            .unwrap()
+            .is_empty());
+        assert_eq!(search_uids(b"* SEARCH 4 2\r\n").unwrap(), list(&[2, 4]));
+        assert_eq!(search_uids(b"* 3 EXISTS\r\n"), None);
+        assert_eq!(
+            fetch_uid_flags(b"* 5 FETCH (UID 12 FLAGS (\\Seen $Junk) MODSEQ (3))\r\n"),
+            Some((12, "(\\Seen $Junk)".into()))
+        );
+        assert_eq!(fetch_uid_flags(b"* 5 FETCH (FLAGS ())\r\n"), None);
+        assert_eq!(
+            number_after(b"* OK [HIGHESTMODSEQ 42] x", b"HIGHESTMODSEQ "),
+            Some(42)
+        );
+        assert_eq!(
+            number_after(b"* STATUS INBOX (HIGHESTMODSEQ 9 UIDNEXT 4)", b"UIDNEXT "),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn modseq_is_stripped() {
+        assert_eq!(
+            strip_modseq(b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (5))\r\n"),
+            b"* 1 FETCH (FLAGS (\\Seen))\r\n".to_vec()
+        );
+        assert_eq!(
+            strip_modseq(b"* 1 FETCH (MODSEQ (5) FLAGS ())\r\n"),
+            b"* 1 FETCH (FLAGS ())\r\n".to_vec()
+        );
+        assert!(strip_modseq(b"* 1 FETCH (MODSEQ (5))\r\n").is_empty());
+        assert_eq!(strip_modseq(b"* 3 EXISTS\r\n"), b"* 3 EXISTS\r\n".to_vec());
+    }
+}
