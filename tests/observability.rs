@@ -5,7 +5,9 @@
 //!
 //! The scrape and the list of exported metric names are written to
 //! `target/observability/` for `scripts/check-observability`, which checks
-//! the dashboard and alert rules against them.
+//! the dashboard and alert rules against them; a second run with a
+//! passwd-file auth source (whose metric families exist only with a
+//! verifying source) is written to `target/observability/auth-source/`.
 
 mod common;
 
@@ -159,6 +161,46 @@ fn out_dir() -> PathBuf {
     let d = repo_root().join("target").join("observability");
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Write the scrape, its metric family names and their types into `dir`
+/// (for scripts/check-observability), then lint it with
+/// `promtool check metrics`.
+fn save_and_lint(dir: &std::path::Path, end: &Scrape) {
+    std::fs::create_dir_all(dir).unwrap();
+    let scrape_path = dir.join("metrics.txt");
+    std::fs::write(&scrape_path, &end.text).unwrap();
+    let mut names: Vec<String> = end.families().into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    names.dedup();
+    std::fs::write(dir.join("metric-names.txt"), names.join("\n") + "\n").unwrap();
+    let types: Vec<String> = end
+        .families()
+        .into_iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
+    std::fs::write(dir.join("metric-types.txt"), types.join("\n") + "\n").unwrap();
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(end.text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn promtool() -> PathBuf {
@@ -538,40 +580,7 @@ async fn counters_move_by_the_right_amounts_and_the_scrape_passes_promtool() {
     }
 
     // Save for scripts/check-observability, then lint with promtool.
-    let dir = out_dir();
-    let scrape_path = dir.join("metrics.txt");
-    std::fs::write(&scrape_path, &end.text).unwrap();
-    let mut names: Vec<String> = end.families().into_iter().map(|(n, _)| n).collect();
-    names.sort();
-    names.dedup();
-    std::fs::write(dir.join("metric-names.txt"), names.join("\n") + "\n").unwrap();
-    let types: Vec<String> = end
-        .families()
-        .into_iter()
-        .map(|(n, t)| format!("{n} {t}"))
-        .collect();
-    std::fs::write(dir.join("metric-types.txt"), types.join("\n") + "\n").unwrap();
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(end.text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    save_and_lint(&out_dir(), &end);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -649,4 +658,163 @@ async fn readyz_follows_backend_health_and_the_drain() {
         "imapmux did not exit after the last session; log:\n{}",
         proxy.log()
     );
+}
+
+/// `{SCHEME}hash` of `password` from `imapmux hash-password`.
+fn hash_password(password: &str) -> String {
+    let mut child = imapmux_command()
+        .args(["hash-password", "--scheme", "SHA512-CRYPT"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run imapmux hash-password");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "imapmux hash-password failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The auth source families exist only once a verifying source is built:
+/// a passwd-file source answers, the result cache and the brute-force
+/// defence step in, and the counters move by exactly that. The scrape is
+/// saved to target/observability/auth-source/ for
+/// scripts/check-observability, which checks the dashboard and rules
+/// against both scrapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_source_counters_move_and_the_scrape_passes_promtool() {
+    let dovecot = Dovecot::builder().start();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("user1:{}\n", hash_password("pass1"))).unwrap();
+    let (addr, admin) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "implicit")
+        .admin(&admin)
+        .backend(BackendCfg::new("b1", &dovecot.addr()))
+        .extra(&format!(
+            "[auth]\nsource = \"passwd-file\"\n[auth.passwd_file]\npath = {}\n\
+             [auth.penalty]\nbase_delay = \"100ms\"\nmax_delay = \"200ms\"\nmax_failures_per_user = 2\n",
+            toml_str(users.to_str().unwrap())
+        ))
+        .to_toml();
+    let _proxy = Imapmux::start(&cfg, &addr);
+    assert!(wait_for_port(&admin, Duration::from_secs(10)));
+
+    let source = ("source", "passwd-file");
+    let base = scrape(&admin);
+    for result in ["ok", "rejected", "error", "cached_ok", "cached_rejected"] {
+        let key = series_key(
+            "imapmux_auth_source_requests_total",
+            &[source, ("result", result)],
+        );
+        assert_eq!(
+            base.series.get(&key),
+            Some(&0.0),
+            "{key} at 0\n{}",
+            base.text
+        );
+    }
+    for action in ["delayed", "refused"] {
+        let key = series_key("imapmux_auth_penalty_total", &[("action", action)]);
+        assert_eq!(
+            base.series.get(&key),
+            Some(&0.0),
+            "{key} at 0\n{}",
+            base.text
+        );
+    }
+
+    // Verified by the file, then the same login again from the cache.
+    for _ in 0..2 {
+        let (mut c, r) = tls_login(&addr, "user1", "pass1").await;
+        assert!(r.is_ok(), "{r}");
+        c.logout().await.unwrap();
+    }
+    // user2 is not in the file: rejected; the same again is delayed by the
+    // penalty and answered from the cache; the third attempt reaches
+    // max_failures_per_user and is refused unverified.
+    let (c, r) = tls_login(&addr, "user2", "pass2").await;
+    assert!(r.code("AUTHENTICATIONFAILED").is_some(), "{r}");
+    drop(c);
+    let (c, r) = tls_login(&addr, "user2", "pass2").await;
+    assert!(r.code("AUTHENTICATIONFAILED").is_some(), "{r}");
+    drop(c);
+    let (c, r) = tls_login(&addr, "user2", "pass2").await;
+    assert!(r.code("UNAVAILABLE").is_some(), "{r}");
+    drop(c);
+
+    let end = scrape_until(&admin, "5 logins", |s| {
+        s.sum("imapmux_logins_total") - base.sum("imapmux_logins_total") == 5.0
+    });
+    let delta =
+        |name: &str, labels: &[(&str, &str)]| end.get(name, labels) - base.get(name, labels);
+    let expect: &[Expected] = &[
+        (
+            "imapmux_auth_source_requests_total",
+            &[("source", "passwd-file"), ("result", "ok")],
+            1.0,
+        ),
+        (
+            "imapmux_auth_source_requests_total",
+            &[("source", "passwd-file"), ("result", "cached_ok")],
+            1.0,
+        ),
+        (
+            "imapmux_auth_source_requests_total",
+            &[("source", "passwd-file"), ("result", "rejected")],
+            1.0,
+        ),
+        (
+            "imapmux_auth_source_requests_total",
+            &[("source", "passwd-file"), ("result", "cached_rejected")],
+            1.0,
+        ),
+        (
+            "imapmux_auth_source_requests_total",
+            &[("source", "passwd-file"), ("result", "error")],
+            0.0,
+        ),
+        (
+            "imapmux_auth_source_duration_seconds_count",
+            &[("source", "passwd-file")],
+            2.0,
+        ),
+        ("imapmux_auth_penalty_total", &[("action", "delayed")], 1.0),
+        ("imapmux_auth_penalty_total", &[("action", "refused")], 1.0),
+        ("imapmux_logins_total", &[("result", "ok")], 2.0),
+        ("imapmux_logins_total", &[("result", "failed")], 3.0),
+        (
+            "imapmux_backend_login_duration_seconds_count",
+            &[("backend", "b1")],
+            2.0,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, labels, want) in expect {
+        let got = delta(name, labels);
+        if got != *want {
+            wrong.push(format!(
+                "{}: moved by {got}, expected {want}",
+                series_key(name, labels)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}\nscrape:\n{}",
+        wrong.join("\n"),
+        end.text
+    );
+    for secret in ["user1", "user2", "pass1", "pass2", "127.0.0.1"] {
+        assert!(
+            !end.text.contains(secret),
+            "{secret:?} appears in the scrape"
+        );
+    }
+    save_and_lint(&out_dir().join("auth-source"), &end);
 }

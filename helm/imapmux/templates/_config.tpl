@@ -14,6 +14,8 @@ max_connections = {{ int64 $c.server.max_connections }}
 greeting = {{ $c.server.greeting | toJson }}
 max_line_length = {{ int64 $c.server.max_line_length }}
 max_auth_failures = {{ int64 $c.server.max_auth_failures }}
+sasl_oauth = {{ $c.server.sasl_oauth }}
+reload_check_interval = {{ $c.server.reload_check_interval | toJson }}
 
 [timeouts]
 preauth = {{ $c.timeouts.preauth | toJson }}
@@ -59,11 +61,25 @@ lowercase_users = {{ $c.routing.lowercase_users }}
 {{- range $user, $backend := $c.routing.users }}
 {{ $user | toJson }} = {{ $backend | toJson }}
 {{- end }}
-{{- range $c.pools }}
+{{- range $i, $p := $c.pools }}
 
 [[pool]]
 name = {{ .name | toJson }}
 failover = {{ .failover | default false }}
+{{- with .login }}
+
+[pool.login]
+mode = {{ .mode | default "user" | toJson }}
+{{- if eq (.mode | default "user") "master" }}
+master_user = {{ .master_user | toJson }}
+# From the Secret {{ dig "masterPasswordSecret" "name" "" . }} (key {{ dig "masterPasswordSecret" "key" "password" . }}).
+master_password_file = {{ printf "/etc/imapmux/auth/pool-%d-master-password" $i | toJson }}
+master_style = {{ .master_style | default "sasl" | toJson }}
+{{- with .master_separator }}
+master_separator = {{ . | toJson }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range .backends }}
 
 [[pool.backend]]
@@ -81,6 +97,78 @@ server_name = {{ . | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{- $a := $c.auth }}
+
+[auth]
+source = {{ $a.source | toJson }}
+{{- if eq $a.source "passwd-file" }}
+{{- $f := $a.passwd_file }}
+
+[auth.passwd_file]
+# From the Secret {{ $f.existingSecret.name }} (key {{ $f.existingSecret.key }}).
+path = "/etc/imapmux/auth/passwd-file"
+allow_plain = {{ $f.allow_plain }}
+reload_check_interval = {{ $f.reload_check_interval | toJson }}
+{{- else if eq $a.source "http" }}
+{{- $h := $a.http }}
+
+[auth.http]
+url = {{ $h.url | toJson }}
+timeout = {{ $h.timeout | toJson }}
+max_idle_connections = {{ int64 $h.max_idle_connections }}
+max_wait = {{ $h.max_wait | toJson }}
+{{- with $h.headers }}
+
+[auth.http.headers]
+{{- range $name, $value := . }}
+{{ $name | toJson }} = {{ $value | toJson }}
+{{- end }}
+{{- end }}
+{{- else if eq $a.source "ldap" }}
+{{- $l := $a.ldap }}
+
+[auth.ldap]
+url = {{ $l.url | toJson }}
+starttls = {{ $l.starttls }}
+{{- with $l.ca_file }}
+ca_file = {{ . | toJson }}
+{{- end }}
+{{- if $l.bind_dn }}
+bind_dn = {{ $l.bind_dn | toJson }}
+{{- else }}
+search_base = {{ $l.search_base | toJson }}
+search_filter = {{ $l.search_filter | toJson }}
+{{- with $l.search_bind_dn }}
+search_bind_dn = {{ . | toJson }}
+# From the Secret {{ $l.searchBindPasswordSecret.name }} (key {{ $l.searchBindPasswordSecret.key }}).
+search_bind_password_file = "/etc/imapmux/auth/ldap-search-bind-password"
+{{- end }}
+{{- end }}
+{{- with $l.backend_attribute }}
+backend_attribute = {{ . | toJson }}
+{{- end }}
+{{- with $l.backend_user_attribute }}
+backend_user_attribute = {{ . | toJson }}
+{{- end }}
+timeout = {{ $l.timeout | toJson }}
+pool_size = {{ int64 $l.pool_size }}
+{{- end }}
+
+[auth.cache]
+enabled = {{ $a.cache.enabled }}
+positive_ttl = {{ $a.cache.positive_ttl | toJson }}
+negative_ttl = {{ $a.cache.negative_ttl | toJson }}
+max_entries = {{ int64 $a.cache.max_entries }}
+
+[auth.penalty]
+enabled = {{ $a.penalty.enabled }}
+base_delay = {{ $a.penalty.base_delay | toJson }}
+max_delay = {{ $a.penalty.max_delay | toJson }}
+max_failures_per_user = {{ int64 $a.penalty.max_failures_per_user }}
+max_failures_per_ip = {{ int64 $a.penalty.max_failures_per_ip }}
+window = {{ $a.penalty.window | toJson }}
+known_good_ttl = {{ $a.penalty.known_good_ttl | toJson }}
 
 [cache]
 enabled = {{ $c.cache.enabled }}

@@ -63,6 +63,29 @@ app.kubernetes.io/part-of: imapmux
 {{- if or $l.starttls.enabled $l.implicit.enabled }}true{{ end }}
 {{- end }}
 
+{{/*
+Files of Secrets the config names (auth sources, master passwords), as a
+YAML list of {secret, key, path}; path is relative to /etc/imapmux, where
+the deployment's projected volume puts them. The paths here must match the
+ones _config.tpl writes (scripts/check-chart checks that they do).
+*/}}
+{{- define "imapmux.secretFiles" -}}
+{{- $files := list }}
+{{- $a := .Values.config.auth }}
+{{- if eq $a.source "passwd-file" }}
+{{- $files = append $files (dict "secret" $a.passwd_file.existingSecret.name "key" $a.passwd_file.existingSecret.key "path" "auth/passwd-file") }}
+{{- end }}
+{{- if and (eq $a.source "ldap") (not $a.ldap.bind_dn) $a.ldap.search_bind_dn }}
+{{- $files = append $files (dict "secret" $a.ldap.searchBindPasswordSecret.name "key" $a.ldap.searchBindPasswordSecret.key "path" "auth/ldap-search-bind-password") }}
+{{- end }}
+{{- range $i, $p := .Values.config.pools }}
+{{- if and $p.login (eq ($p.login.mode | default "user") "master") }}
+{{- $files = append $files (dict "secret" (dig "masterPasswordSecret" "name" "" $p.login) "key" (dig "masterPasswordSecret" "key" "password" $p.login) "path" (printf "auth/pool-%d-master-password" $i)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $files }}
+{{- end }}
+
 {{/* HOST:PORT on the bind address; IPv6 addresses get brackets. */}}
 {{- define "imapmux.bind" -}}
 {{- $host := .root.Values.config.bindAddress }}
@@ -128,6 +151,44 @@ complex (then the grace-period check below is skipped).
 {{- range $user, $backend := .Values.config.routing.users }}
 {{- if not (has $backend $backends) }}
 {{- fail (printf "config.routing.users.%s: no backend is named %q" $user $backend) }}
+{{- end }}
+{{- end }}
+{{- $a := .Values.config.auth }}
+{{- if and (eq $a.source "passwd-file") (not $a.passwd_file.existingSecret.name) }}
+{{- fail "config.auth.passwd_file.existingSecret.name is required with config.auth.source passwd-file: the Secret holding the passwd-file" }}
+{{- end }}
+{{- if and (eq $a.source "http") (not $a.http.url) }}
+{{- fail "config.auth.http.url is required with config.auth.source http" }}
+{{- end }}
+{{- if eq $a.source "ldap" }}
+{{- $l := $a.ldap }}
+{{- if not $l.url }}
+{{- fail "config.auth.ldap.url is required with config.auth.source ldap" }}
+{{- end }}
+{{- if eq (not $l.bind_dn) (not $l.search_base) }}
+{{- fail "config.auth.ldap: set exactly one of bind_dn (direct bind) and search_base (search then bind)" }}
+{{- end }}
+{{- if and $l.bind_dn (or $l.search_bind_dn $l.searchBindPasswordSecret.name) }}
+{{- fail "config.auth.ldap: search_bind_dn and searchBindPasswordSecret are only used with search_base, not with bind_dn" }}
+{{- end }}
+{{- if and $l.search_bind_dn (not $l.searchBindPasswordSecret.name) }}
+{{- fail "config.auth.ldap.search_bind_dn needs searchBindPasswordSecret.name: the Secret holding the service account's password" }}
+{{- end }}
+{{- if and $l.searchBindPasswordSecret.name (not $l.search_bind_dn) }}
+{{- fail "config.auth.ldap.searchBindPasswordSecret is set without search_bind_dn (the service account it is the password of)" }}
+{{- end }}
+{{- end }}
+{{- range $i, $p := .Values.config.pools }}
+{{- if and $p.login (eq ($p.login.mode | default "user") "master") }}
+{{- if eq $a.source "passthrough" }}
+{{- fail (printf "config.pools[%d] (%s): login.mode master needs imapmux to verify passwords itself; set config.auth.source to passwd-file, http or ldap, or use mode user" $i $p.name) }}
+{{- end }}
+{{- if not $p.login.master_user }}
+{{- fail (printf "config.pools[%d] (%s): login.mode master needs login.master_user" $i $p.name) }}
+{{- end }}
+{{- if not (dig "masterPasswordSecret" "name" "" $p.login) }}
+{{- fail (printf "config.pools[%d] (%s): login.mode master needs login.masterPasswordSecret.name, the Secret holding the master password" $i $p.name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
