@@ -280,6 +280,13 @@ where
                 if parkable {
                     return;
                 }
+                tracing::debug!(
+                    in_flight = shared.in_flight.load(Ordering::Acquire),
+                    dirty = shared.dirty.load(Ordering::Relaxed),
+                    awaiting = shared.awaiting.load(Ordering::Acquire),
+                    selected = lock(&shared.selected).is_some(),
+                    "not parking yet"
+                );
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         };
@@ -288,6 +295,7 @@ where
         let mut bye_deadline = None;
         let mut up_released = false;
         let mut up_parked = false;
+        let mut park_fired = false;
         loop {
             let grace = async {
                 match bye_deadline {
@@ -315,7 +323,8 @@ where
                         (end, _, _) => bye_sent.filter(|_| end == RelayEnd::Shutdown).unwrap_or(end),
                     };
                 }
-                _ = &mut park_check, if !up_parked && !up_released && bye_sent.is_none() => {
+                _ = &mut park_check, if !park_fired && !up_released && bye_sent.is_none() => {
+                    park_fired = true;
                     shared.parking.store(true, Ordering::Release);
                     shared.park_now.notify_one();
                 }
@@ -642,8 +651,15 @@ where
         buf.advance(off);
         sizer.prepare(buf);
         let read = tokio::select! {
-            r = client.read_buf(buf) => r,
+            // Parking wins a tie: a DONE the client sent meanwhile stays
+            // unread and wakes the parked session at once.
+            biased;
             _ = shared.park_now.notified() => {
+                if shared.idling_since_ms.load(Ordering::Acquire) == 0 {
+                    // The client ended its IDLE first: no parking this time.
+                    shared.parking.store(false, Ordering::Release);
+                    continue;
+                }
                 // End the IDLE on the backend; the other direction keeps its
                 // tagged answer from the client.
                 if write_out(&mut backend, b"DONE\r\n").await.is_err() {
@@ -651,6 +667,7 @@ where
                 }
                 return RelayEnd::Parked;
             }
+            r = client.read_buf(buf) => r,
         };
         match read {
             // A client that closes without TLS close_notify is still just closing.
