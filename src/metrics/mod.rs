@@ -16,6 +16,7 @@
 pub mod auth;
 mod command;
 pub mod pool;
+pub mod push;
 mod sampled;
 
 use std::sync::{Arc, OnceLock};
@@ -137,6 +138,7 @@ pub struct Metrics {
     cache_attached: OnceLock<()>,
     pub auth: auth::AuthMetrics,
     pub pool: pool::PoolMetrics,
+    pub push: push::PushMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -337,6 +339,7 @@ impl Metrics {
             )?,
             auth: auth::AuthMetrics::new(&r)?,
             pool: pool::PoolMetrics::new(&r)?,
+            push: push::PushMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),
