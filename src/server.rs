@@ -78,6 +78,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         Some(a) => Some(crate::admin::bind(a).await?),
         None => None,
     };
+    let push_secret = cfg.admin.load_push_secret()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, close_rx) = watch::channel(false);
     let cache = cfg.cache.enabled.then(|| {
@@ -151,6 +152,8 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            push_secret,
+            wake: Arc::new(crate::backend::wake::NoWake),
         });
         tokio::spawn(crate::admin::serve(l, state, admin_stop_rx))
     });
