@@ -1,7 +1,10 @@
 //! The admin HTTP server (`[admin] address`): `/metrics` (Prometheus text
-//! format), `/healthz` (the process is alive) and `/readyz` (listeners
-//! bound, at least one backend up, not draining). HTTP/1.1 only, GET and
-//! HEAD only; request heads are bounded and bodies are never read.
+//! format), `/healthz` (the process is alive), `/readyz` (listeners
+//! bound, at least one backend up, not draining), all GET and HEAD only;
+//! and, when a push secret is configured, `/push` (POST or PUT, see
+//! [`crate::push`]): Dovecot's push notifications, which wake parked IDLE
+//! clients. HTTP/1.1 only; request heads are bounded, and only `/push`
+//! reads a body (authenticated first, at most [`MAX_BODY`] bytes).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,15 +13,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::backend::wake::WakeSink;
+use crate::metrics::push::PushResult;
 use crate::metrics::Metrics;
+use crate::push::{PushSecret, MAX_BODY};
 use crate::route::Router;
 
 /// Most admin connections served at once; more are closed at accept.
@@ -27,6 +37,10 @@ const MAX_CONNECTIONS: usize = 64;
 const MAX_HEAD: usize = 16 * 1024;
 /// Time a client has to send a complete request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a push client has to send its body, once authenticated.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where Dovecot's push notifications go.
+pub const PUSH_PATH: &str = "/push";
 
 #[derive(Debug, Error)]
 pub enum AdminError {
@@ -91,10 +105,22 @@ impl Readiness {
 }
 
 /// Everything the admin handlers need.
-#[derive(Debug)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// The secret `/push` requires; `None`: no `/push` (404).
+    pub push_secret: Option<PushSecret>,
+    /// Told about every accepted push event.
+    pub wake: Arc<dyn WakeSink>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("readiness", &self.readiness)
+            .field("push", &self.push_secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bind the admin address (fails startup when it cannot).
@@ -140,7 +166,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                async move { Ok::<_, Infallible>(respond(&state, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -169,7 +195,135 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Route one request (pure: no I/O besides reading shared state).
+/// Answer one request: `/push` reads its body, everything else is
+/// [`handle`]d from the head alone.
+pub async fn respond<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if req.uri().path() != PUSH_PATH {
+        return handle(state, &req);
+    }
+    let (parts, body) = req.into_parts();
+    if let Some(r) = push_head_refusal(state, &parts.method, &parts.headers) {
+        return r;
+    }
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
+    let bytes = match read {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return push_refused(state, StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "push: reading the body failed");
+            return push_refused(state, StatusCode::BAD_REQUEST, "cannot read the body");
+        }
+        Err(_) => return push_refused(state, StatusCode::REQUEST_TIMEOUT, "body too slow"),
+    };
+    push_body(state, &bytes)
+}
+
+/// The checks of a push request that need only its head: push on (else
+/// 404), the secret (401), the method (405), the announced length (413).
+/// `Some(answer)` refuses the request.
+fn push_head_refusal(
+    state: &AdminState,
+    method: &Method,
+    headers: &hyper::HeaderMap,
+) -> Option<Response<Full<Bytes>>> {
+    let Some(secret) = &state.push_secret else {
+        return Some(text(StatusCode::NOT_FOUND, "not found\n"));
+    };
+    let auth = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    if !secret.authorizes(auth) {
+        state.metrics.push.events(PushResult::Unauthorized, 1);
+        tracing::debug!(
+            credentials = auth.is_some(),
+            "push: refused, missing or wrong secret"
+        );
+        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        let h = r.headers_mut();
+        h.append(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"imapmux push\""),
+        );
+        h.append(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"imapmux push\""),
+        );
+        return Some(r);
+    }
+    if method != Method::POST && method != Method::PUT {
+        let mut r = push_refused(state, StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST, PUT"));
+        return Some(r);
+    }
+    let announced = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Some(push_refused(
+            state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large",
+        ));
+    }
+    None
+}
+
+/// An authenticated push body: parse, wake, count.
+fn push_body(state: &AdminState, body: &[u8]) -> Response<Full<Bytes>> {
+    let events = match crate::push::parse(body) {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::debug!(error = %e, "push: bad body");
+            return push_refused(state, StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    // One wake-up per (user, mailbox), however many events name it (the
+    // Lua script sends one per kind of change in a transaction).
+    let mut done = std::collections::HashSet::new();
+    let mut woken = 0;
+    for ev in &events {
+        let n = if done.insert((ev.user.as_str(), ev.mailbox.as_str())) {
+            state.wake.wake(&ev.user, &ev.mailbox)
+        } else {
+            0
+        };
+        woken += n;
+        // Debug-quoted: names come from the secret's holders, but a line
+        // break in one must still not forge a log line.
+        tracing::debug!(
+            user = ?ev.user,
+            mailbox = ?ev.mailbox,
+            event = ?ev.event,
+            woken = n,
+            "push event"
+        );
+    }
+    state
+        .metrics
+        .push
+        .events(PushResult::Accepted, events.len());
+    state.metrics.push.woken(woken);
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A refused (authenticated) push request, counted as `bad_request`.
+fn push_refused(state: &AdminState, status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+    state.metrics.push.events(PushResult::BadRequest, 1);
+    text(status, format!("{why}\n"))
+}
+
+/// Route one request from its head (pure: no I/O besides reading shared
+/// state). `/push` needs its body: use [`respond`].
 pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -220,6 +374,8 @@ mod tests {
         AdminState {
             metrics,
             readiness: Arc::new(Readiness::new(router)),
+            push_secret: None,
+            wake: Arc::new(crate::backend::wake::NoWake),
         }
     }
 
@@ -287,5 +443,190 @@ mod tests {
         );
         assert_eq!(get(&s, Method::GET, "/nope").0, StatusCode::NOT_FOUND);
         assert_eq!(get(&s, Method::HEAD, "/healthz").0, StatusCode::OK);
+    }
+
+    /// Records every wake-up; says two watchers woke for each.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(String, String)>>);
+
+    impl WakeSink for Recorder {
+        fn wake(&self, user: &str, mailbox: &str) -> usize {
+            self.0.lock().unwrap().push((user.into(), mailbox.into()));
+            2
+        }
+    }
+
+    fn push_state(secret: &str) -> (AdminState, Arc<Recorder>) {
+        let rec = Arc::new(Recorder::default());
+        let mut s = state();
+        s.push_secret = PushSecret::new(secret.as_bytes());
+        s.wake = rec.clone();
+        (s, rec)
+    }
+
+    fn push(
+        state: &AdminState,
+        method: Method,
+        auth: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Response<Full<Bytes>> {
+        let mut b = Request::builder().method(method).uri("/push");
+        if let Some(a) = auth {
+            b = b.header(AUTHORIZATION, a);
+        }
+        let req = b.body(Full::new(body.into())).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(respond(state, req))
+    }
+
+    fn push_count(state: &AdminState, result: &str) -> u64 {
+        let t = state.metrics.encode().unwrap();
+        let series = format!("imapmux_push_events_total{{result=\"{result}\"}} ");
+        t.lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in\n{t}"))
+    }
+
+    const OX_BODY: &str = r#"{"user":"u1","event":"messageNew","folder":"INBOX","imap-uidvalidity":7,"imap-uid":4,"from":"a@b","subject":"TOPSECRET","snippet":"hello","unseen":1}"#;
+
+    #[test]
+    fn push_off_is_not_found() {
+        let s = state();
+        let r = push(&s, Method::PUT, Some("Bearer x"), OX_BODY);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(push_count(&s, "unauthorized"), 0);
+        assert_eq!(push_count(&s, "accepted"), 0);
+    }
+
+    #[test]
+    fn push_accepted_wakes() {
+        use base64::Engine;
+        let (s, rec) = push_state("s3cret");
+        // The OX driver: PUT, Basic with the URL's user:password.
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("dovecot:s3cret")
+        );
+        let r = push(&s, Method::PUT, Some(&basic), OX_BODY);
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        // imapmux's format, POST with Bearer, two events.
+        let body = r#"[{"user":"u1","mailbox":"Sent","event":"MessageAppend"},{"user":"u2","mailbox":"INBOX","event":"FlagsSet"},{"user":"u2","mailbox":"INBOX","event":"FlagsClear"}]"#;
+        let r = push(&s, Method::POST, Some("Bearer s3cret"), body);
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec![
+                ("u1".into(), "INBOX".into()),
+                ("u1".into(), "Sent".into()),
+                ("u2".into(), "INBOX".into())
+            ]
+        );
+        // Every event counted; (u2, INBOX) woken once.
+        assert_eq!(push_count(&s, "accepted"), 4);
+        let t = s.metrics.encode().unwrap();
+        assert!(t.contains("imapmux_push_woken_total 6"), "{t}");
+        assert!(!t.contains("u1") && !t.contains("Sent"), "{t}");
+    }
+
+    #[test]
+    fn push_unauthorized() {
+        use base64::Engine;
+        let (s, rec) = push_state("s3cret");
+        let wrong = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("dovecot:nope")
+        );
+        for auth in [
+            None,
+            Some("Bearer nope"),
+            Some(wrong.as_str()),
+            Some("s3cret"),
+        ] {
+            let r = push(&s, Method::PUT, auth, OX_BODY);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+            let challenges: Vec<_> = r.headers().get_all(WWW_AUTHENTICATE).iter().collect();
+            assert_eq!(challenges.len(), 2, "{auth:?}");
+        }
+        // Unauthenticated requests learn nothing about method or body.
+        let r = push(&s, Method::GET, None, "");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(rec.0.lock().unwrap().is_empty());
+        assert_eq!(push_count(&s, "unauthorized"), 5);
+        assert_eq!(push_count(&s, "accepted"), 0);
+    }
+
+    #[test]
+    fn push_bad_requests() {
+        let (s, rec) = push_state("s3cret");
+        let auth = Some("Bearer s3cret");
+        let r = push(&s, Method::GET, auth, "");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "POST, PUT");
+        let r = push(&s, Method::POST, auth, "{not json");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = push(
+            &s,
+            Method::POST,
+            auth,
+            r#"{"user":"u1","event":"messageNew"}"#,
+        );
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(futures_body(r).contains("mailbox"));
+        // Over 64 KiB: refused by Content-Length (Full announces it) ...
+        let big = format!(
+            r#"{{"user":"u1","mailbox":"INBOX","event":"e","snippet":"{}"}}"#,
+            "x".repeat(MAX_BODY)
+        );
+        let r = push(&s, Method::POST, auth, big.clone());
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // ... and while reading when the length is not announced.
+        let (parts, _) = Request::builder()
+            .method(Method::POST)
+            .uri("/push")
+            .header(AUTHORIZATION, "Bearer s3cret")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let chunks = futures_stream(big.into_bytes());
+        let req = Request::from_parts(parts, chunks);
+        let r = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(respond(&s, req));
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Exactly 64 KiB is fine.
+        let pad = MAX_BODY - r#"{"user":"u1","mailbox":"INBOX","event":"e","snippet":""}"#.len();
+        let max = format!(
+            r#"{{"user":"u1","mailbox":"INBOX","event":"e","snippet":"{}"}}"#,
+            "x".repeat(pad)
+        );
+        assert_eq!(max.len(), MAX_BODY);
+        let r = push(&s, Method::POST, auth, max);
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(rec.0.lock().unwrap().len(), 1);
+        assert_eq!(push_count(&s, "bad_request"), 5);
+        assert_eq!(push_count(&s, "unauthorized"), 0);
+    }
+
+    /// A body of unknown length, in 1 KiB frames.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    fn futures_stream(data: Vec<u8>) -> Chunks {
+        Chunks(data.chunks(1024).map(Bytes::copy_from_slice).collect())
     }
 }

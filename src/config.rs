@@ -176,10 +176,110 @@ pub struct ListenerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub address: Option<String>,
+    /// Shared secret of `/push` (Dovecot push notifications).
+    pub push_secret: Option<String>,
+    /// File whose first line is the shared secret of `/push`.
+    pub push_secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("address", &self.address)
+            .field("push_secret", &self.push_secret.as_ref().map(|_| ".."))
+            .field("push_secret_file", &self.push_secret_file)
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// Is `/push` wanted (a secret configured)?
+    pub fn push_enabled(&self) -> bool {
+        self.push_secret.is_some() || self.push_secret_file.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = &self.address {
+            parse_addr(a, "admin.address")?;
+        }
+        match (&self.push_secret, &self.push_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "admin.push_secret",
+                    "both admin.push_secret and admin.push_secret_file are set",
+                    "set exactly one of them",
+                ))
+            }
+            (Some(s), None) if s.is_empty() => {
+                return Err(invalid(
+                    "admin.push_secret",
+                    "the secret is empty",
+                    "give a long random string, or remove the key to turn /push off",
+                ))
+            }
+            (None, Some(f)) if f.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "admin.push_secret_file",
+                    "the path is empty",
+                    "give the path of a file holding the secret on its first line",
+                ))
+            }
+            _ => {}
+        }
+        if self.push_enabled() && self.address.is_none() {
+            let key = if self.push_secret.is_some() {
+                "admin.push_secret"
+            } else {
+                "admin.push_secret_file"
+            };
+            return Err(invalid(
+                key,
+                "/push is served by the admin server, but admin.address is not set",
+                "set admin.address, or remove the push secret",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The secret of `/push`, reading `push_secret_file` (its first line)
+    /// if that is the one set; `None` when push is off.
+    pub fn load_push_secret(&self) -> Result<Option<crate::push::PushSecret>, ConfigError> {
+        let (secret, key) = match (&self.push_secret, &self.push_secret_file) {
+            (Some(s), None) => (s.as_bytes().to_vec(), "admin.push_secret"),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    invalid(
+                        "admin.push_secret_file",
+                        format!("cannot read {}: {e}", f.display()),
+                        "make the file readable by imapmux",
+                    )
+                })?;
+                let line = text.lines().next().unwrap_or("").as_bytes().to_vec();
+                (line, "admin.push_secret_file")
+            }
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "admin.push_secret",
+                    "both admin.push_secret and admin.push_secret_file are set",
+                    "set exactly one of them",
+                ))
+            }
+        };
+        crate::push::PushSecret::new(&secret)
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    "the secret is empty",
+                    "put a long random string on the first line",
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -337,9 +437,7 @@ impl Config {
                 }
             }
         }
-        if let Some(a) = &self.admin.address {
-            parse_addr(a, "admin.address")?;
-        }
+        self.admin.validate()?;
         if self.server.max_connections == 0 {
             return Err(invalid(
                 "server.max_connections",
@@ -604,6 +702,70 @@ address = "127.0.0.1:10143"
         assert!(e.contains("pool[0].backend[0].weight"), "{e}");
         let e = err(&MINIMAL.replace("mode = \"starttls\"", "mode = \"tls\""));
         assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn push_secret_keys() {
+        let with = |admin: &str| format!("{MINIMAL}\n[admin]\n{admin}\n");
+        let ok = |admin: &str| Config::parse(&with(admin), Path::new("t")).unwrap();
+        let c = ok("address = \"127.0.0.1:9143\"");
+        assert!(!c.admin.push_enabled());
+        assert!(c.admin.load_push_secret().unwrap().is_none());
+        let c = ok("address = \"127.0.0.1:9143\"\npush_secret = \"s3cret\"");
+        assert!(c.admin.push_enabled());
+        assert!(c.admin.load_push_secret().unwrap().is_some());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = err(&with(
+            "address = \"127.0.0.1:9143\"\npush_secret = \"a\"\npush_secret_file = \"/x\"",
+        ));
+        assert!(
+            e.contains("admin.push_secret") && e.contains("exactly one"),
+            "{e}"
+        );
+        let e = err(&with("address = \"127.0.0.1:9143\"\npush_secret = \"\""));
+        assert!(
+            e.contains("admin.push_secret") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&with("push_secret = \"s3cret\""));
+        assert!(
+            e.contains("admin.push_secret") && e.contains("admin.address"),
+            "{e}"
+        );
+        let e = err(&with("push_secret_file = \"/x\""));
+        assert!(e.contains("admin.push_secret_file"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-file\nignored\n").unwrap();
+        let file_cfg = |p: &Path| {
+            ok(&format!(
+                "address = \"127.0.0.1:9143\"\npush_secret_file = \"{}\"",
+                p.display()
+            ))
+        };
+        let secret = file_cfg(&f).admin.load_push_secret().unwrap().unwrap();
+        assert!(secret.authorizes(Some(b"Bearer from-file")));
+        assert!(!secret.authorizes(Some(b"Bearer ignored")));
+        std::fs::write(&f, "\n").unwrap();
+        let e = file_cfg(&f)
+            .admin
+            .load_push_secret()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin.push_secret_file") && e.contains("empty"),
+            "{e}"
+        );
+        let e = file_cfg(&dir.path().join("missing"))
+            .admin
+            .load_push_secret()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin.push_secret_file") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod imap;
 pub mod listener;
 pub mod metrics;
+pub mod push;
 pub mod relay;
 pub mod reload;
 pub mod route;

@@ -120,13 +120,14 @@ fn main() -> ExitCode {
 }
 
 /// Validate beyond syntax: build the TLS configs and backend pools too, so
-/// an unreadable certificate or CA file is reported here.
+/// an unreadable certificate, CA or push secret file is reported here.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     for w in cfg.warnings() {
         eprintln!("warning: {w}");
     }
     imapmux::server::build_parts(&cfg)?;
+    cfg.admin.load_push_secret()?;
     imapmux::auth::build(&cfg.auth, None).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     Ok(())
 }

@@ -73,6 +73,9 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
     {
         tracing::warn!("cache.enabled and cache.max_bytes changes take effect after a restart");
     }
+    if cfg.admin != old.config.admin {
+        tracing::warn!("[admin] changes (address, push secret) take effect after a restart");
+    }
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }

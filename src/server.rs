@@ -78,6 +78,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         Some(a) => Some(crate::admin::bind(a).await?),
         None => None,
     };
+    let push_secret = cfg.admin.load_push_secret()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, close_rx) = watch::channel(false);
     let cache = cfg.cache.enabled.then(|| {
@@ -162,6 +163,11 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            push_secret,
+            wake: match &watch {
+                Some(w) => w.clone() as Arc<dyn crate::backend::wake::WakeSink>,
+                None => Arc::new(crate::backend::wake::NoWake),
+            },
         });
         tokio::spawn(crate::admin::serve(l, state, admin_stop_rx))
     });

@@ -161,12 +161,23 @@ async fn qresync_clients_stay_attached_and_backend_restart_while_parked() {
     c.login("user1", "pass1").await.unwrap().ok().unwrap();
     c.select("INBOX").await.unwrap().ok().unwrap();
     let tag = c.idle_start().await.unwrap();
-    wait_metric(&s.admin, "imapmux_client_sessions_parked", 1.0, Duration::from_secs(5));
+    wait_metric(
+        &s.admin,
+        "imapmux_client_sessions_parked",
+        1.0,
+        Duration::from_secs(5),
+    );
     assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 1.0);
     let mut other = direct(&s.d, "user2").await;
-    other.cmd_ok("UID STORE 1 +FLAGS (\\Deleted)").await.unwrap();
+    other
+        .cmd_ok("UID STORE 1 +FLAGS (\\Deleted)")
+        .await
+        .unwrap();
     other.cmd_ok("EXPUNGE").await.unwrap();
-    let l = q.idle_wait_for("VANISHED", Duration::from_secs(3)).await.unwrap();
+    let l = q
+        .idle_wait_for("VANISHED", Duration::from_secs(3))
+        .await
+        .unwrap();
     assert_eq!(l.text(), "* VANISHED 1");
     assert!(q.idle_done(&qtag).await.unwrap().is_ok());
 
@@ -174,8 +185,14 @@ async fn qresync_clients_stay_attached_and_backend_restart_while_parked() {
     // DONE re-attaches with a fresh login.
     s.d.restart();
     let mut other = direct(&s.d, "user1").await;
-    other.append("INBOX", None, b"Subject: after restart\r\n\r\nx\r\n").await.unwrap();
-    let l = c.idle_wait_for("EXISTS", Duration::from_secs(10)).await.unwrap();
+    other
+        .append("INBOX", None, b"Subject: after restart\r\n\r\nx\r\n")
+        .await
+        .unwrap();
+    let l = c
+        .idle_wait_for("EXISTS", Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(l.text(), "* 6 EXISTS");
     let r = c.idle_done(&tag).await.unwrap();
     assert!(r.is_ok(), "{r}");
@@ -185,7 +202,10 @@ async fn qresync_clients_stay_attached_and_backend_restart_while_parked() {
 
 #[tokio::test]
 async fn a_thousand_parked_clients_on_a_handful_of_backend_connections() {
-    let n: u32 = std::env::var("PARK_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let n: u32 = std::env::var("PARK_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let s = setup(n);
     let mut clients = Vec::new();
     for i in 0..n {
@@ -203,8 +223,16 @@ async fn a_thousand_parked_clients_on_a_handful_of_backend_connections() {
     if parked.is_none() {
         let log = s.proxy.log();
         std::fs::write("/tmp/park.log", &log).unwrap();
-        std::fs::write("/tmp/park-dovecot.log", std::fs::read(s.d.log_path()).unwrap()).unwrap();
-        let warn: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("not parking")).take(20).collect();
+        std::fs::write(
+            "/tmp/park-dovecot.log",
+            std::fs::read(s.d.log_path()).unwrap(),
+        )
+        .unwrap();
+        let warn: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("not parking"))
+            .take(20)
+            .collect();
         panic!(
             "parked: {} (log: {} parked, {} ended, {} logins)\n{}",
             metric(&s.admin, "imapmux_client_sessions_parked"),
@@ -218,7 +246,9 @@ async fn a_thousand_parked_clients_on_a_handful_of_backend_connections() {
     // by a client).
     let watchers = metric(&s.admin, "imapmux_backend_watchers");
     let in_use = metric(&s.admin, "imapmux_backend_connections_open{backend=\"b1\"}");
-    eprintln!("{n} parked clients: {watchers} watcher connections, {in_use} client backend connections");
+    eprintln!(
+        "{n} parked clients: {watchers} watcher connections, {in_use} client backend connections"
+    );
     assert!(watchers <= 5.0, "{watchers}");
     assert_eq!(in_use, 0.0);
     // Dovecot agrees: its imap processes (sessions) are about the watchers.
@@ -232,10 +262,16 @@ async fn a_thousand_parked_clients_on_a_handful_of_backend_connections() {
     assert!(sessions <= 10, "{who}");
     // New mail for user3 reaches all of user3's 200 parked clients.
     let mut other = direct(&s.d, "user3").await;
-    other.append("INBOX", None, b"Subject: all\r\n\r\nx\r\n").await.unwrap();
+    other
+        .append("INBOX", None, b"Subject: all\r\n\r\nx\r\n")
+        .await
+        .unwrap();
     for (i, (c, _)) in clients.iter_mut().enumerate() {
         if i % 5 == 2 {
-            let l = c.idle_wait_for("EXISTS", Duration::from_secs(10)).await.unwrap();
+            let l = c
+                .idle_wait_for("EXISTS", Duration::from_secs(10))
+                .await
+                .unwrap();
             assert_eq!(l.text(), "* 6 EXISTS");
         }
     }

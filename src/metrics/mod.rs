@@ -17,6 +17,7 @@ pub mod auth;
 mod command;
 pub mod park;
 pub mod pool;
+pub mod push;
 mod sampled;
 
 use std::sync::{Arc, OnceLock};
@@ -139,6 +140,7 @@ pub struct Metrics {
     pub auth: auth::AuthMetrics,
     pub pool: pool::PoolMetrics,
     pub park: park::ParkMetrics,
+    pub push: push::PushMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -340,6 +342,7 @@ impl Metrics {
             auth: auth::AuthMetrics::new(&r)?,
             pool: pool::PoolMetrics::new(&r)?,
             park: park::ParkMetrics::new(&r)?,
+            push: push::PushMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),

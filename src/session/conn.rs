@@ -54,7 +54,7 @@ pub(super) struct Summary {
     reuse: Option<(String, CredKey)>,
     /// The backend and the credentials that logged in to it, kept while
     /// IDLE offload may need to log in again.
-    retained: Option<(Arc<Backend>, Credentials)>,
+    retained: Option<(Arc<Backend>, Credentials, String)>,
 }
 
 /// Serve one accepted client connection to its end.
@@ -346,11 +346,11 @@ async fn preauth(
                 .map_or_else(|f| f.result, |_| LoginResult::Ok);
             ctx.metrics.login(outcome, t0.elapsed().as_secs_f64());
             match result {
-                Ok((li, backend, reuse, backend_creds)) => {
+                Ok((li, backend, reuse, backend_creds, owner)) => {
                     summary.backend = Some(backend.name.clone());
                     summary.reuse = reuse;
                     if ctx.watch.is_some() {
-                        summary.retained = Some((backend.clone(), backend_creds));
+                        summary.retained = Some((backend.clone(), backend_creds, owner));
                     }
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
                     tracing::info!(session = %client.session_id, user = %creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
@@ -480,11 +480,14 @@ fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
 
 /// A logged-in backend connection, its backend, and its identity in the
 /// reuse pool (backend login name, credential key).
+/// …, the credentials that logged in, and the mailbox owner's name on the
+/// backend (what its push notifications call the user).
 type LoginOk = (
     LoggedIn,
     Arc<Backend>,
     Option<(String, CredKey)>,
     Credentials,
+    String,
 );
 
 async fn login_unguarded(
@@ -551,7 +554,13 @@ async fn login_unguarded(
                 if backend::pool::probe(&mut li, t.backend_response).await {
                     m.pool.reuses.inc();
                     tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
-                    return Ok((li, b.clone(), reuse_id, backend_creds));
+                    return Ok((
+                        li,
+                        b.clone(),
+                        reuse_id,
+                        backend_creds,
+                        user_creds.user.clone(),
+                    ));
                 }
                 m.pool.discarded("probe_failed", 1);
             }
@@ -575,7 +584,13 @@ async fn login_unguarded(
             m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
         }
         return match answer {
-            Ok(LoginOutcome::Ok(li)) => Ok((li, b.clone(), reuse_id, backend_creds)),
+            Ok(LoginOutcome::Ok(li)) => Ok((
+                li,
+                b.clone(),
+                reuse_id,
+                backend_creds,
+                user_creds.user.clone(),
+            )),
             Ok(LoginOutcome::Rejected { status, code, text }) => {
                 if verified {
                     // imapmux accepted the password; the backend refused its
