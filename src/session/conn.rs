@@ -185,9 +185,7 @@ async fn run(
                 break;
             }
             (RelayEnd::Parked, Some((bstream, bbuf)), Some((cstream, cbuf)), Some(parked)) => {
-                let (Some((backend, creds)), Some(user)) =
-                    (summary.retained.clone(), summary.user.clone())
-                else {
+                let Some((backend, creds, user)) = summary.retained.clone() else {
                     break;
                 };
                 let old = LoggedIn {
