@@ -276,3 +276,68 @@ async fn a_thousand_parked_clients_on_a_handful_of_backend_connections() {
         }
     }
 }
+
+#[tokio::test]
+async fn push_wakes_parked_clients_without_polling() {
+    const SECRET: &str = "push-secret-for-tests";
+    let admin = free_addr();
+    let scripts = tempfile::tempdir().unwrap();
+    make_world_readable_dir(scripts.path());
+    let script = scripts.path().join("imapmux-push.lua");
+    std::fs::copy(repo_root().join("config/dovecot/imapmux-push.lua"), &script).unwrap();
+    let d = Dovecot::builder()
+        .messages(2)
+        .extra_config(&format!(
+            "mail_plugins = $mail_plugins notify push_notification mail_lua push_notification_lua\n\
+             plugin {{\n  push_notification_driver = lua:file={}\n  \
+             imapmux_push_url = http://{admin}/push\n  imapmux_push_secret = {SECRET}\n}}\n",
+            script.display()
+        ))
+        .start();
+    let addr = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "plaintext")
+        .allow_plaintext_auth(true)
+        .backend(BackendCfg::new("b1", &d.addr()))
+        .extra(&format!(
+            "[admin]\naddress = {}\npush_secret = {}\n[multiplex]\nidle_offload_after = \"1s\"\npoll_interval = \"0s\"\n",
+            toml_str(&admin),
+            toml_str(SECRET)
+        ))
+        .to_toml();
+    let _proxy = Imapmux::start(&cfg, &addr);
+    let mut c = ImapClient::connect_plain(&addr).await.unwrap();
+    c.login("user1", "pass1").await.unwrap().ok().unwrap();
+    c.select("INBOX").await.unwrap().ok().unwrap();
+    let tag = c.idle_start().await.unwrap();
+    wait_metric(
+        &admin,
+        "imapmux_client_sessions_parked",
+        1.0,
+        Duration::from_secs(5),
+    );
+    let mut other = direct(&d, "user1").await;
+    let mut took = Vec::new();
+    for i in 0..20u32 {
+        let t0 = std::time::Instant::now();
+        other
+            .append("INBOX", None, b"Subject: pushed\r\n\r\nx\r\n")
+            .await
+            .unwrap();
+        let l = c
+            .idle_wait_for("EXISTS", Duration::from_secs(5))
+            .await
+            .unwrap();
+        took.push(t0.elapsed());
+        assert_eq!(l.text(), format!("* {} EXISTS", 3 + i));
+    }
+    took.sort();
+    eprintln!(
+        "push new-mail latency over 20 appends: p50 {:?}, max {:?}",
+        took[10], took[19]
+    );
+    assert!(took[19] < Duration::from_secs(2), "{took:?}");
+    assert!(metric(&admin, "imapmux_wakes_total{cause=\"push\"}") >= 20.0);
+    assert_eq!(metric(&admin, "imapmux_wakes_total{cause=\"poll\"}"), 0.0);
+    assert!(c.idle_done(&tag).await.unwrap().is_ok());
+}
