@@ -128,6 +128,24 @@ struct Shared {
     pending_select: Mutex<Option<(String, Option<String>, bool)>>,
     /// The selected mailbox as the client sees it (`None`: none, or unknown).
     selected: Mutex<Option<(String, bool)>>,
+    /// Sessions idling attached (`imapmux_client_sessions_idle_attached`).
+    idle_gauge: Option<prometheus::IntGauge>,
+    idle_counted: AtomicBool,
+}
+
+/// Record whether the client is idling (IDLE accepted by the backend).
+fn set_idling(shared: &Shared, since_ms: u64) {
+    shared.idling_since_ms.store(since_ms, Ordering::Release);
+    let on = since_ms != 0;
+    if shared.idle_counted.swap(on, Ordering::AcqRel) != on {
+        if let Some(g) = &shared.idle_gauge {
+            if on {
+                g.inc();
+            } else {
+                g.dec();
+            }
+        }
+    }
 }
 
 /// Something the proxy itself says to the client, at a message boundary.
@@ -214,6 +232,8 @@ where
         injected: Mutex::new(VecDeque::new()),
         inject_ready: Notify::new(),
         prefetch_ready: Notify::new(),
+        idle_gauge: metrics.as_ref().map(|m| m.park.idling.clone()),
+        idle_counted: AtomicBool::new(false),
         meter: metrics.map(crate::metrics::CommandMeter::new),
         in_flight: AtomicI64::new(0),
         dirty: AtomicBool::new(false),
@@ -344,6 +364,7 @@ where
             }
         }
     };
+    set_idling(&shared, 0);
     let mut out = RelayOutcome {
         end,
         backend: None,
@@ -429,7 +450,7 @@ fn note_tagged(shared: &Shared, line: &[u8]) -> bool {
     }
     let mut idle = lock(&shared.idle_tag);
     if idle.as_deref().is_some_and(|t| t.as_bytes() == tag) {
-        shared.idling_since_ms.store(0, Ordering::Release);
+        set_idling(shared, 0);
         if shared.parking.load(Ordering::Acquire) {
             return true;
         }
@@ -628,7 +649,7 @@ where
                             _ => {}
                         }
                     } else if trim_line(line).eq_ignore_ascii_case(b"DONE") {
-                        shared.idling_since_ms.store(0, Ordering::Release);
+                        set_idling(shared, 0);
                     }
                 }
                 if let Some(spec) = literal {
@@ -756,7 +777,7 @@ where
                         && shared.idling_since_ms.load(Ordering::Acquire) == 0
                     {
                         let ms = shared.start.elapsed().as_millis() as u64;
-                        shared.idling_since_ms.store(ms.max(1), Ordering::Release);
+                        set_idling(shared, ms.max(1));
                     }
                 } else if !line.starts_with(b"* ")
                     && !line.starts_with(crate::cache::flow::PREFETCH_TAG_PREFIX)
