@@ -788,11 +788,14 @@ async fn auth_source_counters_move_and_the_scrape_passes_promtool() {
         ("imapmux_auth_penalty_total", &[("action", "refused")], 1.0),
         ("imapmux_logins_total", &[("result", "ok")], 2.0),
         ("imapmux_logins_total", &[("result", "failed")], 3.0),
+        // The second login of user1 reuses the first one's backend
+        // connection (it logged out): one backend login, one reuse.
         (
             "imapmux_backend_login_duration_seconds_count",
             &[("backend", "b1")],
-            2.0,
+            1.0,
         ),
+        ("imapmux_backend_reuses_total", &[], 1.0),
     ];
     let mut wrong = Vec::new();
     for (name, labels, want) in expect {

@@ -517,9 +517,14 @@ impl Conn {
         .await
     }
 
-    /// While idling: read (and ignore) untagged responses until `until`.
-    /// Errors if the server closes the connection or sends a tagged reply.
-    pub async fn idle_hold(&mut self, until: tokio::sync::watch::Receiver<bool>) -> Res<()> {
+    /// While idling: read untagged responses until `until` (calling
+    /// `on_exists` for each `EXISTS`). Errors if the server closes the
+    /// connection or sends a tagged reply.
+    pub async fn idle_hold(
+        &mut self,
+        until: tokio::sync::watch::Receiver<bool>,
+        mut on_exists: impl FnMut(),
+    ) -> Res<()> {
         let mut until = until;
         loop {
             if *until.borrow() {
@@ -533,6 +538,9 @@ impl Conn {
                             ErrKind::BadResponse,
                             format!("during IDLE: {}", r.summary()),
                         ));
+                    }
+                    if r.summary().contains(" EXISTS") {
+                        on_exists();
                     }
                 }
                 changed = until.changed() => {

@@ -17,6 +17,9 @@ use crate::Ctx;
 
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// When the last new message for each user was appended (NEWMAIL latency).
+type Appended = std::sync::Mutex<std::collections::HashMap<String, Instant>>;
+
 #[derive(Default)]
 struct Progress {
     established: AtomicU64,
@@ -83,7 +86,9 @@ async fn client(
     gate: Arc<Semaphore>,
     progress: Arc<Progress>,
     release: watch::Receiver<bool>,
+    appended: Arc<Appended>,
 ) {
+    let user = ctx.account(id, 0).user.clone();
     let permit = gate.acquire_owned().await;
     let r = establish(&ctx, id, &rec).await;
     drop(permit);
@@ -101,13 +106,44 @@ async fn client(
         }
     };
     let r = async {
-        conn.idle_hold(release).await?;
+        conn.idle_hold(release, || {
+            let at = appended.lock().ok().and_then(|m| m.get(&user).copied());
+            if let Some(t) = at {
+                rec.lat("NEWMAIL", t.elapsed());
+            }
+        })
+        .await?;
         conn.idle_done(&rec, &tag).await?;
         conn.logout(&rec).await
     };
     if let Err(e) = r.await {
         rec.error(&e);
     }
+}
+
+/// APPEND --new-mail messages, users in turn, each after the previous one
+/// reached its clients (or 5 s passed); clients time the EXISTS.
+async fn new_mail(ctx: &Ctx, rec: &Rec, appended: &Appended) -> Res<()> {
+    let users = ctx.cli.clients.min(ctx.accounts.len()).max(1);
+    for i in 0..ctx.cli.new_mail {
+        let acc = ctx.account(i % users, 0);
+        let mut conn = Conn::open(&ctx.conn, rec).await?;
+        conn.login(rec, acc).await?;
+        let msg =
+            format!("From: bench@example.org\r\nSubject: new mail {i}\r\n\r\nnew mail {i}\r\n");
+        let t = Instant::now();
+        if let Ok(mut m) = appended.lock() {
+            m.insert(acc.user.clone(), t);
+        }
+        let st = conn.append(&ctx.cli.mailbox, "", msg.as_bytes()).await?;
+        rec.lat("APPEND", t.elapsed());
+        crate::conn::check_ok("APPEND", &st)?;
+        conn.logout(rec).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the last ones arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
 }
 
 pub async fn run(ctx: Arc<Ctx>) -> Report {
@@ -118,6 +154,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     let gate = Arc::new(Semaphore::new(ctx.cli.connect_parallel));
     let progress = Arc::new(Progress::default());
     let (release_tx, release_rx) = watch::channel(false);
+    let appended: Arc<Appended> = Arc::default();
     let mut handles = Vec::new();
     let mut recs = Vec::new();
     for id in 0..clients {
@@ -130,6 +167,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
             gate.clone(),
             progress.clone(),
             release_rx.clone(),
+            appended.clone(),
         ));
         handles.push((h, rec));
     }
@@ -142,7 +180,10 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     let hold_start = Instant::now();
     let hold_end = hold_start + ctx.cli.duration;
     // Let the servers settle, then measure while all are idle.
-    let settle = (ctx.cli.duration / 2).min(Duration::from_secs(2));
+    let settle = ctx
+        .cli
+        .settle
+        .unwrap_or((ctx.cli.duration / 2).min(Duration::from_secs(2)));
     let wait_until = |until: Instant| {
         let ctx = ctx.clone();
         async move {
@@ -153,6 +194,13 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     };
     wait_until(hold_start + settle).await;
     let (proxy_during, backend_during) = sample(&t);
+    let writer_rec = Rec::new(Recorder::new(ctx.live.clone(), start, start + FOREVER));
+    if ctx.cli.new_mail > 0 {
+        if let Err(e) = new_mail(&ctx, &writer_rec, &appended).await {
+            writer_rec.error(&e);
+        }
+    }
+    recs.push(writer_rec);
     wait_until(hold_end).await;
     let held = hold_start.elapsed();
     let _ = release_tx.send(true);

@@ -182,6 +182,15 @@ pub struct Cli {
     /// idle-hold: count and measure backend processes with this name (Dovecot: imap).
     #[arg(long)]
     pub backend_name: Option<String>,
+    /// idle-hold: wait this long after every client idles before measuring
+    /// memory (default: half of --duration, at most 2 s).
+    #[arg(long, value_parser = parse_duration)]
+    pub settle: Option<Duration>,
+    /// idle-hold: after the memory sample, APPEND this many messages (one
+    /// at a time, users in turn, through --target) and time how long each
+    /// takes to reach the user's idling clients as EXISTS (NEWMAIL latency).
+    #[arg(long, default_value_t = 0)]
+    pub new_mail: usize,
     /// idle-hold: connections being set up at once.
     #[arg(long, default_value_t = 32)]
     pub connect_parallel: usize,
