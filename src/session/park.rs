@@ -167,13 +167,29 @@ impl Parking<'_> {
                 ctx.metrics.pool.discarded("probe_failed", 1);
             }
         }
-        let c = backend::connect(&self.backend, t.backend_connect, t.backend_response)
-            .await
-            .ok()?;
+        let m = &ctx.metrics;
+        let name = &self.backend.name;
+        let t0 = Instant::now();
+        let c = match backend::connect(&self.backend, t.backend_connect, t.backend_response).await {
+            Ok(c) => c,
+            Err(e) => {
+                m.backend_error(name, "connect", e.kind());
+                return None;
+            }
+        };
+        m.backend_connected(name, t0.elapsed().as_secs_f64());
         let info = self.backend.cfg.trusted.then_some(self.client_info);
-        match c.login(&self.creds, info).await.ok()? {
-            LoginOutcome::Ok(li) => Some(li),
-            LoginOutcome::Rejected { .. } => None,
+        let t0 = Instant::now();
+        match c.login(&self.creds, info).await {
+            Ok(LoginOutcome::Ok(li)) => {
+                m.backend_logged_in(name, t0.elapsed().as_secs_f64());
+                Some(li)
+            }
+            Ok(LoginOutcome::Rejected { .. }) => None,
+            Err(e) => {
+                m.backend_error(name, "login", e.kind());
+                None
+            }
         }
     }
 
