@@ -11,20 +11,11 @@ use std::time::Duration;
 use common::*;
 
 fn metric(admin: &str, series: &str) -> f64 {
-    let out = run_curl(&[&format!("http://{admin}/metrics")]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+    admin_metric(admin, series)
 }
 
 fn wait_metric(admin: &str, series: &str, want: f64, timeout: Duration) {
-    let ok = wait_until(timeout, || (metric(admin, series) == want).then_some(()));
-    assert!(
-        ok.is_some(),
-        "{series} never became {want} (is {})",
-        metric(admin, series)
-    );
+    wait_admin_metric(admin, series, want, timeout)
 }
 
 struct Setup {

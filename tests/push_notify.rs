@@ -17,13 +17,8 @@ use common::*;
 
 const SECRET: &str = "pushS3cretForTests";
 
-/// One sample of the admin server's /metrics (`name{labels}` exactly).
 fn metric(admin: &str, series: &str) -> f64 {
-    let out = run_curl(&[&format!("http://{admin}/metrics")]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+    admin_metric(admin, series)
 }
 
 fn push_events(admin: &str, result: &str) -> f64 {

@@ -21,6 +21,28 @@ use crate::session::Credentials;
 
 pub type Key = [u8; 32];
 
+/// A fresh random salt (from the system RNG; a failure leaves zeros: keys
+/// stay distinct, only predictable, and live in process memory only).
+pub fn random_salt() -> [u8; 32] {
+    let mut salt = [0u8; 32];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+    salt
+}
+
+/// SHA-256 of `salt` and each part, length-prefixed (so no two different
+/// part lists hash the same input).
+pub fn salted_digest<'a>(salt: &[u8; 32], parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(salt);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut k = [0u8; 32];
+    k.copy_from_slice(ctx.finish().as_ref());
+    k
+}
+
 pub struct AuthCache {
     salt: [u8; 32],
     positive: Cache<Key, Verdict>,
@@ -29,10 +51,7 @@ pub struct AuthCache {
 
 impl AuthCache {
     pub fn new(cfg: &AuthCacheConfig) -> AuthCache {
-        let mut salt = [0u8; 32];
-        // A failure of the system RNG leaves a zero salt: still one key per
-        // password, only predictable; it is in-process memory either way.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+        let salt = random_salt();
         let build = |ttl: Duration| {
             Cache::builder()
                 .max_capacity(cfg.max_entries)
@@ -47,19 +66,14 @@ impl AuthCache {
     }
 
     pub fn key(&self, c: &Credentials) -> Key {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(&self.salt);
-        for part in [
-            c.user.as_bytes(),
-            &c.password,
-            c.authzid.as_deref().unwrap_or("").as_bytes(),
-        ] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-        let mut k = [0u8; 32];
-        k.copy_from_slice(ctx.finish().as_ref());
-        k
+        salted_digest(
+            &self.salt,
+            [
+                c.user.as_bytes(),
+                &c.password,
+                c.authzid.as_deref().unwrap_or("").as_bytes(),
+            ],
+        )
     }
 
     pub fn get(&self, k: &Key) -> Option<Verdict> {

@@ -13,7 +13,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ring::digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BoxStream, LoggedIn};
@@ -106,11 +105,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl BackendPool {
     pub fn new(cfg: PoolConfig) -> BackendPool {
-        let mut salt = [0u8; 32];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
         BackendPool {
             cfg,
-            salt,
+            salt: crate::auth::cache::random_salt(),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -119,22 +116,15 @@ impl BackendPool {
     /// to the backend (both, so neither a different client password nor a
     /// different backend login can match).
     pub fn key(&self, client: &Credentials, backend: &Credentials) -> CredKey {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(&self.salt);
-        for c in [client, backend] {
-            for part in [
+        let parts = [client, backend].into_iter().flat_map(|c| {
+            [
                 c.user.as_bytes(),
-                &c.password,
+                &c.password[..],
                 c.authzid.as_deref().unwrap_or("").as_bytes(),
                 c.mechanism.as_str().as_bytes(),
-            ] {
-                ctx.update(&(part.len() as u64).to_be_bytes());
-                ctx.update(part);
-            }
-        }
-        let mut k = [0u8; 32];
-        k.copy_from_slice(ctx.finish().as_ref());
-        k
+            ]
+        });
+        crate::auth::cache::salted_digest(&self.salt, parts)
     }
 
     pub fn len(&self) -> usize {

@@ -367,27 +367,41 @@ fn quoted(mailbox: &str) -> Result<String, WatchError> {
         .ok_or(WatchError::Name)
 }
 
-/// `UID SEARCH` of all messages (ESEARCH when offered: one compact line).
-async fn search_all(w: &Watcher, slot: &mut Option<LoggedIn>) -> Result<UidList, WatchError> {
-    let esearch = slot
-        .as_ref()
-        .is_some_and(|c| crate::imap::response::has_capability(&c.capabilities, "ESEARCH"));
-    let cmd = if esearch {
+/// `UID SEARCH` of all messages on `conn` (ESEARCH when offered: one
+/// compact line). Every untagged line (the result too) also goes to
+/// `other`. `Ok(None)`: refused.
+pub async fn uid_search_all(
+    conn: &mut LoggedIn,
+    tag: &str,
+    timeout: Duration,
+    mut other: impl FnMut(&[u8]),
+) -> std::io::Result<Option<UidList>> {
+    let cmd = if crate::imap::response::has_capability(&conn.capabilities, "ESEARCH") {
         "UID SEARCH RETURN (ALL) ALL"
     } else {
         "UID SEARCH ALL"
     };
     let mut uids = None;
-    let ok = w
-        .cmd(slot, cmd, |l| {
-            if let Some(u) = search_uids(l) {
-                uids = Some(u);
-            }
-        })
-        .await?;
-    match (ok, uids) {
-        (true, Some(u)) => Ok(u),
-        (true, None) => Ok(UidList::default()),
-        _ => Err(WatchError::Refused("UID SEARCH")),
+    let ok = run(&mut conn.stream, &mut conn.buf, tag, cmd, timeout, |l| {
+        if let Some(u) = search_uids(l) {
+            uids = Some(u);
+        }
+        other(l);
+    })
+    .await?;
+    Ok(ok.then(|| uids.unwrap_or_default()))
+}
+
+async fn search_all(w: &Watcher, slot: &mut Option<LoggedIn>) -> Result<UidList, WatchError> {
+    let tag = w.tag();
+    let t = w.cfg.response_timeout;
+    let conn = w.connection(slot).await?;
+    match uid_search_all(conn, &tag, t, |_| {}).await {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(WatchError::Refused("UID SEARCH")),
+        Err(e) => {
+            *slot = None;
+            Err(e.into())
+        }
     }
 }

@@ -13,13 +13,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::Context;
-use super::parked::{catch_up, number_after, search_uids, strip_modseq, MailboxNow, ParkedView};
+use super::parked::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
 use crate::backend::pool::{run, CredKey};
+use crate::backend::watch::uid_search_all;
 use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::imap::command::quote;
-use crate::imap::response::has_capability;
 use crate::relay::Counters;
 use crate::route::Backend;
 
@@ -116,36 +116,27 @@ impl Parking<'_> {
         if !ok {
             return None;
         }
-        let cmd = if has_capability(&old.capabilities, "ESEARCH") {
-            "UID SEARCH RETURN (ALL) ALL"
-        } else {
-            "UID SEARCH ALL"
-        };
         // A change reported after the search result would make the list
         // stale: ask again (it settles at once in practice).
         for attempt in 0..3 {
-            let mut uids = None;
+            let mut seen_result = false;
             let mut late = false;
-            let ok = run(&mut old.stream, &mut old.buf, "imapmux.s2", cmd, t, |l| {
-                if let Some(u) = search_uids(l) {
-                    uids = Some(u);
-                } else if let Some(r) = relayable(l) {
-                    late |= uids.is_some() && !r.windows(5).any(|w| w == b"FETCH");
+            let uids = uid_search_all(old, "imapmux.s2", t, |l| {
+                if let Some(r) = relayable(l) {
+                    late |= seen_result && !r.windows(5).any(|w| w == b"FETCH");
                     to_client.extend_from_slice(&r);
                 }
+                seen_result |= l.starts_with(b"* ESEARCH") || l.starts_with(b"* SEARCH");
             })
             .await
-            .ok()?;
-            if !ok {
-                return None;
-            }
+            .ok()??;
             if !late || attempt == 2 {
                 return Some(ParkedView {
                     mailbox: mailbox.to_string(),
                     read_only,
                     uidvalidity: uidvalidity? as u32,
                     modseq: modseq?,
-                    uids: uids.unwrap_or_default(),
+                    uids,
                 });
             }
         }
@@ -221,20 +212,8 @@ impl Parking<'_> {
         if !ok {
             return None;
         }
-        let cmd = if has_capability(&li.capabilities, "ESEARCH") {
-            "UID SEARCH RETURN (ALL) ALL"
-        } else {
-            "UID SEARCH ALL"
-        };
-        let mut uids = None;
-        let ok = run(&mut li.stream, &mut li.buf, "imapmux.r2", cmd, t, |l| {
-            if let Some(u) = search_uids(l) {
-                uids = Some(u);
-            }
-        })
-        .await
-        .ok()?;
-        (ok && li.buf.is_empty()).then_some((uidvalidity?, uids.unwrap_or_default()))
+        let uids = uid_search_all(li, "imapmux.r2", t, |_| {}).await.ok()??;
+        li.buf.is_empty().then_some((uidvalidity?, uids))
     }
 
     /// Park the client until it ends its IDLE (or the session ends).

@@ -224,3 +224,30 @@ pub fn show_bytes(b: &[u8], max: usize) -> String {
         s
     }
 }
+
+/// One sample of an imapmux admin server's /metrics: the value of the
+/// series written exactly as `name{labels}` (or `name`). Panics with the
+/// scrape when it is missing.
+pub fn admin_metric(admin: &str, series: &str) -> f64 {
+    let out = run_curl(&[&format!("http://{admin}/metrics")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
+/// Wait until [`admin_metric`] reads `want`.
+pub fn wait_admin_metric(admin: &str, series: &str, want: f64, timeout: Duration) {
+    let ok = wait_until(timeout, || {
+        (admin_metric(admin, series) == want).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "{series} never became {want} (is {})",
+        admin_metric(admin, series)
+    );
+}
