@@ -26,10 +26,11 @@ struct Setup {
 }
 
 fn setup(clients: u32) -> Setup {
-    let d = Dovecot::builder()
-        .messages(5)
-        .max_clients(clients + 50)
-        .start();
+    setup_with(Dovecot::builder().messages(5).max_clients(clients + 50))
+}
+
+fn setup_with(b: DovecotBuilder) -> Setup {
+    let d = b.start();
     let addr = free_addr();
     let admin = free_addr();
     let cfg = ProxyConfig::new()
@@ -331,4 +332,54 @@ async fn push_wakes_parked_clients_without_polling() {
     assert!(metric(&admin, "imapmux_wakes_total{cause=\"push\"}") >= 20.0);
     assert_eq!(metric(&admin, "imapmux_wakes_total{cause=\"poll\"}"), 0.0);
     assert!(c.idle_done(&tag).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn without_condstore_flags_are_compared() {
+    // Dovecot announcing no CONDSTORE/QRESYNC after login: imapmux keeps
+    // every message's flags for the parked client and compares them.
+    let s = setup_with(Dovecot::builder().messages(5).extra_config(
+        "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ UNSELECT ESEARCH UIDPLUS MOVE NAMESPACE\n",
+    ));
+    let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
+    let r = c.login("user1", "pass1").await.unwrap().ok().unwrap();
+    assert!(!r.text.contains("CONDSTORE"), "{r}");
+    c.select("INBOX").await.unwrap().ok().unwrap();
+    let tag = c.idle_start().await.unwrap();
+    wait_metric(
+        &s.admin,
+        "imapmux_client_sessions_parked",
+        1.0,
+        Duration::from_secs(5),
+    );
+    let mut other = direct(&s.d, "user1").await;
+    other
+        .cmd_ok("UID STORE 4 +FLAGS (\\Answered)")
+        .await
+        .unwrap();
+    other
+        .cmd_ok("UID STORE 2 +FLAGS (\\Deleted)")
+        .await
+        .unwrap();
+    other.cmd_ok("EXPUNGE").await.unwrap();
+    other
+        .append("INBOX", None, b"Subject: n\r\n\r\nx\r\n")
+        .await
+        .unwrap();
+    let lines = c.read_responses_for(Duration::from_secs(2)).await.unwrap();
+    let texts: Vec<String> = lines.iter().map(|l| l.text()).collect();
+    assert!(texts.contains(&"* 2 EXPUNGE".to_string()), "{texts:?}");
+    assert!(texts.contains(&"* 5 EXISTS".to_string()), "{texts:?}");
+    // UID 4 is sequence 3 after the expunge; only it changed flags.
+    let fetches: Vec<&String> = texts.iter().filter(|t| t.contains("FETCH")).collect();
+    assert_eq!(fetches.len(), 1, "{texts:?}");
+    assert!(
+        fetches[0].starts_with("* 3 FETCH (FLAGS (") && fetches[0].contains("\\Answered"),
+        "{texts:?}"
+    );
+    assert!(c.idle_done(&tag).await.unwrap().is_ok());
+    let r = c.cmd_ok("FETCH 1:* (UID)").await.unwrap();
+    let uids: Vec<String> = r.untagged().map(|l| l.text()).collect();
+    assert_eq!(uids.len(), 5, "{r}");
+    assert_eq!(uids[1], "* 2 FETCH (UID 3)");
 }

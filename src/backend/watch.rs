@@ -220,8 +220,29 @@ impl Watcher {
         }
     }
 
-    /// HIGHESTMODSEQ of `mailbox` now.
-    pub async fn modseq(&self, mailbox: &str) -> Result<u64, WatchError> {
+    /// Whether the watcher's backend has CONDSTORE (logs in if needed).
+    async fn condstore(&self) -> Result<bool, WatchError> {
+        let mut slot = self.conn.lock().await;
+        let conn = self.connection(&mut slot).await?;
+        Ok(crate::imap::response::has_capability(
+            &conn.capabilities,
+            "CONDSTORE",
+        ))
+    }
+
+    /// A number that changes whenever `mailbox` does: its HIGHESTMODSEQ, or
+    /// without CONDSTORE a hash of its UIDs and flags.
+    pub async fn version(&self, mailbox: &str) -> Result<u64, WatchError> {
+        if !self.condstore().await? {
+            let now = self.snapshot(mailbox, 0).await?;
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(&now.uidvalidity.to_be_bytes());
+            for (uid, flags) in &now.changed {
+                h.update(&uid.to_be_bytes());
+                h.update(flags.as_bytes());
+            }
+            return Ok(h.digest().max(1));
+        }
         let name = quoted(mailbox)?;
         let mut slot = self.conn.lock().await;
         let mut modseq = None;
@@ -239,8 +260,12 @@ impl Watcher {
     }
 
     /// The mailbox now: UIDVALIDITY, HIGHESTMODSEQ, its UIDs, and the
-    /// flags of messages changed since `since`.
+    /// flags of messages changed since `since` (without CONDSTORE: of all
+    /// messages, modseq 0).
     pub async fn snapshot(&self, mailbox: &str, since: u64) -> Result<MailboxNow, WatchError> {
+        if !self.condstore().await? {
+            return self.snapshot_all_flags(mailbox).await;
+        }
         let name = quoted(mailbox)?;
         let t0 = std::time::Instant::now();
         let mut slot = self.conn.lock().await;
@@ -290,6 +315,51 @@ impl Watcher {
         })
     }
 
+    /// Without CONDSTORE: EXAMINE, then every message's UID and flags.
+    async fn snapshot_all_flags(&self, mailbox: &str) -> Result<MailboxNow, WatchError> {
+        let name = quoted(mailbox)?;
+        let t0 = std::time::Instant::now();
+        let mut slot = self.conn.lock().await;
+        let mut uidvalidity = None;
+        let mut exists = None;
+        let ok = self
+            .cmd(&mut slot, &format!("EXAMINE {name}"), |l| {
+                if let Some(v) = number_after(l, b"[UIDVALIDITY ") {
+                    uidvalidity = Some(v as u32);
+                }
+                if l.ends_with(b" EXISTS\r\n") {
+                    exists = number_after(l, b"* ");
+                }
+            })
+            .await?;
+        let (Some(uidvalidity), true) = (uidvalidity, ok) else {
+            return Err(WatchError::Refused("EXAMINE"));
+        };
+        let mut changed = Vec::new();
+        if exists.unwrap_or(1) > 0 {
+            let ok = self
+                .cmd(&mut slot, "UID FETCH 1:* (UID FLAGS)", |l| {
+                    if let Some(x) = fetch_uid_flags(l) {
+                        changed.push(x);
+                    }
+                })
+                .await?;
+            if !ok {
+                return Err(WatchError::Refused("UID FETCH FLAGS"));
+            }
+        }
+        self.cmd(&mut slot, "CLOSE", |_| {}).await?;
+        if let Some(m) = &self.metrics {
+            m.park.resync_duration.observe(t0.elapsed().as_secs_f64());
+        }
+        Ok(MailboxNow {
+            uidvalidity,
+            modseq: 0,
+            uids: UidList::from_uids(changed.iter().map(|(u, _)| *u).collect()),
+            changed,
+        })
+    }
+
     /// Poll the watched mailboxes until nobody holds the watcher.
     async fn run(me: Weak<Watcher>) {
         loop {
@@ -315,7 +385,7 @@ impl Watcher {
             };
             let cause = if woken { "push" } else { "poll" };
             for name in names {
-                match w.modseq(&name).await {
+                match w.version(&name).await {
                     Ok(m) => {
                         let map = lock(&w.mailboxes);
                         if let Some(tx) = map
@@ -324,7 +394,7 @@ impl Watcher {
                             .map(|(_, t)| t)
                         {
                             let changed = tx.send_if_modified(|cur| {
-                                if m > *cur {
+                                if m != *cur {
                                     *cur = m;
                                     true
                                 } else {

@@ -125,7 +125,6 @@ async fn run(
         let reusable = ctx.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
         let parkable = ctx.watch.is_some()
             && summary.retained.is_some()
-            && has("CONDSTORE")
             && !cfg.multiplex.idle_offload_after.is_zero();
         let relay_cfg = RelayConfig {
             max_line: cfg.server.max_line_length,
@@ -154,7 +153,8 @@ async fn run(
         } = li;
         // Kept only when the connection may be reused or parked (one string).
         let capabilities = (reusable || parkable).then(|| capabilities.join(" "));
-        let out = relay(
+        // Boxed: while the session is parked, the relay's state is freed.
+        let out = Box::pin(relay(
             client_side,
             (backend_stream, backend_buf),
             &relay_cfg,
@@ -162,7 +162,7 @@ async fn run(
             flow,
             Some(ctx.metrics.clone()),
             ctx.close_now.clone(),
-        )
+        ))
         .await;
         drop(backend_conn);
         summary.end = out.end.as_str();
@@ -202,7 +202,7 @@ async fn run(
                     user,
                     counters,
                 };
-                match p.park((cstream, cbuf), old, parked).await {
+                match Box::pin(p.park((cstream, cbuf), old, parked)).await {
                     super::park::Outcome::Resumed {
                         client,
                         pipelined,

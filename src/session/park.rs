@@ -94,6 +94,11 @@ impl Parking<'_> {
         to_client: &mut Vec<u8>,
     ) -> Option<ParkedView> {
         let name = quoted(mailbox)?;
+        if !crate::imap::response::has_capability(&old.capabilities, "CONDSTORE") {
+            return self
+                .view_by_flags(old, mailbox, &name, read_only, to_client)
+                .await;
+        }
         let t = self.timeout();
         let (mut modseq, mut uidvalidity) = (None, None);
         let ok = run(
@@ -137,10 +142,72 @@ impl Parking<'_> {
                     uidvalidity: uidvalidity? as u32,
                     modseq: modseq?,
                     uids,
+                    flags: None,
                 });
             }
         }
         None
+    }
+
+    /// Without CONDSTORE: the client's view is every message's UID and
+    /// flags (compared on every wake). Other untagged lines are relayed.
+    async fn view_by_flags(
+        &self,
+        old: &mut LoggedIn,
+        mailbox: &str,
+        name: &str,
+        read_only: bool,
+        to_client: &mut Vec<u8>,
+    ) -> Option<ParkedView> {
+        let t = self.timeout();
+        let mut uidvalidity = None;
+        let ok = run(
+            &mut old.stream,
+            &mut old.buf,
+            "imapmux.s1",
+            &format!("STATUS {name} (UIDVALIDITY)"),
+            t,
+            |l| {
+                if l.starts_with(b"* STATUS") {
+                    uidvalidity = number_after(l, b"UIDVALIDITY ");
+                } else if let Some(r) = relayable(l) {
+                    to_client.extend_from_slice(&r);
+                }
+            },
+        )
+        .await
+        .ok()?;
+        let mut pairs = Vec::new();
+        let ok = ok
+            && run(
+                &mut old.stream,
+                &mut old.buf,
+                "imapmux.s2",
+                "UID FETCH 1:* (UID FLAGS)",
+                t,
+                |l| match super::parked::fetch_uid_flags(l) {
+                    Some(p) => pairs.push(p),
+                    None => {
+                        if let Some(r) = relayable(l) {
+                            to_client.extend_from_slice(&r);
+                        }
+                    }
+                },
+            )
+            .await
+            .ok()?;
+        if !ok {
+            return None;
+        }
+        let flags = super::parked::FlagSnapshot::from_pairs(&pairs);
+        Some(ParkedView {
+            mailbox: mailbox.to_string(),
+            read_only,
+            uidvalidity: uidvalidity? as u32,
+            modseq: 0,
+            uids: flags.uids(),
+            flags: Some(flags),
+        })
     }
 
     /// A logged-in backend connection for this user: a pooled one, or a
@@ -246,6 +313,10 @@ impl Parking<'_> {
         };
         let watcher = registry.join(&self.backend, &self.user, &self.creds);
         let mut changes = watcher.subscribe(&mailbox, view.modseq);
+        // Memory per parked client: no relay buffer capacity kept around.
+        if cbuf.is_empty() {
+            cbuf = BytesMut::new();
+        }
         m.parks.inc();
         m.parked.inc();
         let _parked = scopeguard(|| m.parked.dec());
@@ -287,7 +358,7 @@ impl Parking<'_> {
                     if changed.is_err() {
                         return Outcome::Ended("backend_error");
                     }
-                    match watcher.snapshot(&mailbox, view.modseq).await {
+                    match Box::pin(watcher.snapshot(&mailbox, view.modseq)).await {
                         Ok(now) => match catch_up(&view, &now) {
                             Some((bytes, next)) => {
                                 if !self.send(&mut client, &bytes).await {

@@ -118,6 +118,47 @@ impl UidList {
     }
 }
 
+/// The flags of every message, for backends without CONDSTORE (changes
+/// are found by comparing). Flag lists are interned: mailboxes have few
+/// distinct ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagSnapshot {
+    table: Vec<String>,
+    /// (UID, index into `table`), sorted by UID.
+    by_uid: Vec<(u32, u16)>,
+}
+
+impl FlagSnapshot {
+    /// From (UID, FLAGS text) pairs, e.g. the answers to `UID FETCH 1:* (FLAGS)`.
+    pub fn from_pairs(pairs: &[(u32, String)]) -> FlagSnapshot {
+        let mut s = FlagSnapshot::default();
+        for (uid, flags) in pairs {
+            let idx = match s.table.iter().position(|t| t == flags) {
+                Some(i) => i,
+                None => {
+                    s.table.push(flags.clone());
+                    s.table.len() - 1
+                }
+            };
+            s.by_uid.push((*uid, idx.min(u16::MAX as usize) as u16));
+        }
+        s.by_uid.sort_unstable();
+        s.by_uid.dedup_by_key(|(u, _)| *u);
+        s
+    }
+
+    pub fn get(&self, uid: u32) -> Option<&str> {
+        let i = self.by_uid.binary_search_by_key(&uid, |(u, _)| *u).ok()?;
+        self.table
+            .get(self.by_uid[i].1 as usize)
+            .map(String::as_str)
+    }
+
+    pub fn uids(&self) -> UidList {
+        UidList::from_uids(self.by_uid.iter().map(|(u, _)| *u).collect())
+    }
+}
+
 /// What a parked client's view of its selected mailbox is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedView {
@@ -125,9 +166,12 @@ pub struct ParkedView {
     /// EXAMINE (true) or SELECT.
     pub read_only: bool,
     pub uidvalidity: u32,
-    /// HIGHESTMODSEQ no later than the view: changes above it are replayed.
+    /// HIGHESTMODSEQ no later than the view: changes above it are replayed
+    /// (0 without CONDSTORE).
     pub modseq: u64,
     pub uids: UidList,
+    /// Without CONDSTORE: every message's flags, to compare against.
+    pub flags: Option<FlagSnapshot>,
 }
 
 /// The mailbox now, as the backend reports it.
@@ -165,7 +209,14 @@ pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedV
         let _ = write!(out, "* {} EXISTS\r\n", now.uids.len());
     }
     for (uid, flags) in &now.changed {
-        if view.uids.contains(*uid) {
+        // Without CONDSTORE `changed` holds every message: only differences
+        // count (\Recent is per session: the watcher never has it).
+        let same = view
+            .flags
+            .as_ref()
+            .and_then(|f| f.get(*uid))
+            .is_some_and(|old| without_recent(old) == without_recent(flags));
+        if view.uids.contains(*uid) && !same {
             if let Some(seq) = now.uids.seq_of(*uid) {
                 let _ = write!(out, "* {seq} FETCH (FLAGS {flags})\r\n");
             }
@@ -177,8 +228,22 @@ pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedV
         uidvalidity: now.uidvalidity,
         modseq: now.modseq.max(view.modseq),
         uids: now.uids.clone(),
+        flags: view
+            .flags
+            .as_ref()
+            .map(|_| FlagSnapshot::from_pairs(&now.changed)),
     };
     Some((out.into_bytes(), next))
+}
+
+/// A FLAGS list without `\Recent` (a session-specific flag).
+fn without_recent(flags: &str) -> String {
+    flags
+        .trim_matches(['(', ')'])
+        .split_whitespace()
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The number after `key` (e.g. `HIGHESTMODSEQ `) in a response line.
@@ -259,6 +324,7 @@ mod tests {
             uidvalidity: 7,
             modseq: 10,
             uids: list(u),
+            flags: None,
         }
     }
 
@@ -329,6 +395,32 @@ mod tests {
         let mut n = now(&[1, 2], &[]);
         n.uidvalidity = 8;
         assert!(catch_up(&view(&[1, 2]), &n).is_none());
+    }
+
+    #[test]
+    fn without_condstore_only_changed_flags_are_sent() {
+        let pairs = |p: &[(u32, &str)]| -> Vec<(u32, String)> {
+            p.iter().map(|(u, f)| (*u, f.to_string())).collect()
+        };
+        let mut v = view(&[1, 2, 3]);
+        v.modseq = 0;
+        v.flags = Some(FlagSnapshot::from_pairs(&pairs(&[
+            (1, "(\\Recent)"),
+            (2, "(\\Seen)"),
+            (3, "()"),
+        ])));
+        assert_eq!(v.flags.as_ref().unwrap().get(2), Some("(\\Seen)"));
+        assert_eq!(v.flags.as_ref().unwrap().uids(), list(&[1, 2, 3]));
+        // Now: 1 unchanged, 2 unseen again, 3 expunged, 4 new.
+        let mut n = now(&[1, 2, 4], &[]);
+        n.modseq = 0;
+        n.changed = pairs(&[(1, "()"), (2, "()"), (4, "()")]);
+        let (out, next) = catch_up(&v, &n).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "* 3 EXPUNGE\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS ())\r\n"
+        );
+        assert_eq!(next.flags.unwrap().get(4), Some("()"));
     }
 
     #[test]
