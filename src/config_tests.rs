@@ -1,0 +1,138 @@
+//! Tests of `config`.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[tls]
+self_signed = true
+[[listener]]
+address = "127.0.0.1:1143"
+mode = "starttls"
+[[pool]]
+name = "default"
+[[pool.backend]]
+name = "b1"
+address = "127.0.0.1:10143"
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text, Path::new("t.toml"))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn minimal_is_valid() {
+    let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+    assert_eq!(c.default_pool_name(), "default");
+    assert_eq!(c.timeouts.idle, Duration::from_secs(1800));
+    assert!(c.routing.lowercase_users);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err(&MINIMAL.replace("mode = \"starttls\"", "mode = \"starttls\"\nadress = \"x\""));
+    assert!(e.contains("adress"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let e = err(&MINIMAL.replace("127.0.0.1:1143", "nonsense"));
+    assert!(e.contains("listener[0].address"), "{e}");
+    let e = err(&MINIMAL.replace("self_signed = true", ""));
+    assert!(e.contains("tls.cert_file"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[routing.users]\nalice = \"nope\"\n"));
+    assert!(e.contains("routing.users.alice"), "{e}");
+    let c = Config::parse(
+        &format!("{MINIMAL}\n[timeouts]\nidle = \"5m\"\n"),
+        Path::new("t"),
+    )
+    .unwrap();
+    assert!(c.warnings().iter().any(|w| w.contains("timeouts.idle")));
+    let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"0s\"\n"));
+    assert!(e.contains("timeouts.idle"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[timeouts]\nidle = \"forever\"\n"));
+    assert!(e.contains("idle") && e.contains("duration"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "address = \"127.0.0.1:10143\"",
+        "address = \"127.0.0.1:10143\"\nweight = 0",
+    ));
+    assert!(e.contains("pool[0].backend[0].weight"), "{e}");
+    let e = err(&MINIMAL.replace("mode = \"starttls\"", "mode = \"tls\""));
+    assert!(e.contains("mode"), "{e}");
+}
+
+#[test]
+fn push_secret_keys() {
+    let with = |admin: &str| format!("{MINIMAL}\n[admin]\n{admin}\n");
+    let ok = |admin: &str| Config::parse(&with(admin), Path::new("t")).unwrap();
+    let c = ok("address = \"127.0.0.1:9143\"");
+    assert!(!c.admin.push_enabled());
+    assert!(c.admin.load_push_secret().unwrap().is_none());
+    let c = ok("address = \"127.0.0.1:9143\"\npush_secret = \"s3cret\"");
+    assert!(c.admin.push_enabled());
+    assert!(c.admin.load_push_secret().unwrap().is_some());
+    assert!(!format!("{c:?}").contains("s3cret"));
+    let e = err(&with(
+        "address = \"127.0.0.1:9143\"\npush_secret = \"a\"\npush_secret_file = \"/x\"",
+    ));
+    assert!(
+        e.contains("admin.push_secret") && e.contains("exactly one"),
+        "{e}"
+    );
+    let e = err(&with("address = \"127.0.0.1:9143\"\npush_secret = \"\""));
+    assert!(
+        e.contains("admin.push_secret") && e.contains("empty"),
+        "{e}"
+    );
+    let e = err(&with("push_secret = \"s3cret\""));
+    assert!(
+        e.contains("admin.push_secret") && e.contains("admin.address"),
+        "{e}"
+    );
+    let e = err(&with("push_secret_file = \"/x\""));
+    assert!(e.contains("admin.push_secret_file"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("secret");
+    std::fs::write(&f, "from-file\nignored\n").unwrap();
+    let file_cfg = |p: &Path| {
+        ok(&format!(
+            "address = \"127.0.0.1:9143\"\npush_secret_file = \"{}\"",
+            p.display()
+        ))
+    };
+    let secret = file_cfg(&f).admin.load_push_secret().unwrap().unwrap();
+    assert!(secret.authorizes(Some(b"Bearer from-file")));
+    assert!(!secret.authorizes(Some(b"Bearer ignored")));
+    std::fs::write(&f, "\n").unwrap();
+    let e = file_cfg(&f)
+        .admin
+        .load_push_secret()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("admin.push_secret_file") && e.contains("empty"),
+        "{e}"
+    );
+    let e = file_cfg(&dir.path().join("missing"))
+        .admin
+        .load_push_secret()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("admin.push_secret_file") && e.contains("cannot read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn host_port() {
+    assert_eq!(
+        split_host_port("mail.example:143"),
+        Some(("mail.example".into(), 143))
+    );
+    assert_eq!(split_host_port("[::1]:993"), Some(("::1".into(), 993)));
+    assert_eq!(split_host_port("nope"), None);
+    assert_eq!(split_host_port("h:0"), None);
+}
