@@ -110,6 +110,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
                 poll_interval: cfg.multiplex.poll_interval,
                 connect_timeout: cfg.timeouts.backend_connect,
                 response_timeout: cfg.timeouts.backend_response,
+                max_concurrent_resumes: cfg.multiplex.max_concurrent_resumes,
             },
             Some(metrics.clone()),
         ))

@@ -66,6 +66,8 @@ pub struct MultiplexConfig {
     /// How often watchers poll parked clients' mailboxes ("0s": push only).
     #[serde(deserialize_with = "crate::config::de_duration")]
     pub poll_interval: Duration,
+    /// Parked sessions logging in again at once (the others queue).
+    pub max_concurrent_resumes: usize,
 }
 
 impl Default for MultiplexConfig {
@@ -77,6 +79,7 @@ impl Default for MultiplexConfig {
             max_pooled: 1000,
             idle_offload_after: Duration::from_secs(30),
             poll_interval: Duration::from_secs(10),
+            max_concurrent_resumes: 32,
         }
     }
 }

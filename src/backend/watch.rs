@@ -43,6 +43,9 @@ pub struct WatchConfig {
     pub poll_interval: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Parked sessions re-attaching (logging in again) at once; the rest
+    /// wait their turn instead of stampeding the backend.
+    pub max_concurrent_resumes: usize,
 }
 
 type Key = (String, String);
@@ -50,6 +53,7 @@ type Key = (String, String);
 /// All watchers of this process; the push endpoint wakes them.
 pub struct Registry {
     cfg: WatchConfig,
+    resumes: tokio::sync::Semaphore,
     watchers: Mutex<HashMap<Key, Weak<Watcher>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -61,6 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Registry {
     pub fn new(cfg: WatchConfig, metrics: Option<Arc<crate::metrics::Metrics>>) -> Registry {
         Registry {
+            resumes: tokio::sync::Semaphore::new(cfg.max_concurrent_resumes.max(1)),
             cfg,
             watchers: Mutex::new(HashMap::new()),
             metrics,
@@ -93,6 +98,11 @@ impl Registry {
         }
         tokio::spawn(Watcher::run(Arc::downgrade(&w)));
         w
+    }
+
+    /// A turn to re-attach a parked session (held while it logs in again).
+    pub async fn resume_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.resumes.acquire().await.ok()
     }
 
     pub fn len(&self) -> usize {
