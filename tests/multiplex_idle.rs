@@ -30,6 +30,10 @@ fn setup(clients: u32) -> Setup {
 }
 
 fn setup_with(b: DovecotBuilder) -> Setup {
+    setup_full(b, "")
+}
+
+fn setup_full(b: DovecotBuilder, multiplex_extra: &str) -> Setup {
     let d = b.start();
     let addr = free_addr();
     let admin = free_addr();
@@ -38,7 +42,9 @@ fn setup_with(b: DovecotBuilder) -> Setup {
         .allow_plaintext_auth(true)
         .backend(BackendCfg::new("b1", &d.addr()))
         .admin(&admin)
-        .extra("[multiplex]\nidle_offload_after = \"1s\"\npoll_interval = \"300ms\"\n")
+        .extra(&format!(
+            "[multiplex]\nidle_offload_after = \"1s\"\npoll_interval = \"300ms\"\n{multiplex_extra}"
+        ))
         .to_toml();
     let proxy = Imapmux::start(&cfg, &addr);
     Setup {
@@ -382,4 +388,45 @@ async fn without_condstore_flags_are_compared() {
     let uids: Vec<String> = r.untagged().map(|l| l.text()).collect();
     assert_eq!(uids.len(), 5, "{r}");
     assert_eq!(uids[1], "* 2 FETCH (UID 3)");
+}
+
+#[tokio::test]
+async fn many_clients_ending_idle_at_once_resume_in_turns() {
+    let n = 100;
+    let s = setup_full(
+        Dovecot::builder().messages(5).max_clients(n + 50),
+        "max_concurrent_resumes = 4\n",
+    );
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let u = i % 5 + 1;
+        let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
+        c.login(&format!("user{u}"), &format!("pass{u}"))
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        c.select("INBOX").await.unwrap().ok().unwrap();
+        let tag = c.idle_start().await.unwrap();
+        clients.push((c, tag));
+    }
+    wait_metric(
+        &s.admin,
+        "imapmux_client_sessions_parked",
+        n as f64,
+        Duration::from_secs(30),
+    );
+    // All DONE at the same moment: every one answered, none refused.
+    for (c, _) in clients.iter_mut() {
+        c.write_raw(b"DONE\r\n").await.unwrap();
+    }
+    for (c, tag) in clients.iter_mut() {
+        let r = c.read_tagged(tag).await.unwrap();
+        assert!(r.is_ok(), "{r}");
+    }
+    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 0.0);
+    assert_eq!(
+        metric(&s.admin, "imapmux_wakes_total{cause=\"done\"}"),
+        n as f64
+    );
 }
