@@ -44,6 +44,12 @@ mode = {{ $mode | toJson }}
 
 [admin]
 address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJson }}
+{{- with $c.admin.pushSecret }}
+{{- if .name }}
+# From the Secret {{ .name }} (key {{ .key | default "secret" }}).
+push_secret_file = "/etc/imapmux/admin/push-secret"
+{{- end }}
+{{- end }}
 
 [health]
 interval = {{ $c.health.interval | toJson }}

@@ -64,10 +64,11 @@ app.kubernetes.io/part-of: imapmux
 {{- end }}
 
 {{/*
-Files of Secrets the config names (auth sources, master passwords), as a
-YAML list of {secret, key, path}; path is relative to /etc/imapmux, where
-the deployment's projected volume puts them. The paths here must match the
-ones _config.tpl writes (scripts/check-chart checks that they do).
+Files of Secrets the config names (auth sources, the push secret, master
+passwords), as a YAML list of {secret, key, path}; path is relative to
+/etc/imapmux, where the deployment's projected volume puts them. The paths
+here must match the ones _config.tpl writes (scripts/check-chart checks that
+they do).
 */}}
 {{- define "imapmux.secretFiles" -}}
 {{- $files := list }}
@@ -77,6 +78,11 @@ ones _config.tpl writes (scripts/check-chart checks that they do).
 {{- end }}
 {{- if and (eq $a.source "ldap") (not $a.ldap.bind_dn) $a.ldap.search_bind_dn }}
 {{- $files = append $files (dict "secret" $a.ldap.searchBindPasswordSecret.name "key" $a.ldap.searchBindPasswordSecret.key "path" "auth/ldap-search-bind-password") }}
+{{- end }}
+{{- with .Values.config.admin.pushSecret }}
+{{- if .name }}
+{{- $files = append $files (dict "secret" .name "key" (.key | default "secret") "path" "admin/push-secret") }}
+{{- end }}
 {{- end }}
 {{- range $i, $p := .Values.config.pools }}
 {{- if and $p.login (eq ($p.login.mode | default "user") "master") }}
