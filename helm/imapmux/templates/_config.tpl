@@ -176,6 +176,17 @@ max_failures_per_ip = {{ int64 $a.penalty.max_failures_per_ip }}
 window = {{ $a.penalty.window | toJson }}
 known_good_ttl = {{ $a.penalty.known_good_ttl | toJson }}
 
+{{- $m := $c.multiplex }}
+
+[multiplex]
+reuse_after_logout = {{ $m.reuse_after_logout }}
+reuse_idle = {{ $m.reuse_idle | toJson }}
+max_pooled_per_user = {{ int64 $m.max_pooled_per_user }}
+max_pooled = {{ int64 $m.max_pooled }}
+idle_offload_after = {{ $m.idle_offload_after | toJson }}
+poll_interval = {{ $m.poll_interval | toJson }}
+max_concurrent_resumes = {{ int64 $m.max_concurrent_resumes }}
+
 [cache]
 enabled = {{ $c.cache.enabled }}
 max_bytes = {{ $c.cache.max_bytes | toJson }}

@@ -159,6 +159,16 @@ complex (then the grace-period check below is skipped).
 {{- fail (printf "config.routing.users.%s: no backend is named %q" $user $backend) }}
 {{- end }}
 {{- end }}
+{{- $m := .Values.config.multiplex }}
+{{- $zero := "^(0+(ns|us|ms|s|m|h|d))+$" }}
+{{- if and (not (regexMatch $zero $m.idle_offload_after)) (regexMatch $zero $m.poll_interval) }}
+{{- if not .Values.config.admin.pushSecret.name }}
+{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs config.admin.pushSecret.name: without push nor polling, parked IDLE clients would not learn of new mail; keep poll_interval above 0s or set up push" }}
+{{- end }}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
+{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs a single replica: the admin Service hands each push to one pod, and parked clients on the other pods would not learn of changes; keep poll_interval above 0s" }}
+{{- end }}
+{{- end }}
 {{- $a := .Values.config.auth }}
 {{- if and (eq $a.source "passwd-file") (not $a.passwd_file.existingSecret.name) }}
 {{- fail "config.auth.passwd_file.existingSecret.name is required with config.auth.source passwd-file: the Secret holding the passwd-file" }}
