@@ -163,7 +163,7 @@ complex (then the grace-period check below is skipped).
 {{- $zero := "^(0+(ns|us|ms|s|m|h|d))+$" }}
 {{- if and (not (regexMatch $zero $m.idle_offload_after)) (regexMatch $zero $m.poll_interval) }}
 {{- if not .Values.config.admin.pushSecret.name }}
-{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs config.admin.pushSecret.name: without push nor polling, parked IDLE clients would not learn of new mail; keep poll_interval above 0s or set up push" }}
+{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs config.admin.pushSecret.name: with neither push nor polling, parked IDLE clients would not learn of new mail; keep poll_interval above 0s or set up push" }}
 {{- end }}
 {{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
 {{- fail "config.multiplex.poll_interval \"0s\" (push only) needs a single replica: the admin Service hands each push to one pod, and parked clients on the other pods would not learn of changes; keep poll_interval above 0s" }}
