@@ -44,6 +44,12 @@ mode = {{ $mode | toJson }}
 
 [admin]
 address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJson }}
+{{- with $c.admin.pushSecret }}
+{{- if .name }}
+# From the Secret {{ .name }} (key {{ .key | default "secret" }}).
+push_secret_file = "/etc/imapmux/admin/push-secret"
+{{- end }}
+{{- end }}
 
 [health]
 interval = {{ $c.health.interval | toJson }}
@@ -169,6 +175,17 @@ max_failures_per_user = {{ int64 $a.penalty.max_failures_per_user }}
 max_failures_per_ip = {{ int64 $a.penalty.max_failures_per_ip }}
 window = {{ $a.penalty.window | toJson }}
 known_good_ttl = {{ $a.penalty.known_good_ttl | toJson }}
+
+{{- $m := $c.multiplex }}
+
+[multiplex]
+reuse_after_logout = {{ $m.reuse_after_logout }}
+reuse_idle = {{ $m.reuse_idle | toJson }}
+max_pooled_per_user = {{ int64 $m.max_pooled_per_user }}
+max_pooled = {{ int64 $m.max_pooled }}
+idle_offload_after = {{ $m.idle_offload_after | toJson }}
+poll_interval = {{ $m.poll_interval | toJson }}
+max_concurrent_resumes = {{ int64 $m.max_concurrent_resumes }}
 
 [cache]
 enabled = {{ $c.cache.enabled }}

@@ -64,10 +64,11 @@ app.kubernetes.io/part-of: imapmux
 {{- end }}
 
 {{/*
-Files of Secrets the config names (auth sources, master passwords), as a
-YAML list of {secret, key, path}; path is relative to /etc/imapmux, where
-the deployment's projected volume puts them. The paths here must match the
-ones _config.tpl writes (scripts/check-chart checks that they do).
+Files of Secrets the config names (auth sources, the push secret, master
+passwords), as a YAML list of {secret, key, path}; path is relative to
+/etc/imapmux, where the deployment's projected volume puts them. The paths
+here must match the ones _config.tpl writes (scripts/check-chart checks that
+they do).
 */}}
 {{- define "imapmux.secretFiles" -}}
 {{- $files := list }}
@@ -77,6 +78,11 @@ ones _config.tpl writes (scripts/check-chart checks that they do).
 {{- end }}
 {{- if and (eq $a.source "ldap") (not $a.ldap.bind_dn) $a.ldap.search_bind_dn }}
 {{- $files = append $files (dict "secret" $a.ldap.searchBindPasswordSecret.name "key" $a.ldap.searchBindPasswordSecret.key "path" "auth/ldap-search-bind-password") }}
+{{- end }}
+{{- with .Values.config.admin.pushSecret }}
+{{- if .name }}
+{{- $files = append $files (dict "secret" .name "key" (.key | default "secret") "path" "admin/push-secret") }}
+{{- end }}
 {{- end }}
 {{- range $i, $p := .Values.config.pools }}
 {{- if and $p.login (eq ($p.login.mode | default "user") "master") }}
@@ -151,6 +157,16 @@ complex (then the grace-period check below is skipped).
 {{- range $user, $backend := .Values.config.routing.users }}
 {{- if not (has $backend $backends) }}
 {{- fail (printf "config.routing.users.%s: no backend is named %q" $user $backend) }}
+{{- end }}
+{{- end }}
+{{- $m := .Values.config.multiplex }}
+{{- $zero := "^(0+(ns|us|ms|s|m|h|d))+$" }}
+{{- if and (not (regexMatch $zero $m.idle_offload_after)) (regexMatch $zero $m.poll_interval) }}
+{{- if not .Values.config.admin.pushSecret.name }}
+{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs config.admin.pushSecret.name: with neither push nor polling, parked IDLE clients would not learn of new mail; keep poll_interval above 0s or set up push" }}
+{{- end }}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
+{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs a single replica: the admin Service hands each push to one pod, and parked clients on the other pods would not learn of changes; keep poll_interval above 0s" }}
 {{- end }}
 {{- end }}
 {{- $a := .Values.config.auth }}
