@@ -5,29 +5,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn hash_password(scheme: &str, pw: &str) -> String {
-    let mut child = Command::new(imapmux_bin())
-        .args(["hash-password", "--scheme", scheme])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run imapmux hash-password");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{pw}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn doveadm_hash(scheme: &str, pw: &str) -> String {
     let dir = tempfile::tempdir().unwrap();

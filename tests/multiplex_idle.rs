@@ -279,18 +279,9 @@ async fn a_thousand_parked_clients_on_a_handful_of_backend_connections() {
 async fn push_wakes_parked_clients_without_polling() {
     const SECRET: &str = "push-secret-for-tests";
     let admin = free_addr();
-    let scripts = tempfile::tempdir().unwrap();
-    make_world_readable_dir(scripts.path());
-    let script = scripts.path().join("imapmux-push.lua");
-    std::fs::copy(repo_root().join("config/dovecot/imapmux-push.lua"), &script).unwrap();
     let d = Dovecot::builder()
         .messages(2)
-        .extra_config(&format!(
-            "mail_plugins = $mail_plugins notify push_notification mail_lua push_notification_lua\n\
-             plugin {{\n  push_notification_driver = lua:file={}\n  \
-             imapmux_push_url = http://{admin}/push\n  imapmux_push_secret = {SECRET}\n}}\n",
-            script.display()
-        ))
+        .lua_push(&format!("http://{admin}/push"), SECRET)
         .start();
     let addr = free_addr();
     let cfg = ProxyConfig::new()

@@ -660,25 +660,6 @@ async fn readyz_follows_backend_health_and_the_drain() {
     );
 }
 
-/// `{SCHEME}hash` of `password` from `imapmux hash-password`.
-fn hash_password(password: &str) -> String {
-    let mut child = imapmux_command()
-        .args(["hash-password", "--scheme", "SHA512-CRYPT"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run imapmux hash-password");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "imapmux hash-password failed");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The auth source families exist only once a verifying source is built:
 /// a passwd-file source answers, the result cache and the brute-force
 /// defence step in, and the counters move by exactly that. The scrape is
@@ -690,7 +671,11 @@ async fn auth_source_counters_move_and_the_scrape_passes_promtool() {
     let dovecot = Dovecot::builder().start();
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
-    std::fs::write(&users, format!("user1:{}\n", hash_password("pass1"))).unwrap();
+    std::fs::write(
+        &users,
+        format!("user1:{}\n", hash_password("SHA512-CRYPT", "pass1")),
+    )
+    .unwrap();
     let (addr, admin) = (free_addr(), free_addr());
     let cfg = ProxyConfig::new()
         .listener(&addr, "implicit")

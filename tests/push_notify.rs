@@ -239,19 +239,8 @@ fn ox_driver_delivery_wakes_and_content_stays_out_of_the_log() {
 #[test]
 fn lua_driver_script_reports_every_change() {
     let admin = free_addr();
-    // Dovecot's mail processes (another uid when run as root) read the
-    // script: give them a copy in a directory they can enter.
-    let scripts = tempfile::tempdir().unwrap();
-    make_world_readable_dir(scripts.path());
-    let script = scripts.path().join("imapmux-push.lua");
-    std::fs::copy(repo_root().join("config/dovecot/imapmux-push.lua"), &script).unwrap();
     let d = Dovecot::builder()
-        .extra_config(&format!(
-            "mail_plugins = $mail_plugins notify push_notification mail_lua push_notification_lua\n\
-             plugin {{\n  push_notification_driver = lua:file={}\n  \
-             imapmux_push_url = http://{admin}/push\n  imapmux_push_secret = {SECRET}\n}}\n",
-            script.display()
-        ))
+        .lua_push(&format!("http://{admin}/push"), SECRET)
         .start();
     let (p, addr) = start_imapmux(&d, &admin);
 

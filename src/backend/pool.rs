@@ -34,13 +34,6 @@ struct Pooled {
     since: Instant,
 }
 
-/// Why a pooled connection left the pool without being reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discard {
-    Expired,
-    Evicted,
-}
-
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub idle: Duration,

@@ -273,82 +273,48 @@ impl Watcher {
     /// flags of messages changed since `since` (without CONDSTORE: of all
     /// messages, modseq 0).
     pub async fn snapshot(&self, mailbox: &str, since: u64) -> Result<MailboxNow, WatchError> {
-        if !self.condstore().await? {
-            return self.snapshot_all_flags(mailbox).await;
-        }
+        let condstore = self.condstore().await?;
         let name = quoted(mailbox)?;
         let t0 = std::time::Instant::now();
         let mut slot = self.conn.lock().await;
-        let (mut uidvalidity, mut modseq) = (None, None);
+        let (mut uidvalidity, mut modseq, mut exists) = (None, None, None);
+        let examine = if condstore {
+            format!("EXAMINE {name} (CONDSTORE)")
+        } else {
+            format!("EXAMINE {name}")
+        };
         let ok = self
-            .cmd(&mut slot, &format!("EXAMINE {name} (CONDSTORE)"), |l| {
+            .cmd(&mut slot, &examine, |l| {
                 if let Some(v) = number_after(l, b"[UIDVALIDITY ") {
                     uidvalidity = Some(v as u32);
                 }
                 if let Some(v) = number_after(l, b"[HIGHESTMODSEQ ") {
                     modseq = Some(v);
                 }
-            })
-            .await?;
-        let (Some(uidvalidity), Some(modseq), true) = (uidvalidity, modseq, ok) else {
-            return Err(WatchError::Refused("EXAMINE (CONDSTORE)"));
-        };
-        let uids = search_all(self, &mut slot).await?;
-        let mut changed = Vec::new();
-        if modseq > since && !uids.is_empty() {
-            let ok = self
-                .cmd(
-                    &mut slot,
-                    &format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {since})"),
-                    |l| {
-                        if let Some(x) = fetch_uid_flags(l) {
-                            changed.push(x);
-                        }
-                    },
-                )
-                .await?;
-            if !ok {
-                return Err(WatchError::Refused("UID FETCH CHANGEDSINCE"));
-            }
-        }
-        // Leave the mailbox (read-only: nothing is expunged): STATUS on a
-        // selected mailbox would report this session's view, not news.
-        self.cmd(&mut slot, "CLOSE", |_| {}).await?;
-        if let Some(m) = &self.metrics {
-            m.park.resync_duration.observe(t0.elapsed().as_secs_f64());
-        }
-        Ok(MailboxNow {
-            uidvalidity,
-            modseq,
-            uids,
-            changed,
-        })
-    }
-
-    /// Without CONDSTORE: EXAMINE, then every message's UID and flags.
-    async fn snapshot_all_flags(&self, mailbox: &str) -> Result<MailboxNow, WatchError> {
-        let name = quoted(mailbox)?;
-        let t0 = std::time::Instant::now();
-        let mut slot = self.conn.lock().await;
-        let mut uidvalidity = None;
-        let mut exists = None;
-        let ok = self
-            .cmd(&mut slot, &format!("EXAMINE {name}"), |l| {
-                if let Some(v) = number_after(l, b"[UIDVALIDITY ") {
-                    uidvalidity = Some(v as u32);
-                }
                 if l.ends_with(b" EXISTS\r\n") {
                     exists = number_after(l, b"* ");
                 }
             })
             .await?;
-        let (Some(uidvalidity), true) = (uidvalidity, ok) else {
+        let modseq = if condstore { modseq } else { Some(0) };
+        let (Some(uidvalidity), Some(modseq), true) = (uidvalidity, modseq, ok) else {
             return Err(WatchError::Refused("EXAMINE"));
         };
+        // With CONDSTORE: the UID list and what changed since `since`.
+        // Without: every message's UID and flags (the caller compares).
+        let (fetch, uids) = if condstore {
+            let uids = search_all(self, &mut slot).await?;
+            let fetch = (modseq > since && !uids.is_empty())
+                .then(|| format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {since})"));
+            (fetch, Some(uids))
+        } else {
+            let fetch = (exists.unwrap_or(1) > 0).then(|| "UID FETCH 1:* (UID FLAGS)".to_string());
+            (fetch, None)
+        };
         let mut changed = Vec::new();
-        if exists.unwrap_or(1) > 0 {
+        if let Some(fetch) = fetch {
             let ok = self
-                .cmd(&mut slot, "UID FETCH 1:* (UID FLAGS)", |l| {
+                .cmd(&mut slot, &fetch, |l| {
                     if let Some(x) = fetch_uid_flags(l) {
                         changed.push(x);
                     }
@@ -358,14 +324,18 @@ impl Watcher {
                 return Err(WatchError::Refused("UID FETCH FLAGS"));
             }
         }
+        // Leave the mailbox (read-only: nothing is expunged): STATUS on a
+        // selected mailbox would report this session's view, not news.
         self.cmd(&mut slot, "CLOSE", |_| {}).await?;
         if let Some(m) = &self.metrics {
             m.park.resync_duration.observe(t0.elapsed().as_secs_f64());
         }
+        let uids =
+            uids.unwrap_or_else(|| UidList::from_uids(changed.iter().map(|(u, _)| *u).collect()));
         Ok(MailboxNow {
             uidvalidity,
-            modseq: 0,
-            uids: UidList::from_uids(changed.iter().map(|(u, _)| *u).collect()),
+            modseq,
+            uids,
             changed,
         })
     }

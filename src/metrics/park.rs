@@ -62,6 +62,11 @@ impl ParkMetrics {
         Ok(m)
     }
 
+    /// Counts a parked session for as long as the guard lives.
+    pub fn parked_session(&self) -> super::GaugeGuard {
+        super::GaugeGuard::new(self.parked.clone())
+    }
+
     pub fn wake(&self, cause: &str) {
         self.wakes.with_label_values(&[cause]).inc();
     }

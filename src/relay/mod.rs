@@ -137,6 +137,8 @@ struct Shared {
     /// Sessions idling attached (`imapmux_client_sessions_idle_attached`).
     idle_gauge: Option<prometheus::IntGauge>,
     idle_counted: AtomicBool,
+    /// The backend accepted an IDLE (wakes the parking timer).
+    idle_started: Notify,
 }
 
 /// Something the proxy itself says to the client, at a message boundary.
@@ -225,6 +227,7 @@ where
         prefetch_ready: Notify::new(),
         idle_gauge: metrics.as_ref().map(|m| m.park.idling.clone()),
         idle_counted: AtomicBool::new(false),
+        idle_started: Notify::new(),
         meter: metrics.map(crate::metrics::CommandMeter::new),
         in_flight: AtomicI64::new(0),
         dirty: AtomicBool::new(false),
@@ -274,7 +277,12 @@ where
             loop {
                 let since = shared.idling_since_ms.load(Ordering::Acquire);
                 if since == 0 {
-                    tokio::time::sleep(Duration::from_millis(250).min(after)).await;
+                    // No timer while the client is not idling: woken when
+                    // the backend accepts an IDLE.
+                    let started = shared.idle_started.notified();
+                    if shared.idling_since_ms.load(Ordering::Acquire) == 0 {
+                        started.await;
+                    }
                     continue;
                 }
                 let due = shared.start + Duration::from_millis(since) + after;
@@ -291,13 +299,6 @@ where
                 if parkable {
                     return;
                 }
-                tracing::debug!(
-                    in_flight = shared.in_flight.load(Ordering::Acquire),
-                    dirty = shared.dirty.load(Ordering::Relaxed),
-                    awaiting = shared.awaiting.load(Ordering::Acquire),
-                    selected = lock(&shared.selected).is_some(),
-                    "not parking yet"
-                );
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         };

@@ -12,6 +12,9 @@ use super::{lock, Shared};
 pub(super) fn set_idling(shared: &Shared, since_ms: u64) {
     shared.idling_since_ms.store(since_ms, Ordering::Release);
     let on = since_ms != 0;
+    if on {
+        shared.idle_started.notify_one();
+    }
     if shared.idle_counted.swap(on, Ordering::AcqRel) != on {
         if let Some(g) = &shared.idle_gauge {
             if on {
@@ -108,10 +111,10 @@ pub(super) fn leaves_state(name: &str, line: &[u8]) -> bool {
     ) {
         return true;
     }
-    let upper = line.to_ascii_uppercase();
+    // Case-insensitive search, no copy of the line (runs for every command).
     [&b"CONDSTORE"[..], b"MODSEQ", b"QRESYNC", b"CHANGEDSINCE"]
         .iter()
-        .any(|w| memchr::memmem::find(&upper, w).is_some())
+        .any(|w| line.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w)))
 }
 
 /// First word after the tag, upper-cased, and the tag.

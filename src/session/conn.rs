@@ -228,6 +228,25 @@ async fn run(
     summary
 }
 
+/// A pooled connection for this login (backend login name and credential
+/// key), if one is kept and answers its NOOP probe.
+pub(super) async fn take_pooled(
+    ctx: &Context,
+    backend: &str,
+    reuse: Option<&(String, CredKey)>,
+) -> Option<LoggedIn> {
+    let (pool, (user, key)) = (ctx.pool.as_ref()?, reuse?);
+    let m = &ctx.metrics.pool;
+    let mut li = pool.take(backend, user, key, Instant::now())?;
+    m.pooled.set(pool.len() as i64);
+    if backend::pool::probe(&mut li, ctx.config.timeouts.backend_response).await {
+        m.reuses.inc();
+        return Some(li);
+    }
+    m.discarded("probe_failed", 1);
+    None
+}
+
 /// A logged-out client's backend connection: clean it and pool it.
 async fn release(ctx: &Context, summary: &mut Summary, mut li: LoggedIn) {
     let (Some(pool), Some((user, key)), Some(backend)) =
@@ -546,22 +565,15 @@ async fn login_unguarded(
             .pool
             .as_ref()
             .map(|p| (backend_creds.user.clone(), p.key(creds, &backend_creds)));
-        if let (Some(pool), Some((user, key))) = (&ctx.pool, &reuse_id) {
-            if let Some(mut li) = pool.take(&b.name, user, key, Instant::now()) {
-                m.pool.pooled.set(pool.len() as i64);
-                if backend::pool::probe(&mut li, t.backend_response).await {
-                    m.pool.reuses.inc();
-                    tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
-                    return Ok((
-                        li,
-                        b.clone(),
-                        reuse_id,
-                        backend_creds,
-                        user_creds.user.clone(),
-                    ));
-                }
-                m.pool.discarded("probe_failed", 1);
-            }
+        if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
+            tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
+            return Ok((
+                li,
+                b.clone(),
+                reuse_id,
+                backend_creds,
+                user_creds.user.clone(),
+            ));
         }
         let t0 = Instant::now();
         let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {

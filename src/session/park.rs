@@ -85,7 +85,9 @@ impl Parking<'_> {
     }
 
     /// The client's view, asked on its own (IDLE-ended) connection: modseq
-    /// first, then the UID list, relaying what arrives meanwhile.
+    /// (with CONDSTORE) first, then the UID list, relaying what arrives
+    /// meanwhile. Without CONDSTORE the view is every message's UID and
+    /// flags (compared on every wake).
     async fn view(
         &self,
         old: &mut LoggedIn,
@@ -94,18 +96,19 @@ impl Parking<'_> {
         to_client: &mut Vec<u8>,
     ) -> Option<ParkedView> {
         let name = quoted(mailbox)?;
-        if !crate::imap::response::has_capability(&old.capabilities, "CONDSTORE") {
-            return self
-                .view_by_flags(old, mailbox, &name, read_only, to_client)
-                .await;
-        }
+        let condstore = crate::imap::response::has_capability(&old.capabilities, "CONDSTORE");
+        let items = if condstore {
+            "HIGHESTMODSEQ UIDVALIDITY"
+        } else {
+            "UIDVALIDITY"
+        };
         let t = self.timeout();
         let (mut modseq, mut uidvalidity) = (None, None);
         let ok = run(
             &mut old.stream,
             &mut old.buf,
             "imapmux.s1",
-            &format!("STATUS {name} (HIGHESTMODSEQ UIDVALIDITY)"),
+            &format!("STATUS {name} ({items})"),
             t,
             |l| {
                 if l.starts_with(b"* STATUS") {
@@ -121,65 +124,17 @@ impl Parking<'_> {
         if !ok {
             return None;
         }
-        // A change reported after the search result would make the list
-        // stale: ask again (it settles at once in practice).
-        for attempt in 0..3 {
-            let mut seen_result = false;
-            let mut late = false;
-            let uids = uid_search_all(old, "imapmux.s2", t, |l| {
-                if let Some(r) = relayable(l) {
-                    late |= seen_result && !r.windows(5).any(|w| w == b"FETCH");
-                    to_client.extend_from_slice(&r);
-                }
-                seen_result |= l.starts_with(b"* ESEARCH") || l.starts_with(b"* SEARCH");
-            })
-            .await
-            .ok()??;
-            if !late || attempt == 2 {
-                return Some(ParkedView {
-                    mailbox: mailbox.to_string(),
-                    read_only,
-                    uidvalidity: uidvalidity? as u32,
-                    modseq: modseq?,
-                    uids,
-                    flags: None,
-                });
-            }
-        }
-        None
-    }
-
-    /// Without CONDSTORE: the client's view is every message's UID and
-    /// flags (compared on every wake). Other untagged lines are relayed.
-    async fn view_by_flags(
-        &self,
-        old: &mut LoggedIn,
-        mailbox: &str,
-        name: &str,
-        read_only: bool,
-        to_client: &mut Vec<u8>,
-    ) -> Option<ParkedView> {
-        let t = self.timeout();
-        let mut uidvalidity = None;
-        let ok = run(
-            &mut old.stream,
-            &mut old.buf,
-            "imapmux.s1",
-            &format!("STATUS {name} (UIDVALIDITY)"),
-            t,
-            |l| {
-                if l.starts_with(b"* STATUS") {
-                    uidvalidity = number_after(l, b"UIDVALIDITY ");
-                } else if let Some(r) = relayable(l) {
-                    to_client.extend_from_slice(&r);
-                }
-            },
-        )
-        .await
-        .ok()?;
-        let mut pairs = Vec::new();
-        let ok = ok
-            && run(
+        let mut view = ParkedView {
+            mailbox: mailbox.to_string(),
+            read_only,
+            uidvalidity: uidvalidity? as u32,
+            modseq: if condstore { modseq? } else { 0 },
+            uids: Default::default(),
+            flags: None,
+        };
+        if !condstore {
+            let mut pairs = Vec::new();
+            let ok = run(
                 &mut old.stream,
                 &mut old.buf,
                 "imapmux.s2",
@@ -196,18 +151,31 @@ impl Parking<'_> {
             )
             .await
             .ok()?;
-        if !ok {
-            return None;
+            let flags = super::parked::FlagSnapshot::from_pairs(&pairs);
+            view.uids = flags.uids();
+            view.flags = Some(flags);
+            return ok.then_some(view);
         }
-        let flags = super::parked::FlagSnapshot::from_pairs(&pairs);
-        Some(ParkedView {
-            mailbox: mailbox.to_string(),
-            read_only,
-            uidvalidity: uidvalidity? as u32,
-            modseq: 0,
-            uids: flags.uids(),
-            flags: Some(flags),
-        })
+        // A change reported after the search result would make the list
+        // stale: ask again (it settles at once in practice).
+        for attempt in 0..3 {
+            let mut seen_result = false;
+            let mut late = false;
+            let uids = uid_search_all(old, "imapmux.s2", t, |l| {
+                if let Some(r) = relayable(l) {
+                    late |= seen_result && !r.windows(5).any(|w| w == b"FETCH");
+                    to_client.extend_from_slice(&r);
+                }
+                seen_result |= l.starts_with(b"* ESEARCH") || l.starts_with(b"* SEARCH");
+            })
+            .await
+            .ok()??;
+            if !late || attempt == 2 {
+                view.uids = uids;
+                return Some(view);
+            }
+        }
+        None
     }
 
     /// A logged-in backend connection for this user: a pooled one, or a
@@ -215,15 +183,10 @@ impl Parking<'_> {
     async fn attach(&self) -> Option<LoggedIn> {
         let ctx = self.ctx;
         let t = &ctx.config.timeouts;
-        if let (Some(pool), Some((user, key))) = (&ctx.pool, &self.reuse) {
-            if let Some(mut li) = pool.take(&self.backend.name, user, key, Instant::now()) {
-                ctx.metrics.pool.pooled.set(pool.len() as i64);
-                if backend::pool::probe(&mut li, t.backend_response).await {
-                    ctx.metrics.pool.reuses.inc();
-                    return Some(li);
-                }
-                ctx.metrics.pool.discarded("probe_failed", 1);
-            }
+        if let Some(li) =
+            super::conn::take_pooled(ctx, &self.backend.name, self.reuse.as_ref()).await
+        {
+            return Some(li);
         }
         let m = &ctx.metrics;
         let name = &self.backend.name;
@@ -318,8 +281,7 @@ impl Parking<'_> {
             cbuf = BytesMut::new();
         }
         m.parks.inc();
-        m.parked.inc();
-        let _parked = scopeguard(|| m.parked.dec());
+        let _parked = m.parked_session();
         tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
         let mut close_now = ctx.close_now.clone();
         let idle = ctx.config.timeouts.idle;
@@ -450,15 +412,4 @@ impl Parking<'_> {
             backend: li,
         }
     }
-}
-
-/// Run `f` when dropped.
-fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
-    struct Guard<F: FnMut()>(F);
-    impl<F: FnMut()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            (self.0)()
-        }
-    }
-    Guard(f)
 }

@@ -27,6 +27,7 @@ pub struct DovecotBuilder {
     max_clients: Option<u32>,
     oauth2_introspection: Option<String>,
     extra_config: String,
+    lua_push: Option<(String, String)>,
 }
 
 impl Default for DovecotBuilder {
@@ -42,6 +43,7 @@ impl Default for DovecotBuilder {
             max_clients: None,
             oauth2_introspection: None,
             extra_config: String::new(),
+            lua_push: None,
         }
     }
 }
@@ -109,6 +111,13 @@ impl DovecotBuilder {
     }
 
     /// Raw configuration appended at the end of dovecot.conf.
+    /// Report every mailbox change to imapmux's `/push` at `url` with the
+    /// shipped Lua script (`config/dovecot/imapmux-push.lua`) and `secret`.
+    pub fn lua_push(mut self, url: &str, secret: &str) -> Self {
+        self.lua_push = Some((url.to_string(), secret.to_string()));
+        self
+    }
+
     pub fn extra_config(mut self, conf: &str) -> Self {
         self.extra_config.push_str(conf);
         self.extra_config.push('\n');

@@ -27,8 +27,8 @@ pub use client::{
 pub use dovecot::{log_field, Dovecot, DovecotBuilder};
 pub use messages::{seed_message, sized_message};
 pub use proxy::{
-    imapmux_bin, imapmux_command, proxy_config, toml_str, BackendCfg, Imapmux, ListenerCfg,
-    PoolCfg, ProxyConfig,
+    hash_password, imapmux_bin, imapmux_command, proxy_config, toml_str, BackendCfg, Imapmux,
+    ListenerCfg, PoolCfg, ProxyConfig,
 };
 pub use slapd::{LdapUser, Slapd, SlapdBuilder};
 pub use tls::{CertFiles, TestCa};

@@ -534,3 +534,26 @@ pub fn proxy_config(listeners: &[(&str, &str)], backends: &[BackendCfg]) -> Stri
         !listeners.is_empty() && listeners.iter().all(|(_, m)| *m == "plaintext");
     c.to_toml()
 }
+
+/// `imapmux hash-password --scheme SCHEME` of `password` (the real binary).
+pub fn hash_password(scheme: &str, password: &str) -> String {
+    use std::io::Write;
+    let mut child = imapmux_command()
+        .args(["hash-password", "--scheme", scheme])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run imapmux hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let out = child.wait_with_output().expect("imapmux hash-password");
+    assert!(out.status.success(), "imapmux hash-password failed");
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 hash")
+        .trim()
+        .to_string()
+}

@@ -123,6 +123,23 @@ protocol imap {{
                  service stats {{\n  client_limit = {big}\n}}\n"
             ));
         }
+        if let Some((url, secret)) = &o.lua_push {
+            // Dovecot's mail processes (another uid when run as root) read it.
+            let script = self.dir.path().join("imapmux-push.lua");
+            fs::copy(
+                super::super::repo_root().join("config/dovecot/imapmux-push.lua"),
+                &script,
+            )
+            .expect("copy the push script");
+            fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .expect("chmod the push script");
+            c.push_str(&format!(
+                "mail_plugins = $mail_plugins notify push_notification mail_lua push_notification_lua\n\
+                 plugin {{\n  push_notification_driver = lua:file={}\n  \
+                 imapmux_push_url = {url}\n  imapmux_push_secret = {secret}\n}}\n",
+                script.display()
+            ));
+        }
         c.push_str(&o.extra_config);
         fs::write(&self.conf_path, c).unwrap();
     }
