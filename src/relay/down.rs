@@ -8,7 +8,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::track::{note_continuation, note_tagged, set_idling};
-use super::{lock, write_out, Counters, Inject, RelayConfig, RelayEnd, Shared, Sizer};
+use super::{
+    injected_written, lock, write_out, Counters, Inject, RelayConfig, RelayEnd, Shared, Sizer,
+};
 use crate::cache::flow::Disposition;
 use crate::imap::framing::{Framer, Piece};
 
@@ -49,6 +51,7 @@ where
                     && !line.starts_with(crate::cache::flow::PREFETCH_TAG_PREFIX)
                 {
                     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    shared.answered.notify_one();
                     if note_tagged(shared, line) {
                         // The answer to imapmux's DONE: the client never
                         // sees it. What came before it goes out.
@@ -118,6 +121,7 @@ where
                 if write_out(&mut client, &msg.bytes).await.is_err() {
                     return RelayEnd::ClientError;
                 }
+                injected_written(shared, msg.bytes.len());
                 counters
                     .backend_to_client
                     .fetch_add(msg.bytes.len() as u64, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 //! the framing view is what later features hook into.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -113,12 +113,21 @@ struct Shared {
     /// send between two messages (no channel: nothing allocated until used).
     injected: Mutex<VecDeque<Inject>>,
     inject_ready: Notify,
+    /// Bytes of proxy answers queued and not yet written to the client.
+    /// The client-to-backend direction stops reading the client while this
+    /// is at [`INJECT_MAX`] (a client that pipelines and never reads cannot
+    /// make imapmux buffer its answers without bound).
+    inject_bytes: AtomicUsize,
+    /// The backend-to-client direction wrote a proxy answer.
+    inject_drained: Notify,
     /// The cache flow's prefetch completed (backend side to client side).
     prefetch_ready: Notify,
     /// Per-command metrics (client tags matched with tagged answers).
     meter: Option<crate::metrics::CommandMeter>,
     /// Client commands sent to the backend and not yet answered.
     in_flight: AtomicI64,
+    /// The backend answered a command (`in_flight` went down).
+    answered: Notify,
     /// The session changed backend state that would outlive it (ENABLE,
     /// CONDSTORE enabled by use, NOTIFY…): its connection is not reused.
     dirty: AtomicBool,
@@ -224,12 +233,15 @@ where
         flow: flow.map(Mutex::new),
         injected: Mutex::new(VecDeque::new()),
         inject_ready: Notify::new(),
+        inject_bytes: AtomicUsize::new(0),
+        inject_drained: Notify::new(),
         prefetch_ready: Notify::new(),
         idle_gauge: metrics.as_ref().map(|m| m.park.idling.clone()),
         idle_counted: AtomicBool::new(false),
         idle_started: Notify::new(),
         meter: metrics.map(crate::metrics::CommandMeter::new),
         in_flight: AtomicI64::new(0),
+        answered: Notify::new(),
         dirty: AtomicBool::new(false),
         idle_tag: Mutex::new(None),
         idling_since_ms: AtomicU64::new(0),
@@ -381,9 +393,36 @@ where
     out
 }
 
+/// Most bytes of proxy answers (cache hits, refusals) queued for a client
+/// before imapmux stops reading its commands. One answer may exceed it
+/// (bounded by the cache's `max_item_size`); the next waits.
+pub(crate) const INJECT_MAX: usize = 256 * 1024;
+
+/// Queue a proxy answer without waiting (one-off messages: BYE).
 fn push_inject(shared: &Shared, msg: Inject) {
+    shared
+        .inject_bytes
+        .fetch_add(msg.bytes.len(), Ordering::AcqRel);
     lock(&shared.injected).push_back(msg);
     shared.inject_ready.notify_one();
+}
+
+/// Queue a proxy answer once the queue is below [`INJECT_MAX`]: until then
+/// the caller (the client-to-backend direction) reads no more commands.
+async fn inject(shared: &Shared, msg: Inject) {
+    loop {
+        let drained = shared.inject_drained.notified();
+        if shared.inject_bytes.load(Ordering::Acquire) < INJECT_MAX {
+            return push_inject(shared, msg);
+        }
+        drained.await;
+    }
+}
+
+/// The backend-to-client direction wrote `n` bytes of proxy answers.
+fn injected_written(shared: &Shared, n: usize) {
+    shared.inject_bytes.fetch_sub(n, Ordering::AcqRel);
+    shared.inject_drained.notify_one();
 }
 
 fn closed(shared: &Shared) -> RelayEnd {

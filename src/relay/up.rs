@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::track::{command_of, leaves_state, note_session_command, set_idling, trim_line};
 use super::{
-    closed, lock, push_inject, write_out, Counters, Inject, RelayConfig, RelayEnd, Shared, Sizer,
+    closed, inject, lock, write_out, Counters, Inject, RelayConfig, RelayEnd, Shared, Sizer,
 };
 use crate::cache::flow::Upstream;
 use crate::imap::framing::{Framer, Piece};
@@ -41,6 +41,21 @@ where
         let mut written = 0;
         while let Some((piece, len)) = framer.step(&buf[off..]) {
             if let Piece::Line { first, literal, .. } = piece {
+                if first
+                    && shared.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT
+                    && command_of(&buf[off..off + len]).is_some()
+                {
+                    // Enough commands wait for answers: pass on what came
+                    // before, then read no further until the backend answers.
+                    if write_out(&mut backend, &buf[written..off]).await.is_err() {
+                        return RelayEnd::BackendError;
+                    }
+                    counters
+                        .client_to_backend
+                        .fetch_add((off - written) as u64, Ordering::Relaxed);
+                    written = off;
+                    wait_answers(shared).await;
+                }
                 let line = &buf[off..off + len];
                 if first {
                     let up = shared
@@ -95,14 +110,15 @@ where
                                 .client_to_backend
                                 .fetch_add((off - written + len) as u64, Ordering::Relaxed);
                             written = off + len;
-                            push_inject(
+                            inject(
                                 shared,
                                 Inject {
                                     bytes: resp.into(),
                                     then_close: false,
                                     release: false,
                                 },
-                            );
+                            )
+                            .await;
                         }
                     }
                     let line = &buf[off..off + len];
@@ -130,14 +146,15 @@ where
                                 let reply = format!(
                                     "* BYE Logging out.\r\n{cur_tag} OK Logout completed.\r\n"
                                 );
-                                push_inject(
+                                inject(
                                     shared,
                                     Inject {
                                         bytes: reply.into(),
                                         then_close: true,
                                         release: true,
                                     },
-                                );
+                                )
+                                .await;
                                 return RelayEnd::Released;
                             }
                             "LOGOUT" => {
@@ -155,14 +172,15 @@ where
                                     .client_to_backend
                                     .fetch_add((off - written) as u64, Ordering::Relaxed);
                                 written = off + len;
-                                push_inject(
+                                inject(
                                     shared,
                                     Inject {
                                         bytes: reply.into(),
                                         then_close: false,
                                         release: false,
                                     },
-                                );
+                                )
+                                .await;
                             }
                             _ if !answered_here => {
                                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -229,6 +247,22 @@ where
             }
             Err(_) => return RelayEnd::ClientError,
         }
+    }
+}
+
+/// Most client commands in flight (sent to the backend, not yet answered)
+/// before imapmux stops reading the client: what it tracks per command is
+/// bounded, and a client that pipelines faster than the backend answers is
+/// slowed down instead of buffered.
+pub(crate) const MAX_IN_FLIGHT: i64 = 1024;
+
+async fn wait_answers(shared: &Shared) {
+    loop {
+        let answered = shared.answered.notified();
+        if shared.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
+            return;
+        }
+        answered.await;
     }
 }
 
