@@ -85,6 +85,10 @@ pub struct LoggedIn {
     /// Bytes already read from the backend after the login response.
     pub buf: BytesMut,
     pub capabilities: Vec<String>,
+    /// When the backend accepted the login: the reuse pool hands out no
+    /// connection older than `multiplex.reuse_max_age` (credentials are
+    /// verified again after that, so a revoked password stops working).
+    pub logged_in_at: std::time::Instant,
 }
 
 /// The backend's answer to the login.
@@ -355,6 +359,7 @@ impl Connected {
                                 stream: self.stream,
                                 buf: self.reader.buf,
                                 capabilities: caps,
+                                logged_in_at: std::time::Instant::now(),
                             }))
                         }
                         Status::No | Status::Bad => Ok(LoginOutcome::Rejected {

@@ -37,6 +37,8 @@ struct Pooled {
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub idle: Duration,
+    /// Oldest login handed out again (see `multiplex.reuse_max_age`).
+    pub max_age: Duration,
     pub max_per_user: usize,
     pub max_total: usize,
 }
@@ -51,6 +53,10 @@ pub struct MultiplexConfig {
     /// How long a released connection waits for a login.
     #[serde(deserialize_with = "crate::config::de_duration")]
     pub reuse_idle: Duration,
+    /// A backend login older than this is not reused (logged out instead),
+    /// so credentials are verified again at least this often.
+    #[serde(deserialize_with = "crate::config::de_duration")]
+    pub reuse_max_age: Duration,
     pub max_pooled_per_user: usize,
     pub max_pooled: usize,
     /// Park a client that has been in IDLE this long ("0s": never).
@@ -68,6 +74,7 @@ impl Default for MultiplexConfig {
         MultiplexConfig {
             reuse_after_logout: true,
             reuse_idle: Duration::from_secs(60),
+            reuse_max_age: Duration::from_secs(300),
             max_pooled_per_user: 2,
             max_pooled: 1000,
             idle_offload_after: Duration::from_secs(30),
@@ -82,6 +89,7 @@ impl MultiplexConfig {
         (self.reuse_after_logout && self.max_pooled > 0 && self.max_pooled_per_user > 0).then_some(
             PoolConfig {
                 idle: self.reuse_idle,
+                max_age: self.reuse_max_age,
                 max_per_user: self.max_pooled_per_user,
                 max_total: self.max_pooled,
             },
@@ -142,7 +150,7 @@ impl BackendPool {
         now: Instant,
     ) -> Vec<LoggedIn> {
         let mut out = Vec::new();
-        if self.cfg.max_total == 0 || self.cfg.max_per_user == 0 {
+        if self.cfg.max_total == 0 || self.cfg.max_per_user == 0 || self.too_old(&conn, now) {
             out.push(conn);
             return out;
         }
@@ -180,6 +188,11 @@ impl BackendPool {
         out
     }
 
+    /// Logged in longer ago than `max_age`: never handed out again.
+    fn too_old(&self, conn: &LoggedIn, now: Instant) -> bool {
+        now.saturating_duration_since(conn.logged_in_at) >= self.cfg.max_age
+    }
+
     /// A connection for this login, if one is pooled (newest first).
     pub fn take(&self, backend: &str, user: &str, key: &CredKey, now: Instant) -> Option<LoggedIn> {
         let mut slots = lock(&self.slots);
@@ -189,7 +202,9 @@ impl BackendPool {
         };
         let list = slots.get_mut(&slot)?;
         let pos = list.iter().rposition(|p| {
-            &p.key == key && now.saturating_duration_since(p.since) < self.cfg.idle
+            &p.key == key
+                && now.saturating_duration_since(p.since) < self.cfg.idle
+                && !self.too_old(&p.conn, now)
         })?;
         let p = list.remove(pos);
         if list.is_empty() {
@@ -203,9 +218,10 @@ impl BackendPool {
         let mut out = Vec::new();
         let mut slots = lock(&self.slots);
         slots.retain(|_, list| {
-            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list)
-                .into_iter()
-                .partition(|p| now.saturating_duration_since(p.since) >= self.cfg.idle);
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|p| {
+                now.saturating_duration_since(p.since) >= self.cfg.idle
+                    || self.too_old(&p.conn, now)
+            });
             out.extend(old.into_iter().map(|p| p.conn));
             *list = keep;
             !list.is_empty()
@@ -334,6 +350,7 @@ mod tests {
             stream: Box::new(a),
             buf: BytesMut::new(),
             capabilities: vec![],
+            logged_in_at: Instant::now(),
         }
     }
 
@@ -349,9 +366,38 @@ mod tests {
     fn pool(idle: u64, per_user: usize, total: usize) -> BackendPool {
         BackendPool::new(PoolConfig {
             idle: Duration::from_secs(idle),
+            max_age: Duration::from_secs(600),
             max_per_user: per_user,
             max_total: total,
         })
+    }
+
+    #[test]
+    fn logins_older_than_max_age_are_never_reused() {
+        let p = pool(60, 2, 10);
+        let k = p.key(&creds("u", "pw"), &creds("u", "pw"));
+        let born = Instant::now();
+        let mut c = conn();
+        c.logged_in_at = born;
+        // Reused again and again within the idle time…
+        let mut t = born;
+        for _ in 0..9 {
+            t += Duration::from_secs(59);
+            assert!(p.put("b", "u", k, c, t).is_empty());
+            c = p.take("b", "u", &k, t).expect("reused within max_age");
+        }
+        // …until the login is max_age old: then it is not handed out, and
+        // neither pooled nor kept by expiry.
+        t = born + Duration::from_secs(600);
+        assert_eq!(p.put("b", "u", k, c, t).len(), 1);
+        let mut c = conn();
+        c.logged_in_at = born;
+        assert!(p
+            .put("b", "u", k, c, born + Duration::from_secs(599))
+            .is_empty());
+        assert!(p.take("b", "u", &k, t).is_none());
+        assert_eq!(p.expire(t).len(), 1);
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -411,6 +457,7 @@ mod tests {
             stream: Box::new(a),
             buf: BytesMut::new(),
             capabilities: vec![],
+            logged_in_at: Instant::now(),
         };
         let server = tokio::spawn(async move {
             let mut got = vec![0u8; 256];

@@ -150,6 +150,7 @@ async fn run(
             stream: backend_stream,
             buf: backend_buf,
             capabilities,
+            logged_in_at,
         } = li;
         // Kept only when the connection may be reused or parked (one string).
         let capabilities = (reusable || parkable).then(|| capabilities.join(" "));
@@ -180,6 +181,7 @@ async fn run(
                     stream,
                     buf,
                     capabilities: caps(),
+                    logged_in_at,
                 };
                 release(ctx, &mut summary, li).await;
                 break;
@@ -192,6 +194,7 @@ async fn run(
                     stream: bstream,
                     buf: bbuf,
                     capabilities: caps(),
+                    logged_in_at,
                 };
                 let p = super::park::Parking {
                     ctx,
@@ -363,14 +366,23 @@ async fn preauth(
                 .map_or_else(|f| f.result, |_| LoginResult::Ok);
             ctx.metrics.login(outcome, t0.elapsed().as_secs_f64());
             match result {
-                Ok((li, backend, reuse, backend_creds, owner)) => {
+                Ok(ok) => {
+                    let LoginOk {
+                        conn: li,
+                        backend,
+                        reuse,
+                        backend_creds,
+                        owner,
+                    } = ok;
                     summary.backend = Some(backend.name.clone());
                     summary.reuse = reuse;
+                    // From here on the session is the mailbox owner's.
+                    summary.user = Some(owner.clone());
                     if ctx.watch.is_some() {
-                        summary.retained = Some((backend.clone(), backend_creds, owner));
+                        summary.retained = Some((backend.clone(), backend_creds, owner.clone()));
                     }
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
-                    tracing::info!(session = %client.session_id, user = %creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
+                    tracing::info!(session = %client.session_id, user = ?owner, auth_user = ?creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
                     break li;
                 }
                 Err(fail) => {
@@ -396,6 +408,12 @@ async fn preauth(
                 Ok(n) => {
                     counters.client_to_backend.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     pre.input(&rbuf[..n]);
+                    if n > 1024 {
+                        // Legitimate pre-auth input is a few short lines:
+                        // a client streaming long ones gets one read per
+                        // turn, so it cannot hold a worker from others.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Err(_) => { summary.end = "client_error"; return None; }
             },
@@ -495,17 +513,33 @@ fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
     }
 }
 
-/// A logged-in backend connection, its backend, and its identity in the
-/// reuse pool (backend login name, credential key).
-/// …, the credentials that logged in, and the mailbox owner's name on the
-/// backend (what its push notifications call the user).
-type LoginOk = (
-    LoggedIn,
-    Arc<Backend>,
-    Option<(String, CredKey)>,
-    Credentials,
-    String,
-);
+/// A successful login: the logged-in backend connection and who it is.
+struct LoginOk {
+    conn: LoggedIn,
+    backend: Arc<Backend>,
+    /// Identity in the reuse pool: mailbox owner and credential key.
+    reuse: Option<(String, CredKey)>,
+    /// The credentials that logged in to the backend (kept to log in again
+    /// when a parked client resumes).
+    backend_creds: Credentials,
+    /// The mailbox owner the backend logged in: see [`mailbox_owner`].
+    owner: String,
+}
+
+/// The mailbox owner a backend login acts for, the key of everything kept
+/// per user (FETCH cache, reuse pool, watchers and parked state, routing).
+///
+/// The authorization identity when the client gave one (SASL PLAIN or
+/// OAUTHBEARER `a=`): RFC 4616 §2 says the server acts as that identity or
+/// refuses the login, so after a successful login it is whose mailbox the
+/// session sees (a master user acting for alice sees alice's mail, never
+/// the master's). Otherwise the login name, after the auth source's
+/// rewrite (`backend_user`). A login name the backend maps further (Dovecot
+/// `user*master`, case folding) stays as typed: such sessions share nothing
+/// with the plain name's, which costs sharing but never mixes users.
+pub(crate) fn mailbox_owner(creds: &Credentials) -> &str {
+    creds.authzid.as_deref().unwrap_or(&creds.user)
+}
 
 async fn login_unguarded(
     ctx: &Context,
@@ -534,6 +568,8 @@ async fn login_unguarded(
         }
         AuthDecision::Unavailable => return Err(unavailable(None)),
     };
+    // Route, cache and pool by whose mailbox it is, not by who typed it.
+    let owner = mailbox_owner(&user_creds).to_string();
     let candidates = match &hint {
         Some(spec) => match ctx.router.backend_for(spec) {
             Some(b) if b.is_up() => vec![b],
@@ -546,7 +582,7 @@ async fn login_unguarded(
                 Vec::new()
             }
         },
-        None => ctx.router.candidates(&user_creds.user).unwrap_or_else(|e| {
+        None => ctx.router.candidates(&owner).unwrap_or_else(|e| {
             tracing::warn!(session = %client.session_id, error = %e, "no backend for login");
             Vec::new()
         }),
@@ -564,16 +600,16 @@ async fn login_unguarded(
         let reuse_id = ctx
             .pool
             .as_ref()
-            .map(|p| (backend_creds.user.clone(), p.key(creds, &backend_creds)));
+            .map(|p| (owner.clone(), p.key(creds, &backend_creds)));
         if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
             tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
-            return Ok((
-                li,
-                b.clone(),
-                reuse_id,
+            return Ok(LoginOk {
+                conn: li,
+                backend: b.clone(),
+                reuse: reuse_id,
                 backend_creds,
-                user_creds.user.clone(),
-            ));
+                owner,
+            });
         }
         let t0 = Instant::now();
         let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
@@ -594,13 +630,13 @@ async fn login_unguarded(
             m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
         }
         return match answer {
-            Ok(LoginOutcome::Ok(li)) => Ok((
-                li,
-                b.clone(),
-                reuse_id,
+            Ok(LoginOutcome::Ok(li)) => Ok(LoginOk {
+                conn: li,
+                backend: b.clone(),
+                reuse: reuse_id,
                 backend_creds,
-                user_creds.user.clone(),
-            )),
+                owner,
+            }),
             Ok(LoginOutcome::Rejected { status, code, text }) => {
                 if verified {
                     // imapmux accepted the password; the backend refused its

@@ -49,10 +49,22 @@ impl Selected {
         if uid == 0 {
             return None;
         }
-        self.uids
-            .iter()
-            .position(|u| *u == uid)
-            .map(|p| p as u32 + 1)
+        // Known UIDs ascend with sequence numbers (RFC 9051 §2.3.1.1):
+        // binary search, stepping over unknown entries (0).
+        let (mut lo, mut hi) = (0usize, self.uids.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(k) = (mid..hi).find(|&i| self.uids[i] != 0) else {
+                hi = mid;
+                continue;
+            };
+            match self.uids[k].cmp(&uid) {
+                std::cmp::Ordering::Equal => return Some(k as u32 + 1),
+                std::cmp::Ordering::Less => lo = k + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        None
     }
 
     fn set_exists(&mut self, n: u32) {
@@ -95,7 +107,11 @@ impl Selected {
     fn vanished(&mut self, uids: &[u32]) {
         let unknown = self.uids.contains(&0);
         let before = self.uids.len();
-        self.uids.retain(|u| !uids.contains(u));
+        // Sorted once, then a binary search per message: O(n log k), not
+        // O(n k) for a VANISHED of k UIDs.
+        let mut gone = uids.to_vec();
+        gone.sort_unstable();
+        self.uids.retain(|u| gone.binary_search(u).is_err());
         if unknown && self.uids.len() + uids.len() != before {
             // Some vanished UIDs may hide among the unknown ones.
             self.uids.iter_mut().for_each(|u| *u = 0);

@@ -8,6 +8,10 @@
 
 use std::fmt::Write as _;
 
+/// Most messages a parked view follows (a backend claiming more is not
+/// believed: the client stays attached).
+pub const MAX_UIDS: u32 = 10_000_000;
+
 /// A sorted set of UIDs, kept as ranges (mailboxes are mostly contiguous).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UidList {
@@ -53,16 +57,27 @@ impl UidList {
         ranges.sort_unstable();
         let mut l = UidList::default();
         for (a, b) in ranges {
-            if b - a > 10_000_000 {
+            l.push_range(a, b);
+            if l.len > MAX_UIDS {
                 return None;
-            }
-            for u in a..=b {
-                if l.ranges.last().map_or(true, |(_, hi)| u > *hi) {
-                    l.push(u);
-                }
             }
         }
         Some(l)
+    }
+
+    /// Append the range `a..=b` (sorted input; overlaps merged): constant
+    /// time per range, whatever its width.
+    fn push_range(&mut self, a: u32, b: u32) {
+        let a = match self.ranges.last() {
+            Some(&(_, hi)) if b <= hi => return,
+            Some(&(_, hi)) if a <= hi => hi + 1,
+            _ => a,
+        };
+        match self.ranges.last_mut() {
+            Some((_, hi)) if a == hi.wrapping_add(1) => *hi = b,
+            _ => self.ranges.push((a, b)),
+        }
+        self.len = self.len.saturating_add(b - a + 1);
     }
 
     pub fn len(&self) -> u32 {
@@ -73,8 +88,10 @@ impl UidList {
         self.len == 0
     }
 
+    /// Binary search over the ranges.
     pub fn contains(&self, uid: u32) -> bool {
-        self.seq_of(uid).is_some()
+        let i = self.ranges.partition_point(|&(_, hi)| hi < uid);
+        self.ranges.get(i).is_some_and(|&(lo, _)| lo <= uid)
     }
 
     /// Sequence number (1-based) of `uid`.
@@ -125,22 +142,23 @@ impl UidList {
 pub struct FlagSnapshot {
     table: Vec<String>,
     /// (UID, index into `table`), sorted by UID.
-    by_uid: Vec<(u32, u16)>,
+    by_uid: Vec<(u32, u32)>,
 }
 
 impl FlagSnapshot {
     /// From (UID, FLAGS text) pairs, e.g. the answers to `UID FETCH 1:* (FLAGS)`.
+    /// Interning is a hash lookup per message (linear in the mailbox, however
+    /// many distinct flag lists a backend sends).
     pub fn from_pairs(pairs: &[(u32, String)]) -> FlagSnapshot {
         let mut s = FlagSnapshot::default();
+        let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
         for (uid, flags) in pairs {
-            let idx = match s.table.iter().position(|t| t == flags) {
-                Some(i) => i,
-                None => {
-                    s.table.push(flags.clone());
-                    s.table.len() - 1
-                }
-            };
-            s.by_uid.push((*uid, idx.min(u16::MAX as usize) as u16));
+            let next = s.table.len() as u32;
+            let idx = *index.entry(flags.as_str()).or_insert(next);
+            if idx == next {
+                s.table.push(flags.clone());
+            }
+            s.by_uid.push((*uid, idx));
         }
         s.by_uid.sort_unstable();
         s.by_uid.dedup_by_key(|(u, _)| *u);
@@ -192,23 +210,37 @@ pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedV
         return None;
     }
     let mut out = String::new();
-    // Expunged messages, highest sequence number first: earlier EXPUNGEs
-    // then do not renumber the later ones.
+    // Expunged messages (with their sequence numbers in the view), found
+    // in one walk; sent highest first: earlier EXPUNGEs then do not
+    // renumber the later ones.
     let gone: Vec<u32> = view
         .uids
         .iter()
-        .filter(|u| !now.uids.contains(*u))
+        .zip(1u32..)
+        .filter(|(u, _)| !now.uids.contains(*u))
+        .map(|(_, seq)| seq)
         .collect();
-    for uid in gone.iter().rev() {
-        if let Some(seq) = view.uids.seq_of(*uid) {
-            let _ = write!(out, "* {seq} EXPUNGE\r\n");
-        }
+    for seq in gone.iter().rev() {
+        let _ = write!(out, "* {seq} EXPUNGE\r\n");
     }
     let kept = view.uids.len() - gone.len() as u32;
     if now.uids.len() != kept {
         let _ = write!(out, "* {} EXISTS\r\n", now.uids.len());
     }
-    for (uid, flags) in &now.changed {
+    // Sequence numbers of changed messages, in one walk of the mailbox.
+    let mut changed: Vec<&(u32, String)> = now.changed.iter().collect();
+    changed.sort_unstable_by_key(|(uid, _)| *uid);
+    let mut seqs = now.uids.iter().zip(1u32..).peekable();
+    for (uid, flags) in changed {
+        let seq = loop {
+            match seqs.peek() {
+                Some(&(u, s)) if u == *uid => break Some(s),
+                Some(&(u, _)) if u < *uid => {
+                    seqs.next();
+                }
+                _ => break None,
+            }
+        };
         // Without CONDSTORE `changed` holds every message: only differences
         // count (\Recent is per session: the watcher never has it).
         let same = view
@@ -217,7 +249,7 @@ pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedV
             .and_then(|f| f.get(*uid))
             .is_some_and(|old| without_recent(old) == without_recent(flags));
         if view.uids.contains(*uid) && !same {
-            if let Some(seq) = now.uids.seq_of(*uid) {
+            if let Some(seq) = seq {
                 let _ = write!(out, "* {seq} FETCH (FLAGS {flags})\r\n");
             }
         }
@@ -461,5 +493,48 @@ mod tests {
         );
         assert!(strip_modseq(b"* 1 FETCH (MODSEQ (5))\r\n").is_empty());
         assert_eq!(strip_modseq(b"* 3 EXISTS\r\n"), b"* 3 EXISTS\r\n".to_vec());
+    }
+
+    #[test]
+    fn hostile_sizes_stay_linear() {
+        // 100,000 distinct flag lists (a backend's keywords): interned by
+        // hash, every index right (u16 indexes wrapped past 65,535).
+        let pairs: Vec<(u32, String)> = (1..=100_000u32).map(|u| (u, format!("(k{u})"))).collect();
+        let f = FlagSnapshot::from_pairs(&pairs);
+        assert_eq!(f.get(70_000), Some("(k70000)"));
+        assert_eq!(f.get(100_000), Some("(k100000)"));
+        // Wide ranges cost one step each; a claim past MAX_UIDS is refused.
+        let l = UidList::from_set("1:4000000,4000002:9000000").unwrap();
+        assert_eq!(l.len(), 8_999_999);
+        assert!(l.contains(4_000_002) && !l.contains(4_000_001));
+        assert!(UidList::from_set("1:4000000000").is_none());
+        // A fragmented mailbox (every other UID): catch-up walks it once.
+        let view_uids = UidList::from_uids((1..=200_000u32).map(|u| u * 2).collect());
+        let now_uids = UidList::from_uids(
+            (1..=200_000u32)
+                .map(|u| u * 2)
+                .filter(|u| u % 1000 != 0)
+                .collect(),
+        );
+        let view = ParkedView {
+            mailbox: "INBOX".into(),
+            read_only: false,
+            uidvalidity: 1,
+            modseq: 0,
+            uids: view_uids,
+            flags: None,
+        };
+        let now = MailboxNow {
+            uidvalidity: 1,
+            modseq: 0,
+            uids: now_uids,
+            changed: vec![(4, "(\\Seen)".into()), (2, "(\\Seen)".into())],
+        };
+        let (out, next) = catch_up(&view, &now).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.matches("EXPUNGE").count(), 400);
+        assert!(out.starts_with("* 200000 EXPUNGE\r\n"), "{}", &out[..40]);
+        assert!(out.ends_with("* 1 FETCH (FLAGS (\\Seen))\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"));
+        assert_eq!(next.uids.len(), 199_600);
     }
 }

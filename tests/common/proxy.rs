@@ -8,9 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::{send_signal_to, wait_for_port};
 
-/// Path of the imapmux binary built by cargo for these tests.
+/// Path of the imapmux binary built by cargo for these tests, or the one
+/// `IMAPMUX_TEST_BIN` names (e.g. `target/release/imapmux`, to measure the
+/// release binary with the same tests).
 pub fn imapmux_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_imapmux"))
+    match std::env::var_os("IMAPMUX_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_imapmux")),
+    }
 }
 
 /// A `Command` for the imapmux binary (for one-shot subcommands).

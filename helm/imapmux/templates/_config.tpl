@@ -181,6 +181,7 @@ known_good_ttl = {{ $a.penalty.known_good_ttl | toJson }}
 [multiplex]
 reuse_after_logout = {{ $m.reuse_after_logout }}
 reuse_idle = {{ $m.reuse_idle | toJson }}
+reuse_max_age = {{ $m.reuse_max_age | toJson }}
 max_pooled_per_user = {{ int64 $m.max_pooled_per_user }}
 max_pooled = {{ int64 $m.max_pooled }}
 idle_offload_after = {{ $m.idle_offload_after | toJson }}
