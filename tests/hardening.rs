@@ -133,7 +133,16 @@ async fn cpu_heavy_lines_do_not_delay_other_clients() {
         baseline[baseline.len() / 2],
         under_attack.last().unwrap()
     );
-    assert!(p90 < Duration::from_millis(100), "{under_attack:?}");
+    // The goal (under 100 ms) is for the release binary: scripts/test runs
+    // this file again with IMAPMUX_TEST_BIN=target/release/imapmux. The
+    // unoptimized test build gets 2 s (the quadratic parser took 6-8 s
+    // in release, minutes unoptimized).
+    let bound = if std::env::var_os("IMAPMUX_TEST_BIN").is_some() {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(2)
+    };
+    assert!(p90 < bound, "{under_attack:?}");
     assert!(proxy.is_running());
 }
 
