@@ -245,6 +245,10 @@ async fn command(
 /// Send `tag cmd` and read until its tagged answer, giving every untagged
 /// line (`* …`, CRLF included, literals skipped) to `untagged`. A `* BYE`
 /// is an error. `Ok(true)` for OK, `Ok(false)` for NO/BAD.
+/// Most bytes of untagged lines one command of imapmux's own may bring
+/// (`UID FETCH 1:* (UID FLAGS)` of a million messages is about 40 MiB).
+pub const MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
+
 pub async fn run(
     stream: &mut BoxStream,
     buf: &mut BytesMut,
@@ -259,6 +263,9 @@ pub async fn run(
     stream.flush().await?;
     let mut framer = Framer::new(1024 * 1024);
     let deadline = tokio::time::Instant::now() + timeout;
+    // What callers collect from the untagged lines (flags of every
+    // message, relayed responses) is bounded by what is let through.
+    let mut seen = 0usize;
     loop {
         while let Some(frame) = framer.next_frame(buf) {
             match frame {
@@ -269,6 +276,13 @@ pub async fn run(
                         return Err(std::io::ErrorKind::ConnectionAborted.into());
                     }
                     if bytes.starts_with(b"* ") {
+                        seen += bytes.len();
+                        if seen > MAX_ANSWER_BYTES {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                "backend answer too large",
+                            ));
+                        }
                         untagged(&bytes);
                         continue;
                     }

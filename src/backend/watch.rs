@@ -172,7 +172,13 @@ impl Watcher {
             .iter()
             .any(|(m, tx)| same_mailbox(m, mailbox) && tx.receiver_count() > 0);
         if watched {
-            lock(&self.poked).push(mailbox.to_string());
+            // Once per mailbox until the watcher gets to it: a push sender
+            // repeating itself does not grow the list.
+            let mut poked = lock(&self.poked);
+            if !poked.iter().any(|m| m == mailbox) {
+                poked.push(mailbox.to_string());
+            }
+            drop(poked);
             self.poke.notify_one();
         }
         watched
