@@ -452,11 +452,13 @@ async fn login(
     ctx: &Context,
     creds: &Credentials,
     client: &ClientInfo,
-    attempt: u32,
+    attempt_no: u32,
     tls: bool,
 ) -> Result<LoginOk, LoginFail> {
     let ip = client.peer.ip();
-    match ctx.penalty.check(ip, &creds.user, Instant::now()) {
+    // The attempt counts as in flight until its outcome is known (or it is
+    // dropped: no verdict), so parallel guesses cannot pass the gate at once.
+    let attempt = match ctx.penalty.check(ip, &creds.user, Instant::now()) {
         Gate::Refuse => {
             ctx.metrics.auth.penalty("refused");
             tracing::warn!(session = %client.session_id, rip = %ip, user = %creds.user, "login refused: too many failed logins");
@@ -468,19 +470,19 @@ async fn login(
                 result: LoginResult::Failed,
             });
         }
-        Gate::Proceed { delay } if !delay.is_zero() => {
-            ctx.metrics.auth.penalty("delayed");
-            tokio::time::sleep(delay).await;
+        Gate::Proceed { delay, attempt } => {
+            if !delay.is_zero() {
+                ctx.metrics.auth.penalty("delayed");
+                tokio::time::sleep(delay).await;
+            }
+            attempt
         }
-        Gate::Proceed { .. } => {}
-    }
-    let result = login_unguarded(ctx, creds, client, attempt, tls).await;
+    };
+    let result = login_unguarded(ctx, creds, client, attempt_no, tls).await;
     match &result {
-        Ok(_) => ctx.penalty.succeeded(ip, &creds.user),
-        Err(f) if f.result == LoginResult::Failed => {
-            ctx.penalty.failed(ip, &creds.user, Instant::now())
-        }
-        Err(_) => {}
+        Ok(_) => attempt.succeeded(),
+        Err(f) if f.result == LoginResult::Failed => attempt.failed(Instant::now()),
+        Err(_) => drop(attempt),
     }
     result
 }
