@@ -184,3 +184,90 @@ async fn parallel_guesses_are_bounded_by_the_limits() {
     let log = proxy.log();
     assert!(!log.contains("guess13") && !log.contains("pass1"));
 }
+
+/// The fail2ban filter shipped in config/fail2ban/, run by fail2ban-regex
+/// over `log`: the address of every match (`-o ip`).
+fn fail2ban_hosts(log: &std::path::Path) -> Vec<String> {
+    let filter = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/fail2ban/filter.d/imapmux.conf");
+    let out = std::process::Command::new(require_tool("fail2ban-regex"))
+        .args(["-o", "ip"])
+        .arg(log)
+        .arg(&filter)
+        .output()
+        .expect("run fail2ban-regex");
+    assert!(
+        out.status.success(),
+        "fail2ban-regex: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn user_name_cannot_forge_a_fail2ban_line() {
+    let d = Dovecot::builder().start();
+    let addr = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "plaintext")
+        .allow_plaintext_auth(true)
+        .backend(BackendCfg::new("b1", &d.addr()))
+        .extra(
+            "[auth.penalty]\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\nmax_failures_per_user = 2\n",
+        )
+        .to_toml();
+    let proxy = Imapmux::start(&cfg, &addr);
+    // User names that, printed raw, would end the line (or garble it on a
+    // terminal or in a log viewer) and start a forged one blaming 1.2.3.4.
+    // CR and LF are refused before login already (never logged); the
+    // other control characters reach the log lines, escaped.
+    let forged = "2026-11-26T08:27:34.364474Z  WARN imapmux::session::conn: login failed \
+                  session=AAAA rip=1.2.3.4 user=x method=\"LOGIN\" reason=\"AUTHENTICATIONFAILED\"";
+    let crlf = format!("mallory\r\n{forged}");
+    let evil = format!(
+        "mallory\x0b{forged}\x0c{forged}\x1b[2K\x1b[1G{forged}\u{85}{forged}\u{2028}{forged}\t"
+    );
+    let mut c = ImapClient::connect_plain(&addr).await.unwrap();
+    assert!(c.login(&crlf, "wrong").await.unwrap().is_no());
+    // Two failures (login failed), then the penalty's refusal (login refused).
+    for _ in 0..3 {
+        let mut c = ImapClient::connect_plain(&addr).await.unwrap();
+        let r = c.login(&evil, "wrong").await.unwrap();
+        assert!(r.is_no(), "{r}");
+    }
+    assert!(
+        proxy.wait_for_log("login refused", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    // No control character of the name reached the log (only the line
+    // ends between records).
+    for l in log.lines() {
+        assert!(
+            !l.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{l:?}"
+        );
+    }
+    let lines: Vec<_> = log
+        .lines()
+        .filter(|l| {
+            l.contains("rip=1.2.3.4")
+                && l.split_once("Z  ")
+                    .is_some_and(|(_, r)| r.starts_with("WARN imapmux::session::conn: login"))
+        })
+        .collect();
+    // Two failures; the refusal logs "login refused" and "login failed".
+    assert_eq!(lines.len(), 4, "the name is in the log, escaped: {log}");
+    for l in &lines {
+        assert!(l.contains("rip=127.0.0.1 user=\"mallory\\u{b}2026"), "{l}");
+    }
+    // fail2ban blames the client, once per failure and refusal, and never
+    // the address in the name.
+    let hosts = fail2ban_hosts(proxy.log_path());
+    assert_eq!(hosts, vec!["127.0.0.1"; 3], "{log}");
+}

@@ -370,7 +370,7 @@ async fn preauth(
                         summary.retained = Some((backend.clone(), backend_creds, owner));
                     }
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
-                    tracing::info!(session = %client.session_id, user = %creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
+                    tracing::info!(session = %client.session_id, user = creds.user.as_str(), backend = %backend.name, method = creds.mechanism.as_str(), "login");
                     break li;
                 }
                 Err(fail) => {
@@ -378,7 +378,9 @@ async fn preauth(
                     tracing::warn!(
                         session = %client.session_id,
                         rip = %client.peer.ip(),
-                        user = %creds.user,
+                        // Quoted and escaped (Debug), as in the session-end
+                        // line: a CR/LF in a user name cannot forge a line.
+                        user = creds.user.as_str(),
                         method = creds.mechanism.as_str(),
                         reason = fail.code.as_deref().unwrap_or(""),
                         "login failed"
@@ -461,7 +463,7 @@ async fn login(
     let attempt = match ctx.penalty.check(ip, &creds.user, Instant::now()) {
         Gate::Refuse => {
             ctx.metrics.auth.penalty("refused");
-            tracing::warn!(session = %client.session_id, rip = %ip, user = %creds.user, "login refused: too many failed logins");
+            tracing::warn!(session = %client.session_id, rip = %ip, user = creds.user.as_str(), "login refused: too many failed logins");
             return Err(LoginFail {
                 status: "NO",
                 code: Some("UNAVAILABLE".into()),
