@@ -156,6 +156,7 @@ pub fn build(
             let src = Arc::new(passwd_source::PasswdSource::new(c)?);
             if tokio::runtime::Handle::try_current().is_ok() {
                 src.watch(c.reload_check_interval, cache.clone());
+                src.prepare_dummy();
             }
             src
         }
