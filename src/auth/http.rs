@@ -173,6 +173,15 @@ impl Source for HttpSource {
         "http"
     }
 
+    /// The service gets `Client-IP` and `Auth-SSL` and may decide on them
+    /// (allow a user from some networks only, or only over TLS): cached
+    /// verdicts are kept per client address and TLS state. The
+    /// `Auth-Login-Attempt` number is not part of the cache key: a service
+    /// that answers by attempt number needs `auth.cache.enabled = false`.
+    fn verdict_depends_on_client(&self) -> bool {
+        true
+    }
+
     async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError> {
         let request = self.request(&req)?;
         let fut = async {

@@ -124,6 +124,12 @@ pub trait Source: Send + Sync + 'static {
     /// Short name for logs and metrics ("passwd-file", "http", "ldap").
     fn name(&self) -> &'static str;
     async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError>;
+    /// True when the verdict may depend on the client's address or TLS
+    /// state, not only on the credentials: the result cache then keys on
+    /// them too (see [`cache`]).
+    fn verdict_depends_on_client(&self) -> bool {
+        false
+    }
 }
 
 /// The authenticator `cfg` asks for. `metrics` counts source answers.
