@@ -255,6 +255,29 @@ mod tests {
     }
 
     #[test]
+    fn rewritten_password_is_not_in_debug() {
+        let v = verdict(
+            200,
+            &h(&[("Auth-Status", "OK"), ("Auth-Pass", "rewritten-S3CRET")]),
+        )
+        .unwrap();
+        let Verdict::Accept(g) = &v else {
+            panic!("{v:?}")
+        };
+        let creds = crate::session::Credentials {
+            user: "u".into(),
+            password: b"client-S3CRET".to_vec(),
+            authzid: None,
+            mechanism: Mechanism::Login,
+        };
+        let decision = crate::auth::directory::granted(&creds, g.clone());
+        for d in [format!("{v:?}"), format!("{decision:?}"), format!("{g:#?}")] {
+            assert!(!d.contains("S3CRET"), "{d}");
+            assert!(d.contains("redacted"), "{d}");
+        }
+    }
+
+    #[test]
     fn refusal_with_wait_and_code() {
         let v = verdict(
             200,

@@ -77,8 +77,9 @@ pub struct Request<'a> {
     pub tls: bool,
 }
 
-/// A verified login: where to send the user, and as whom.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A verified login: where to send the user, and as whom. `Debug` does
+/// not show the backend password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Grant {
     /// Backend name or address (`host` or `host:port`) from the directory.
     pub backend: Option<String>,
@@ -87,6 +88,24 @@ pub struct Grant {
     /// Password for the backend, when the directory rewrites it
     /// (auth_http `Auth-Pass`). Never logged.
     pub backend_password: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Grant {
+            backend,
+            backend_user,
+            backend_password,
+        } = self;
+        f.debug_struct("Grant")
+            .field("backend", backend)
+            .field("backend_user", backend_user)
+            .field(
+                "backend_password",
+                &backend_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// A source's answer.
