@@ -138,6 +138,52 @@ async fn search_then_bind_with_service_account() {
     assert_eq!(ldap.binds_as(&ldap.user_dn("alice")), 2);
 }
 
+/// Search then bind: an unknown user costs the directory the same
+/// operations as a wrong password (a service bind, a search, a bind with
+/// the given password: to a DN that does not exist), so the answer time
+/// does not tell which names exist.
+#[tokio::test]
+async fn unknown_user_costs_the_same_binds_as_a_wrong_password() {
+    let ldap = directory();
+    let s = source(&config(&ldap.ldap_config_search()));
+    let ops = |what: &str| ldap.log().matches(what).count();
+    // (binds, searches) a check adds, once slapd has logged them.
+    let cost = |user: &'static str, binds0: usize, searches0: usize| {
+        assert!(
+            common::wait_until(Duration::from_secs(5), || {
+                (ops(" method=128") >= binds0 + 2 && ops(" SRCH base=") > searches0).then_some(())
+            })
+            .is_some(),
+            "{user}: {}",
+            ldap.log()
+        );
+        (ops(" method=128") - binds0, ops(" SRCH base=") - searches0)
+    };
+    let (b, q) = (ops(" method=128"), ops(" SRCH base="));
+    rejected(&s, "alice", "wrong").await;
+    let wrong = cost("alice", b, q);
+    assert_eq!(s.dummy_binds(), 0);
+    let (b, q) = (ops(" method=128"), ops(" SRCH base="));
+    rejected(&s, "nobody", "alice pw").await;
+    let unknown = cost("nobody", b, q);
+    assert_eq!(s.dummy_binds(), 1);
+    assert_eq!(wrong, (2, 1), "{}", ldap.log());
+    assert_eq!(unknown, wrong, "{}", ldap.log());
+    // The second bind was to the dummy DN under search_base, and failed.
+    let log = ldap.log();
+    let dummy = log
+        .lines()
+        .find(|l| l.contains("BIND dn=\"cn=imapmux-no-such-user-"))
+        .unwrap_or_else(|| panic!("no dummy bind: {log}"));
+    assert!(dummy.contains(&ldap.people_dn()), "{dummy}");
+    // A real user's password through an unknown name still gets nowhere,
+    // and a real login still works afterwards on the same connection.
+    assert_eq!(
+        accepted(&s, "alice", "alice pw").await,
+        grant(Some("backend1"), Some("user1"))
+    );
+}
+
 #[tokio::test]
 async fn search_then_bind_wrong_service_password_is_an_error() {
     let ldap = directory();

@@ -9,7 +9,19 @@
 //! password. An old password keeps working for at most `positive_ttl`
 //! after it was changed in a directory imapmux cannot watch (LDAP, HTTP);
 //! the passwd-file source clears the cache when its file changes.
+//!
+//! A source whose verdict may depend on who is asking, not only on the
+//! credentials, says so ([`super::Source::verdict_depends_on_client`]):
+//! the HTTP source, whose service gets `Client-IP` and `Auth-SSL` and may
+//! allow a user from some networks only, or over TLS only. For it the key
+//! also holds the client's address and whether its connection is TLS
+//! ([`ClientScope`]), so a verdict made for one address or TLS state is
+//! never replayed for another. Keying rather than not caching keeps the
+//! cache's point for the common case (a webmail logging in from one
+//! address again and again). The passwd-file and LDAP sources decide on
+//! the credentials alone and share entries across addresses.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -43,6 +55,15 @@ pub fn salted_digest<'a>(salt: &[u8; 32], parts: impl IntoIterator<Item = &'a [u
     k
 }
 
+/// What besides the credentials a verdict may depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientScope {
+    /// The client's address (as sent to the HTTP service in `Client-IP`).
+    pub ip: IpAddr,
+    /// The client connection is TLS (`Auth-SSL: on`).
+    pub tls: bool,
+}
+
 pub struct AuthCache {
     salt: [u8; 32],
     positive: Cache<Key, Verdict>,
@@ -65,15 +86,21 @@ impl AuthCache {
         }
     }
 
-    pub fn key(&self, c: &Credentials) -> Key {
-        salted_digest(
-            &self.salt,
-            [
-                c.user.as_bytes(),
-                &c.password,
-                c.authzid.as_deref().unwrap_or("").as_bytes(),
-            ],
-        )
+    /// The key of `c`, and of `client` when the source's verdict depends
+    /// on it.
+    pub fn key(&self, c: &Credentials, client: Option<ClientScope>) -> Key {
+        let authzid = c.authzid.as_deref().unwrap_or("").as_bytes();
+        match client {
+            None => salted_digest(&self.salt, [c.user.as_bytes(), &c.password, authzid]),
+            Some(ClientScope { ip, tls }) => {
+                let ip = ip.to_string();
+                let tls: &[u8] = if tls { b"tls" } else { b"plain" };
+                salted_digest(
+                    &self.salt,
+                    [c.user.as_bytes(), &c.password, authzid, ip.as_bytes(), tls],
+                )
+            }
+        }
     }
 
     pub fn get(&self, k: &Key) -> Option<Verdict> {
@@ -112,25 +139,51 @@ mod tests {
         }
     }
 
+    impl AuthCache {
+        fn key_of(&self, c: &Credentials) -> Key {
+            self.key(c, None)
+        }
+    }
+
+    #[test]
+    fn client_scope_is_part_of_the_key_when_given() {
+        let c = AuthCache::new(&AuthCacheConfig::default());
+        let bob = creds("bob", "pw");
+        let at = |ip: &str, tls: bool| {
+            Some(ClientScope {
+                ip: ip.parse().unwrap(),
+                tls,
+            })
+        };
+        let k = c.key(&bob, at("192.0.2.1", true));
+        assert_eq!(k, c.key(&bob, at("192.0.2.1", true)));
+        assert_ne!(k, c.key(&bob, at("192.0.2.2", true)));
+        assert_ne!(k, c.key(&bob, at("192.0.2.1", false)));
+        assert_ne!(k, c.key(&bob, at("2001:db8::1", true)));
+        assert_ne!(k, c.key(&bob, None));
+        // Without a scope the address plays no part.
+        assert_eq!(c.key(&bob, None), c.key_of(&bob));
+    }
+
     #[test]
     fn key_depends_on_every_part_and_is_unambiguous() {
         let c = AuthCache::new(&AuthCacheConfig::default());
-        let k = c.key(&creds("bob", "pw"));
-        assert_eq!(k, c.key(&creds("bob", "pw")));
-        assert_ne!(k, c.key(&creds("bob", "pw2")));
-        assert_ne!(k, c.key(&creds("bo", "bpw")));
+        let k = c.key_of(&creds("bob", "pw"));
+        assert_eq!(k, c.key_of(&creds("bob", "pw")));
+        assert_ne!(k, c.key_of(&creds("bob", "pw2")));
+        assert_ne!(k, c.key_of(&creds("bo", "bpw")));
         let mut z = creds("bob", "pw");
         z.authzid = Some("alice".into());
-        assert_ne!(k, c.key(&z));
+        assert_ne!(k, c.key_of(&z));
         // Another process (another salt) makes other keys.
         let c2 = AuthCache::new(&AuthCacheConfig::default());
-        assert_ne!(k, c2.key(&creds("bob", "pw")));
+        assert_ne!(k, c2.key_of(&creds("bob", "pw")));
     }
 
     #[test]
     fn positive_replaces_negative_and_clear_forgets() {
         let c = AuthCache::new(&AuthCacheConfig::default());
-        let k = c.key(&creds("bob", "pw"));
+        let k = c.key_of(&creds("bob", "pw"));
         let no = Verdict::Reject {
             text: None,
             wait: None,

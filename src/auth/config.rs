@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use std::fmt;
 
 use crate::config::{de_duration, invalid, ConfigError};
 
@@ -121,7 +122,9 @@ fn default_reload() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `Debug` shows the header names, not their values (an
+/// `Authorization` or API key header is a secret).
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `http://host:port/path` of the auth service (nginx `auth_http`).
@@ -150,7 +153,8 @@ fn default_max_wait() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `Debug` does not show `search_bind_password`.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldap://host:port` or `ldaps://host:port`.
@@ -263,8 +267,9 @@ impl Default for PenaltyConfig {
     }
 }
 
-/// `[pool.login]`: how imapmux logs in to a pool's backends.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+/// `[pool.login]`: how imapmux logs in to a pool's backends. `Debug` does
+/// not show `master_password`.
+#[derive(Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendLogin {
     pub mode: LoginMode,
@@ -297,4 +302,186 @@ pub enum MasterStyle {
     Sasl,
     /// LOGIN `user<separator>master` (Dovecot's `user*master`).
     Separator,
+}
+
+/// Shown in `Debug` instead of a secret value.
+const REDACTED: &str = "<redacted>";
+
+/// A secret for `Debug`: whether it is set, not what it is.
+fn redacted(v: &Option<String>) -> Option<&'static str> {
+    v.as_ref().map(|_| REDACTED)
+}
+
+// The impls below destructure every field (no `..`), so a field added
+// later does not compile until someone decides whether it is a secret.
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let HttpConfig {
+            url,
+            headers,
+            timeout,
+            max_idle_connections,
+            max_wait,
+        } = self;
+        let headers: std::collections::BTreeMap<&str, &str> =
+            headers.keys().map(|k| (k.as_str(), REDACTED)).collect();
+        f.debug_struct("HttpConfig")
+            .field("url", url)
+            .field("headers", &headers)
+            .field("timeout", timeout)
+            .field("max_idle_connections", max_idle_connections)
+            .field("max_wait", max_wait)
+            .finish()
+    }
+}
+
+impl fmt::Debug for LdapConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let LdapConfig {
+            url,
+            starttls,
+            ca_file,
+            bind_dn,
+            search_base,
+            search_filter,
+            search_bind_dn,
+            search_bind_password,
+            search_bind_password_file,
+            backend_attribute,
+            backend_user_attribute,
+            timeout,
+            pool_size,
+        } = self;
+        f.debug_struct("LdapConfig")
+            .field("url", url)
+            .field("starttls", starttls)
+            .field("ca_file", ca_file)
+            .field("bind_dn", bind_dn)
+            .field("search_base", search_base)
+            .field("search_filter", search_filter)
+            .field("search_bind_dn", search_bind_dn)
+            .field("search_bind_password", &redacted(search_bind_password))
+            .field("search_bind_password_file", search_bind_password_file)
+            .field("backend_attribute", backend_attribute)
+            .field("backend_user_attribute", backend_user_attribute)
+            .field("timeout", timeout)
+            .field("pool_size", pool_size)
+            .finish()
+    }
+}
+
+impl fmt::Debug for BackendLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let BackendLogin {
+            mode,
+            master_user,
+            master_password,
+            master_password_file,
+            master_style,
+            master_separator,
+        } = self;
+        f.debug_struct("BackendLogin")
+            .field("mode", mode)
+            .field("master_user", master_user)
+            .field("master_password", &redacted(master_password))
+            .field("master_password_file", master_password_file)
+            .field("master_style", master_style)
+            .field("master_separator", master_separator)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every secret a config file can hold, each one findable.
+    const SECRETS: [&str; 5] = [
+        "push-S3CRET-1",
+        "ldap-S3CRET-2",
+        "master-S3CRET-3",
+        "Bearer header-S3CRET-4",
+        "apikey-S3CRET-5",
+    ];
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let text = format!(
+            r#"
+[[listener]]
+address = "127.0.0.1:1993"
+mode = "implicit"
+[tls]
+self_signed = true
+[admin]
+address = "127.0.0.1:9143"
+push_secret = "{}"
+[auth]
+source = "ldap"
+[auth.ldap]
+url = "ldap://127.0.0.1:389"
+search_base = "ou=people,dc=example,dc=org"
+search_bind_dn = "cn=imapmux,dc=example,dc=org"
+search_bind_password = "{}"
+[auth.http]
+url = "http://127.0.0.1:9000/auth"
+headers = {{ Authorization = "{}", X-Api-Key = "{}" }}
+[routing]
+default_pool = "p"
+[[pool]]
+name = "p"
+[[pool.backend]]
+name = "b1"
+address = "127.0.0.1:10143"
+[pool.login]
+mode = "master"
+master_user = "proxy"
+master_password = "{}"
+"#,
+            SECRETS[0], SECRETS[1], SECRETS[3], SECRETS[4], SECRETS[2]
+        );
+        let cfg = crate::config::Config::parse(&text, std::path::Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The secrets are there…
+        assert_eq!(
+            cfg.pools[0].login.master_password.as_deref(),
+            Some(SECRETS[2])
+        );
+        let ldap = cfg.auth.ldap.as_ref().unwrap();
+        assert_eq!(ldap.search_bind_password.as_deref(), Some(SECRETS[1]));
+        // …and Debug, plain or pretty, of the whole config and of each
+        // part shows none of them, only that they are set.
+        let shown = [
+            format!("{cfg:?}"),
+            format!("{cfg:#?}"),
+            format!("{:?}", cfg.auth),
+            format!("{:?}", cfg.pools),
+            format!("{:?}", cfg.admin),
+        ];
+        for d in &shown {
+            for s in SECRETS {
+                assert!(!d.contains(s), "{s:?} in {d}");
+                // Not even a part of one.
+                assert!(!d.contains("S3CRET"), "{d}");
+            }
+        }
+        let all = &shown[0];
+        for visible in [
+            "search_bind_password: Some(\"<redacted>\")",
+            "master_password: Some(\"<redacted>\")",
+            "\"Authorization\": \"<redacted>\"",
+            "\"X-Api-Key\": \"<redacted>\"",
+            "master_user: Some(\"proxy\")",
+            "cn=imapmux,dc=example,dc=org",
+        ] {
+            assert!(all.contains(visible), "{visible} not in {all}");
+        }
+    }
+
+    #[test]
+    fn unset_secrets_show_as_none() {
+        let l = BackendLogin::default();
+        assert!(format!("{l:?}").contains("master_password: None"));
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::cache::AuthCache;
+use super::cache::{AuthCache, ClientScope};
 use super::{AuthDecision, Authenticator, Request, Source, Verdict};
 use crate::metrics::Metrics;
 use crate::session::Credentials;
@@ -74,7 +74,17 @@ impl Authenticator for Directory {
                 wait: None,
             };
         }
-        let key = self.cache.as_ref().map(|cache| (cache, cache.key(c)));
+        let scope = self
+            .source
+            .verdict_depends_on_client()
+            .then(|| ClientScope {
+                ip: req.client.peer.ip(),
+                tls: req.tls,
+            });
+        let key = self
+            .cache
+            .as_ref()
+            .map(|cache| (cache, cache.key(c, scope)));
         let cached = key.as_ref().and_then(|(cache, k)| cache.get(k));
         let verdict = match cached {
             Some(v) => {
@@ -126,5 +136,114 @@ impl Authenticator for Directory {
                 wait,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::auth::config::AuthCacheConfig;
+    use crate::auth::{Grant, SourceError};
+    use crate::session::{ClientInfo, Mechanism};
+
+    /// Accepts bob/pw only from 192.0.2.1 over TLS (like an auth_http
+    /// service with a network and TLS rule); counts its calls.
+    struct ByClient {
+        depends: bool,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Source for ByClient {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let ok = req.credentials.password == b"pw"
+                && req.client.peer.ip().to_string() == "192.0.2.1"
+                && req.tls;
+            Ok(if ok {
+                Verdict::Accept(Grant::default())
+            } else {
+                Verdict::Reject {
+                    text: None,
+                    wait: None,
+                    code: None,
+                }
+            })
+        }
+        fn verdict_depends_on_client(&self) -> bool {
+            self.depends
+        }
+    }
+
+    async fn login(d: &Directory, ip: &str, tls: bool) -> bool {
+        let credentials = Credentials {
+            user: "bob".into(),
+            password: b"pw".to_vec(),
+            authzid: None,
+            mechanism: Mechanism::Login,
+        };
+        let client = ClientInfo {
+            peer: format!("{ip}:40000").parse().unwrap(),
+            local: "127.0.0.1:993".parse().unwrap(),
+            session_id: "t".into(),
+        };
+        let req = Request {
+            credentials: &credentials,
+            client: &client,
+            attempt: 1,
+            tls,
+        };
+        matches!(d.authenticate(req).await, AuthDecision::Login { .. })
+    }
+
+    fn directory(depends: bool) -> (Arc<ByClient>, Directory) {
+        let src = Arc::new(ByClient {
+            depends,
+            calls: AtomicU32::new(0),
+        });
+        let cache = Arc::new(AuthCache::new(&AuthCacheConfig::default()));
+        (src.clone(), Directory::new(src, Some(cache), None))
+    }
+
+    #[tokio::test]
+    async fn verdicts_that_depend_on_the_client_are_cached_per_client() {
+        let (src, d) = directory(true);
+        assert!(login(&d, "192.0.2.1", true).await);
+        // Same password from elsewhere, or without TLS: asked again, and
+        // refused (not the accept cached for 192.0.2.1 over TLS).
+        assert!(!login(&d, "198.51.100.9", true).await);
+        assert!(!login(&d, "192.0.2.1", false).await);
+        assert_eq!(src.calls.load(Ordering::SeqCst), 3);
+        // Each answer is cached for its own client.
+        assert!(login(&d, "192.0.2.1", true).await);
+        assert!(!login(&d, "198.51.100.9", true).await);
+        assert!(!login(&d, "192.0.2.1", false).await);
+        assert_eq!(src.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn verdicts_on_credentials_alone_are_shared_across_clients() {
+        let (src, d) = directory(false);
+        assert!(login(&d, "192.0.2.1", true).await);
+        assert!(login(&d, "198.51.100.9", false).await);
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn only_the_http_source_depends_on_the_client() {
+        let http = crate::auth::http::HttpSource::new(&crate::auth::config::HttpConfig {
+            url: "http://127.0.0.1:9/auth".into(),
+            headers: Default::default(),
+            timeout: std::time::Duration::from_secs(1),
+            max_idle_connections: 1,
+            max_wait: std::time::Duration::from_secs(1),
+        })
+        .unwrap();
+        assert!(http.verdict_depends_on_client());
     }
 }

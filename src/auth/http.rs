@@ -173,6 +173,15 @@ impl Source for HttpSource {
         "http"
     }
 
+    /// The service gets `Client-IP` and `Auth-SSL` and may decide on them
+    /// (allow a user from some networks only, or only over TLS): cached
+    /// verdicts are kept per client address and TLS state. The
+    /// `Auth-Login-Attempt` number is not part of the cache key: a service
+    /// that answers by attempt number needs `auth.cache.enabled = false`.
+    fn verdict_depends_on_client(&self) -> bool {
+        true
+    }
+
     async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError> {
         let request = self.request(&req)?;
         let fut = async {
@@ -243,6 +252,29 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(v, Verdict::Accept(Grant { backend: Some(b), .. }) if b == "[::1]:10143"));
+    }
+
+    #[test]
+    fn rewritten_password_is_not_in_debug() {
+        let v = verdict(
+            200,
+            &h(&[("Auth-Status", "OK"), ("Auth-Pass", "rewritten-S3CRET")]),
+        )
+        .unwrap();
+        let Verdict::Accept(g) = &v else {
+            panic!("{v:?}")
+        };
+        let creds = crate::session::Credentials {
+            user: "u".into(),
+            password: b"client-S3CRET".to_vec(),
+            authzid: None,
+            mechanism: Mechanism::Login,
+        };
+        let decision = crate::auth::directory::granted(&creds, g.clone());
+        for d in [format!("{v:?}"), format!("{decision:?}"), format!("{g:#?}")] {
+            assert!(!d.contains("S3CRET"), "{d}");
+            assert!(d.contains("redacted"), "{d}");
+        }
     }
 
     #[test]

@@ -16,6 +16,27 @@
 //! for a pooled connection) or answering oddly is a [`SourceError`], which
 //! the client sees as `NO [UNAVAILABLE]`.
 //!
+//! **Timing.** A wrong password and an unknown user cost the directory
+//! the same round trips, so the answer time does not tell which user names
+//! exist:
+//!
+//! - search then bind: when the search finds no entry (or an ambiguous
+//!   one), imapmux still binds once more, with the user's password, as a
+//!   DN that does not exist (`cn=imapmux-no-such-user-<random>,<search_base>`,
+//!   random per process); its answer is ignored. A failed bind to a
+//!   missing DN does not touch any real entry (no password-policy failure
+//!   count, no lockout of a real user).
+//! - direct bind: an unknown user is a bind to a DN that does not exist,
+//!   a wrong password a bind to one that does; one round trip either way.
+//!
+//! What imapmux cannot equalize is the directory's own work inside a bind:
+//! a server that checks a password hash only when the DN exists (OpenLDAP
+//! answers `invalidCredentials` for a missing DN at once) answers a wrong
+//! password later than an unknown DN by the cost of one hash check. With
+//! the usual `{SSHA}` that is microseconds; a slow hash scheme in the
+//! directory (`{ARGON2}`, `{CRYPT}` SHA-512) makes it measurable, and only
+//! the directory can hide it.
+//!
 //! An empty password is refused without asking the directory: an LDAP
 //! simple bind with an empty password is an *anonymous* bind and succeeds.
 //! So are login names with control characters or leading/trailing spaces
@@ -71,6 +92,10 @@ pub struct LdapSource {
     backend_user_attribute: Option<String>,
     timeout: Duration,
     pool: Pool,
+    /// Search mode: the DN bound to when no entry was found (see the
+    /// module documentation, "Timing").
+    dummy_dn: String,
+    dummy_binds: AtomicU64,
 }
 
 enum Mode {
@@ -383,6 +408,16 @@ impl LdapSource {
                 .set_starttls(cfg.starttls);
         }
         let non_empty = |a: &Option<String>| a.clone().filter(|s| !s.is_empty());
+        let nonce = super::cache::random_salt()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let dummy_dn = match &mode {
+            Mode::Search { base, .. } if !base.is_empty() => {
+                format!("cn=imapmux-no-such-user-{nonce},{base}")
+            }
+            _ => format!("cn=imapmux-no-such-user-{nonce}"),
+        };
         Ok(LdapSource {
             url,
             settings,
@@ -396,7 +431,26 @@ impl LdapSource {
                 size: cfg.pool_size,
                 opened: AtomicU64::new(0),
             },
+            dummy_dn,
+            dummy_binds: AtomicU64::new(0),
         })
+    }
+
+    /// Binds to the dummy DN so far (searches that found no single entry).
+    pub fn dummy_binds(&self) -> u64 {
+        self.dummy_binds.load(Ordering::Relaxed)
+    }
+
+    /// The bind a found entry would have cost, as a DN that does not
+    /// exist: the same round trip for an unknown user as for a wrong
+    /// password. Its answer is ignored (the login is refused either way);
+    /// a broken connection is still an error, as in a real bind.
+    async fn dummy_bind(&self, ldap: &mut Ldap, password: &str) -> Result<Verdict, Fail> {
+        self.dummy_binds.fetch_add(1, Ordering::Relaxed);
+        ldap.simple_bind(&self.dummy_dn, password)
+            .await
+            .map_err(Fail::ldap("user bind"))?;
+        Ok(reject())
     }
 
     /// Connections opened to the directory since start (a pooled
@@ -585,11 +639,11 @@ impl LdapSource {
                 let entry = match entries.len() {
                     0 => {
                         tracing::debug!(user, "ldap: no entry found");
-                        return Ok(reject());
+                        return self.dummy_bind(ldap, password).await;
                     }
                     1 => match entries.pop() {
                         Some(e) => SearchEntry::construct(e),
-                        None => return Ok(reject()),
+                        None => return self.dummy_bind(ldap, password).await,
                     },
                     _ => {
                         tracing::warn!(
@@ -599,11 +653,11 @@ impl LdapSource {
                             "ldap: the search found more than one entry; login refused \
                              (make search_filter match one entry per user)"
                         );
-                        return Ok(reject());
+                        return self.dummy_bind(ldap, password).await;
                     }
                 };
                 if entry.dn.is_empty() {
-                    return Ok(reject());
+                    return self.dummy_bind(ldap, password).await;
                 }
                 if !user_bind(ldap, &entry.dn, password).await? {
                     tracing::debug!(user, dn = %entry.dn, "ldap: bind refused");

@@ -77,8 +77,9 @@ pub struct Request<'a> {
     pub tls: bool,
 }
 
-/// A verified login: where to send the user, and as whom.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A verified login: where to send the user, and as whom. `Debug` does
+/// not show the backend password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Grant {
     /// Backend name or address (`host` or `host:port`) from the directory.
     pub backend: Option<String>,
@@ -87,6 +88,24 @@ pub struct Grant {
     /// Password for the backend, when the directory rewrites it
     /// (auth_http `Auth-Pass`). Never logged.
     pub backend_password: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Grant {
+            backend,
+            backend_user,
+            backend_password,
+        } = self;
+        f.debug_struct("Grant")
+            .field("backend", backend)
+            .field("backend_user", backend_user)
+            .field(
+                "backend_password",
+                &backend_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// A source's answer.
@@ -124,6 +143,12 @@ pub trait Source: Send + Sync + 'static {
     /// Short name for logs and metrics ("passwd-file", "http", "ldap").
     fn name(&self) -> &'static str;
     async fn check(&self, req: Request<'_>) -> Result<Verdict, SourceError>;
+    /// True when the verdict may depend on the client's address or TLS
+    /// state, not only on the credentials: the result cache then keys on
+    /// them too (see [`cache`]).
+    fn verdict_depends_on_client(&self) -> bool {
+        false
+    }
 }
 
 /// The authenticator `cfg` asks for. `metrics` counts source answers.
@@ -156,6 +181,7 @@ pub fn build(
             let src = Arc::new(passwd_source::PasswdSource::new(c)?);
             if tokio::runtime::Handle::try_current().is_ok() {
                 src.watch(c.reload_check_interval, cache.clone());
+                src.prepare_dummy();
             }
             src
         }

@@ -125,6 +125,24 @@ impl PasswdFile {
         self.users.get(user)
     }
 
+    /// The stored password most entries' verification costs the same as
+    /// (the most common [`StoredPassword::cost_class`]; ties go to the
+    /// smallest class name, so the choice does not depend on map order).
+    /// None for an empty file.
+    pub fn typical_password(&self) -> Option<&StoredPassword> {
+        let mut classes: HashMap<String, (usize, &StoredPassword)> = HashMap::new();
+        for e in self.users.values() {
+            classes
+                .entry(e.password.cost_class())
+                .or_insert((0, &e.password))
+                .0 += 1;
+        }
+        classes
+            .into_iter()
+            .max_by(|(ca, (na, _)), (cb, (nb, _))| na.cmp(nb).then_with(|| cb.cmp(ca)))
+            .map(|(_, (_, p))| p)
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

@@ -270,6 +270,112 @@ impl StoredPassword {
     }
 }
 
+/// A random password for dummy hashes (never given to anyone).
+fn random_password() -> Result<String, PasswordError> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(32);
+    for b in random_salt()? {
+        let _ = write!(out, "{b:02x}");
+    }
+    Ok(out)
+}
+
+impl StoredPassword {
+    /// What a verification against this hash costs: the scheme and its
+    /// parameters (argon2 algorithm, version, m/t/p and output length;
+    /// bcrypt cost; SHA-crypt rounds), without salt or hash. Equal classes
+    /// take the same time to verify.
+    pub fn cost_class(&self) -> String {
+        let s = self.secret.as_str();
+        match self.scheme {
+            Scheme::Argon2id | Scheme::Argon2i => match PasswordHash::new(s) {
+                Ok(phc) => format!(
+                    "{} v={} {} len={}",
+                    self.scheme,
+                    phc.version.unwrap_or(0x13),
+                    phc.params,
+                    phc.hash.map_or(0, |h| h.len())
+                ),
+                Err(_) => self.scheme.name().to_string(),
+            },
+            Scheme::BlfCrypt => format!("{} cost={}", self.scheme, s.get(4..6).unwrap_or("")),
+            Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
+                format!("{} rounds={}", self.scheme, sha_crypt_rounds(s))
+            }
+            Scheme::Plain => self.scheme.name().to_string(),
+        }
+    }
+
+    /// A hash of a random password in the same cost class as this one: a
+    /// verification against it takes as long as one against this hash,
+    /// and no password matches it. Slow (one hashing): call it off the
+    /// async runtime.
+    pub fn dummy_like(&self) -> Result<StoredPassword, PasswordError> {
+        let pw = random_password()?;
+        let failed = |e: &dyn fmt::Display| PasswordError::Hashing(e.to_string());
+        let secret = match self.scheme {
+            Scheme::Argon2id | Scheme::Argon2i => {
+                let phc = PasswordHash::new(&self.secret).map_err(|e| failed(&e))?;
+                let alg =
+                    argon2::Algorithm::try_from(phc.algorithm.as_str()).map_err(|e| failed(&e))?;
+                let version = argon2::Version::try_from(phc.version.unwrap_or(0x13))
+                    .map_err(|e| failed(&e))?;
+                let params = argon2::Params::try_from(&phc).map_err(|e| failed(&e))?;
+                Argon2::new(alg, version, params)
+                    .hash_password_with_salt(pw.as_bytes(), &random_salt()?)
+                    .map_err(|e| failed(&e))?
+                    .to_string()
+            }
+            Scheme::BlfCrypt => {
+                let cost = self
+                    .secret
+                    .get(4..6)
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .ok_or_else(|| failed(&"no bcrypt cost"))?;
+                bcrypt::hash_with_result(pw.as_bytes(), cost)
+                    .map_err(|e| failed(&e))?
+                    .format_for_version(bcrypt::Version::TwoY)
+            }
+            Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
+                let alg = if self.scheme == Scheme::Sha512Crypt {
+                    sha_crypt::Algorithm::Sha512Crypt
+                } else {
+                    sha_crypt::Algorithm::Sha256Crypt
+                };
+                let params = sha_crypt::Params::new(sha_crypt_rounds(&self.secret))
+                    .map_err(|e| failed(&e))?;
+                ShaCrypt::new(alg, params)
+                    .hash_password_with_salt(pw.as_bytes(), &random_salt()?[..SHA_CRYPT_SALT_BYTES])
+                    .map_err(|e| failed(&e))?
+                    .to_string()
+            }
+            // Same length as the stored one (comparing costs nothing
+            // anyway, and runs in constant time for equal lengths).
+            Scheme::Plain => {
+                let mut p = pw;
+                while p.len() < self.secret.len() {
+                    p.push_str(&random_password()?);
+                }
+                p.truncate(self.secret.len().max(1));
+                p
+            }
+        };
+        Ok(StoredPassword {
+            scheme: self.scheme,
+            secret,
+        })
+    }
+}
+
+/// The rounds of a SHA-crypt string (`$6$rounds=N$…`), 5000 when absent.
+fn sha_crypt_rounds(hash: &str) -> u32 {
+    hash.get(3..)
+        .and_then(|r| r.strip_prefix("rounds="))
+        .and_then(|r| r.split('$').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(sha_crypt::Params::RECOMMENDED_ROUNDS)
+}
+
 /// The prefix a scheme's hash starts with, for messages.
 fn expected_prefix(scheme: Scheme) -> &'static str {
     match scheme {

@@ -205,3 +205,61 @@ fn hash_refuses_what_it_cannot_store() {
         );
     }
 }
+
+#[test]
+fn dummy_like_keeps_the_cost_class_and_matches_nothing() {
+    let stored = [
+        format!(
+            "{{ARGON2ID}}{}",
+            argon2_hash(argon2::Algorithm::Argon2id, (1024, 2, 1), b"pw").unwrap()
+        ),
+        format!(
+            "{{ARGON2I}}{}",
+            argon2_hash(argon2::Algorithm::Argon2i, (2048, 1, 1), b"pw").unwrap()
+        ),
+        format!(
+            "{{BLF-CRYPT}}{}",
+            bcrypt::hash_with_result("pw", 5)
+                .unwrap()
+                .format_for_version(bcrypt::Version::TwoY)
+        ),
+        DOVE_SHA512.to_string(),
+        // SHA256-CRYPT with explicit rounds, from `doveadm pw -s SHA256-CRYPT -r 1500`
+        // shape (made here).
+        format!(
+            "{{SHA256-CRYPT}}{}",
+            ShaCrypt::new(
+                sha_crypt::Algorithm::Sha256Crypt,
+                sha_crypt::Params::new(1500).unwrap()
+            )
+            .hash_password_with_salt(b"pw", b"0123456789ab")
+            .unwrap()
+        ),
+        "{PLAIN}pw-plain".to_string(),
+    ];
+    let mut classes = Vec::new();
+    for s in &stored {
+        let p = StoredPassword::parse(s, true).unwrap();
+        let d = p.dummy_like().unwrap();
+        assert_eq!(d.scheme(), p.scheme(), "{s}");
+        assert_eq!(d.cost_class(), p.cost_class(), "{s}");
+        // The dummy is itself a valid stored password of that scheme…
+        let shown = format!("{{{}}}{}", d.scheme(), d.secret);
+        assert!(StoredPassword::parse(&shown, true).is_ok(), "{shown}");
+        // …of another (random) password.
+        assert_ne!(d.secret, p.secret);
+        assert!(!d.verify(b"pw") && !d.verify(b"pw-plain") && !d.verify(b""));
+        classes.push(p.cost_class());
+    }
+    assert_eq!(
+        classes,
+        [
+            "ARGON2ID v=19 m=1024,t=2,p=1 len=32",
+            "ARGON2I v=19 m=2048,t=1,p=1 len=32",
+            "BLF-CRYPT cost=05",
+            "SHA512-CRYPT rounds=5000",
+            "SHA256-CRYPT rounds=1500",
+            "PLAIN",
+        ]
+    );
+}

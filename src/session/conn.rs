@@ -382,7 +382,7 @@ async fn preauth(
                         summary.retained = Some((backend.clone(), backend_creds, owner.clone()));
                     }
                     pre.login_ok(&tag, &client_capabilities(&li.capabilities));
-                    tracing::info!(session = %client.session_id, user = ?owner, auth_user = ?creds.user, backend = %backend.name, method = creds.mechanism.as_str(), "login");
+                    tracing::info!(session = %client.session_id, user = owner.as_str(), auth_user = creds.user.as_str(), backend = %backend.name, method = creds.mechanism.as_str(), "login");
                     break li;
                 }
                 Err(fail) => {
@@ -390,7 +390,9 @@ async fn preauth(
                     tracing::warn!(
                         session = %client.session_id,
                         rip = %client.peer.ip(),
-                        user = %creds.user,
+                        // Quoted and escaped (Debug), as in the session-end
+                        // line: a CR/LF in a user name cannot forge a line.
+                        user = creds.user.as_str(),
                         method = creds.mechanism.as_str(),
                         reason = fail.code.as_deref().unwrap_or(""),
                         "login failed"
@@ -470,14 +472,16 @@ async fn login(
     ctx: &Context,
     creds: &Credentials,
     client: &ClientInfo,
-    attempt: u32,
+    attempt_no: u32,
     tls: bool,
 ) -> Result<LoginOk, LoginFail> {
     let ip = client.peer.ip();
-    match ctx.penalty.check(ip, &creds.user, Instant::now()) {
+    // The attempt counts as in flight until its outcome is known (or it is
+    // dropped: no verdict), so parallel guesses cannot pass the gate at once.
+    let attempt = match ctx.penalty.check(ip, &creds.user, Instant::now()) {
         Gate::Refuse => {
             ctx.metrics.auth.penalty("refused");
-            tracing::warn!(session = %client.session_id, rip = %ip, user = %creds.user, "login refused: too many failed logins");
+            tracing::warn!(session = %client.session_id, rip = %ip, user = creds.user.as_str(), "login refused: too many failed logins");
             return Err(LoginFail {
                 status: "NO",
                 code: Some("UNAVAILABLE".into()),
@@ -486,19 +490,19 @@ async fn login(
                 result: LoginResult::Failed,
             });
         }
-        Gate::Proceed { delay } if !delay.is_zero() => {
-            ctx.metrics.auth.penalty("delayed");
-            tokio::time::sleep(delay).await;
+        Gate::Proceed { delay, attempt } => {
+            if !delay.is_zero() {
+                ctx.metrics.auth.penalty("delayed");
+                tokio::time::sleep(delay).await;
+            }
+            attempt
         }
-        Gate::Proceed { .. } => {}
-    }
-    let result = login_unguarded(ctx, creds, client, attempt, tls).await;
+    };
+    let result = login_unguarded(ctx, creds, client, attempt_no, tls).await;
     match &result {
-        Ok(_) => ctx.penalty.succeeded(ip, &creds.user),
-        Err(f) if f.result == LoginResult::Failed => {
-            ctx.penalty.failed(ip, &creds.user, Instant::now())
-        }
-        Err(_) => {}
+        Ok(_) => attempt.succeeded(),
+        Err(f) if f.result == LoginResult::Failed => attempt.failed(Instant::now()),
+        Err(_) => drop(attempt),
     }
     result
 }

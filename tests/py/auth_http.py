@@ -9,7 +9,9 @@ USERS_JSON maps a login name to an object:
    "user": "...", "pass": "...", # optional rewritten Auth-User / Auth-Pass
    "wait": 1,                    # Auth-Wait on failure
    "status": "text",             # Auth-Status text on failure
-   "error_code": "LIMIT"}        # Auth-Error-Code on failure
+   "error_code": "LIMIT",        # Auth-Error-Code on failure
+   "hold": "/path"}              # answer only once this file exists (holds
+                                 # verifications in flight until a test says)
 Every request is appended to LOG_JSONL as one JSON object: the connection
 number (keep-alive shows as several requests on one connection) and all
 request headers. The file is re-read on every request, so a test may
@@ -18,8 +20,10 @@ change users while the service runs.
 
 import itertools
 import json
+import os
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -53,6 +57,9 @@ class Handler(BaseHTTPRequestHandler):
         user = urllib.parse.unquote(lower.get("auth-user", ""))
         password = urllib.parse.unquote(lower.get("auth-pass", ""))
         u = users.get(user)
+        if u is not None and "hold" in u:
+            while not os.path.exists(u["hold"]):
+                time.sleep(0.01)
         out = []
         if u is not None and u["password"] == password:
             out.append(("Auth-Status", "OK"))
