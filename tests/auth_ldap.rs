@@ -372,8 +372,11 @@ async fn pooled_connection_is_reused() {
         accepted(&s, "bob", "bob-pw").await;
         assert_eq!(s.connections_opened(), 1);
         assert_eq!(s.idle_connections(), 1);
-        // slapd saw one new connection for the four logins.
-        std::thread::sleep(Duration::from_millis(200));
+        // slapd saw one new connection for the four logins (its log is
+        // written late under load: wait for the first, then count).
+        common::wait_until(Duration::from_secs(10), || {
+            (ldap.accepted_connections() > before).then_some(())
+        });
         assert_eq!(ldap.accepted_connections() - before, 1, "{}", ldap.log());
     }
 }
