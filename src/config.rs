@@ -88,6 +88,13 @@ pub struct ServerConfig {
     pub sasl_oauth: bool,
     /// Most client connections at once; further ones are refused with BYE.
     pub max_connections: usize,
+    /// Most not-yet-authenticated connections from one client address (IPv6:
+    /// one /64) at once; further ones are refused with BYE. 0: no limit.
+    pub max_preauth_per_ip: usize,
+    /// Most logged-in sessions of one user from one client address (IPv6:
+    /// one /64) at once, like Dovecot's `mail_max_userip_connections`;
+    /// further logins get `NO [LIMIT]`. 0: no limit.
+    pub max_sessions_per_user_ip: usize,
     /// Greeting text after `* OK [CAPABILITY …]`.
     pub greeting: String,
     /// Longest command line accepted before login, in bytes.
@@ -106,6 +113,8 @@ impl Default for ServerConfig {
             allow_plaintext_auth: false,
             sasl_oauth: false,
             max_connections: 10_000,
+            max_preauth_per_ip: 20,
+            max_sessions_per_user_ip: 10,
             greeting: "imapmux ready.".into(),
             max_line_length: 65_536,
             max_auth_failures: 3,
@@ -119,6 +128,10 @@ impl Default for ServerConfig {
 pub struct Timeouts {
     #[serde(deserialize_with = "de_duration")]
     pub preauth: Duration,
+    /// `preauth` for connections accepted while more than 3/4 of
+    /// `server.max_connections` are open (the shorter of the two applies).
+    #[serde(deserialize_with = "de_duration")]
+    pub preauth_under_pressure: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub idle: Duration,
     #[serde(deserialize_with = "de_duration")]
@@ -135,6 +148,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             preauth: Duration::from_secs(60),
+            preauth_under_pressure: Duration::from_secs(10),
             idle: Duration::from_secs(30 * 60),
             backend_connect: Duration::from_secs(5),
             backend_response: Duration::from_secs(15),
@@ -454,6 +468,10 @@ impl Config {
         }
         for (key, d) in [
             ("timeouts.preauth", self.timeouts.preauth),
+            (
+                "timeouts.preauth_under_pressure",
+                self.timeouts.preauth_under_pressure,
+            ),
             ("timeouts.idle", self.timeouts.idle),
             ("timeouts.backend_connect", self.timeouts.backend_connect),
             ("timeouts.backend_response", self.timeouts.backend_response),

@@ -136,3 +136,33 @@ fn host_port() {
     assert_eq!(split_host_port("nope"), None);
     assert_eq!(split_host_port("h:0"), None);
 }
+
+#[test]
+fn connection_limit_keys() {
+    let c = Config::parse(MINIMAL, Path::new("t")).unwrap();
+    assert_eq!(c.server.max_preauth_per_ip, 20);
+    assert_eq!(c.server.max_sessions_per_user_ip, 10);
+    assert_eq!(c.timeouts.preauth_under_pressure, Duration::from_secs(10));
+    let c = Config::parse(
+        &format!(
+            "[server]\nmax_preauth_per_ip = 0\nmax_sessions_per_user_ip = 3\n\
+             [timeouts]\npreauth = \"20s\"\npreauth_under_pressure = \"20s\"\n{MINIMAL}"
+        ),
+        Path::new("t"),
+    )
+    .unwrap();
+    assert_eq!(c.server.max_preauth_per_ip, 0);
+    assert_eq!(c.server.max_sessions_per_user_ip, 3);
+    let e = err(&format!(
+        "[timeouts]\npreauth_under_pressure = \"0s\"\n{MINIMAL}"
+    ));
+    assert!(e.contains("timeouts.preauth_under_pressure"), "{e}");
+    // A short preauth alone stays valid (the shorter timeout applies).
+    Config::parse(
+        &format!("[timeouts]\npreauth = \"1s\"\n{MINIMAL}"),
+        Path::new("t"),
+    )
+    .unwrap();
+    let e = err(&format!("[server]\nmax_preauth_per_ip = -1\n{MINIMAL}"));
+    assert!(e.contains("max_preauth_per_ip"), "{e}");
+}

@@ -1,6 +1,9 @@
-//! Front-door hardening with the real binary and a real Dovecot: idle or
-//! slowloris connections to the admin port cannot starve /healthz and
-//! /readyz.
+//! Front-door hardening with the real binary and a real Dovecot: one
+//! client address cannot take every pre-auth slot (others still get a
+//! greeting), one user cannot open unlimited sessions from one address,
+//! new connections get a shorter pre-auth timeout when connections run
+//! short, and idle or slowloris connections to the admin port cannot
+//! starve /healthz and /readyz.
 
 mod common;
 
@@ -10,6 +13,277 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+fn rejected(admin: &str, reason: &str) -> f64 {
+    admin_metric(
+        admin,
+        &format!("imapmux_client_connections_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// A connection from `src` that got imapmux's greeting.
+async fn greeted_from(src: &str, addr: &str) -> ImapClient {
+    let tcp = tcp_connect_from(src, addr).await.unwrap();
+    let c = ImapClient::from_tcp(tcp).await.unwrap();
+    assert!(c.greeting().starts_with("* OK"), "{}", c.greeting());
+    c
+}
+
+/// A connection from `src` that must be refused: returns what arrived
+/// before imapmux closed it.
+async fn refused_from(src: &str, addr: &str) -> String {
+    let tcp = tcp_connect_from(src, addr).await.unwrap();
+    let mut c = ImapClient::from_tcp_raw(tcp);
+    let rest = c.expect_closed(Duration::from_secs(10)).await.unwrap();
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Per-address pre-auth limit
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn one_address_cannot_take_every_preauth_slot() {
+    let dovecot = Dovecot::start();
+    let (addr, admin) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "plaintext")
+        .allow_plaintext_auth(true)
+        .admin(&admin)
+        .backend(BackendCfg::new("b1", &dovecot.addr()));
+    let p = Imapmux::start(&cfg.server_key("max_preauth_per_ip", "5").to_toml(), &addr);
+    // Five not-logged-in connections from 127.0.0.1: all greeted.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(greeted_from("127.0.0.1", &addr).await);
+    }
+    // The sixth from the same address is refused...
+    let bye = refused_from("127.0.0.1", &addr).await;
+    assert_eq!(
+        bye,
+        "* BYE [UNAVAILABLE] Too many connections from your address\r\n",
+        "log:\n{}",
+        p.log()
+    );
+    // ...while another address still gets a greeting.
+    let mut other = greeted_from("127.0.0.2", &addr).await;
+    assert!(other.cmd("NOOP").await.unwrap().is_ok());
+    assert_eq!(rejected(&admin, "per_ip_preauth"), 1.0);
+    assert_eq!(rejected(&admin, "max_connections"), 0.0);
+
+    // A login ends the pre-auth count of its connection (the OK is sent
+    // after the slot is given back): one more connection fits, then the
+    // next is refused again.
+    assert!(held[0].login("user1", "pass1").await.unwrap().is_ok());
+    held.push(greeted_from("127.0.0.1", &addr).await);
+    let bye = refused_from("127.0.0.1", &addr).await;
+    assert!(
+        bye.contains("Too many connections from your address"),
+        "{bye}"
+    );
+    assert_eq!(rejected(&admin, "per_ip_preauth"), 2.0);
+
+    // A closed pre-auth connection gives its slot back once its session
+    // has ended (the open gauge drops after the slot is released).
+    // Open now: 6 from 127.0.0.1 (one logged in) and 1 from 127.0.0.2.
+    wait_admin_metric(
+        &admin,
+        "imapmux_client_connections_open",
+        7.0,
+        Duration::from_secs(10),
+    );
+    drop(held.pop());
+    wait_admin_metric(
+        &admin,
+        "imapmux_client_connections_open",
+        6.0,
+        Duration::from_secs(10),
+    );
+    held.push(greeted_from("127.0.0.1", &addr).await);
+    assert_eq!(rejected(&admin, "per_ip_preauth"), 2.0);
+}
+
+/// A connection through a PROXY protocol listener, the header naming
+/// `client` as the source; returns the client after reading what comes
+/// first (the greeting, or a BYE).
+async fn via_proxy_header(addr: &str, client: &str) -> (ImapClient, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("PROXY TCP4 {client} 127.0.0.1 5555 143\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut c = ImapClient::from_tcp_raw(tcp);
+    let first = match c.read_line(Duration::from_secs(10)).await.unwrap() {
+        LineRead::Line(l) => String::from_utf8_lossy(&l).into_owned(),
+        other => panic!("nothing from imapmux: {other:?}"),
+    };
+    (c, first)
+}
+
+#[tokio::test]
+async fn behind_proxy_protocol_the_limit_counts_the_real_address() {
+    let dovecot = Dovecot::start();
+    let (addr, admin) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .admin(&admin)
+        .backend(BackendCfg::new("b1", &dovecot.addr()))
+        .extra(&format!(
+            "[[listener]]\naddress = {}\nmode = \"starttls\"\nproxy_protocol = true\ntrusted_proxies = [\"127.0.0.0/8\"]",
+            toml_str(&addr)
+        ));
+    let _p = Imapmux::start(&cfg.server_key("max_preauth_per_ip", "2").to_toml(), &addr);
+    // All connections come from the balancer's address (127.0.0.1); the
+    // headers name the clients.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (c, first) = via_proxy_header(&addr, "203.0.113.7").await;
+        assert!(first.starts_with("* OK"), "{first}");
+        held.push(c);
+    }
+    let (mut c, first) = via_proxy_header(&addr, "203.0.113.7").await;
+    assert_eq!(
+        first,
+        "* BYE [UNAVAILABLE] Too many connections from your address\r\n"
+    );
+    c.expect_closed(Duration::from_secs(10)).await.unwrap();
+    // Another client behind the same balancer is not affected.
+    let (_other, first) = via_proxy_header(&addr, "198.51.100.9").await;
+    assert!(first.starts_with("* OK"), "{first}");
+    assert_eq!(rejected(&admin, "per_ip_preauth"), 1.0);
+}
+
+// ---------------------------------------------------------------------------
+// Per-(user, address) session limit
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn per_user_and_address_session_limit() {
+    let dovecot = Dovecot::start();
+    let (addr, admin) = (free_addr(), free_addr());
+    // server.max_sessions_per_user_ip left at its default (10).
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "plaintext")
+        .allow_plaintext_auth(true)
+        .admin(&admin)
+        .backend(BackendCfg::new("b1", &dovecot.addr()));
+    let p = Imapmux::start(&cfg.to_toml(), &addr);
+    let mut sessions = Vec::new();
+    for i in 0..10 {
+        let mut c = greeted_from("127.0.0.1", &addr).await;
+        let r = c.login("user1", "pass1").await.unwrap();
+        assert!(r.is_ok(), "login {i}: {r:?}");
+        sessions.push(c);
+    }
+    // The 11th of user1 from 127.0.0.1 is refused — also when the name is
+    // spelled in another case (Dovecot itself accepts USER1).
+    let mut c = greeted_from("127.0.0.1", &addr).await;
+    let r = c.login("USER1", "pass1").await.unwrap();
+    assert!(r.is_no(), "{r:?}");
+    assert_eq!(r.text, "[LIMIT] Too many simultaneous connections", "{r:?}");
+    assert_eq!(rejected(&admin, "per_user_ip"), 1.0);
+    // The refusal does not count as a failed login.
+    assert_eq!(
+        admin_metric(&admin, "imapmux_logins_total{result=\"failed\"}"),
+        0.0
+    );
+    // The refused connection stays usable: another user from the same
+    // address logs in on it.
+    let r = c.login("user2", "pass2").await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    // The same user from another address is fine.
+    let mut elsewhere = greeted_from("127.0.0.2", &addr).await;
+    assert!(elsewhere.login("user1", "pass1").await.unwrap().is_ok());
+    assert_eq!(rejected(&admin, "per_user_ip"), 1.0);
+    assert_eq!(
+        admin_metric(&admin, "imapmux_logins_total{result=\"ok\"}"),
+        12.0
+    );
+
+    // A session that ends gives its slot back: 10 + user2 + elsewhere open,
+    // log one out, wait for its end, and user1 fits again.
+    wait_admin_metric(
+        &admin,
+        "imapmux_client_connections_open",
+        12.0,
+        Duration::from_secs(10),
+    );
+    let mut first = sessions.remove(0);
+    assert!(first.logout().await.unwrap().is_ok());
+    drop(first);
+    wait_admin_metric(
+        &admin,
+        "imapmux_client_connections_open",
+        11.0,
+        Duration::from_secs(10),
+    );
+    let mut again = greeted_from("127.0.0.1", &addr).await;
+    let r = again.login("user1", "pass1").await.unwrap();
+    assert!(r.is_ok(), "{r:?}\nlog:\n{}", p.log());
+    // Every counted session still works.
+    for c in sessions
+        .iter_mut()
+        .chain([&mut again, &mut c, &mut elsewhere])
+    {
+        assert!(c.cmd("NOOP").await.unwrap().is_ok());
+    }
+    assert_eq!(rejected(&admin, "per_user_ip"), 1.0);
+}
+
+// ---------------------------------------------------------------------------
+// Shorter pre-auth timeout under pressure
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn preauth_timeout_shortens_under_pressure() {
+    let dovecot = Dovecot::start();
+    let (addr, admin) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "starttls")
+        .max_connections(4)
+        .timeout("preauth", "60s")
+        .timeout("preauth_under_pressure", "1s")
+        .admin(&admin)
+        .backend(BackendCfg::new("b1", &dovecot.addr()));
+    let _p = Imapmux::start(&cfg.to_toml(), &addr);
+    // 3 of 4 open is not "more than 3/4": the normal 60 s.
+    let mut calm = Vec::new();
+    for _ in 0..3 {
+        calm.push(ImapClient::connect_plain(&addr).await.unwrap());
+    }
+    assert_eq!(
+        admin_metric(&admin, "imapmux_client_connections_preauth_shortened_total"),
+        0.0
+    );
+    // The 4th is accepted under pressure: dropped after about 1 s.
+    let t0 = Instant::now();
+    let mut pressed = ImapClient::connect_plain(&addr).await.unwrap();
+    let rest = pressed
+        .expect_closed(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        String::from_utf8_lossy(&rest).contains("* BYE Disconnected for inactivity"),
+        "{}",
+        show_bytes(&rest, 300)
+    );
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert_eq!(
+        admin_metric(&admin, "imapmux_client_connections_preauth_shortened_total"),
+        1.0
+    );
+    assert_eq!(
+        admin_metric(
+            &admin,
+            "imapmux_sessions_ended_total{reason=\"preauth_timeout\"}"
+        ),
+        1.0
+    );
+    // The three accepted before the pressure keep their 60 s.
+    for c in &mut calm {
+        assert!(c.cmd("NOOP").await.unwrap().is_ok());
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Admin port: probes answer while idle connections pile up
