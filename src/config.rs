@@ -79,7 +79,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Allow LOGIN/AUTHENTICATE on a connection that is not (yet) TLS.
+    /// Allow LOGIN/AUTHENTICATE on a connection that is not (yet) TLS: the
+    /// default of listeners that do not set their own
+    /// (`[[listener]] allow_plaintext_auth`, see
+    /// [`Config::plaintext_auth_allowed`]).
     pub allow_plaintext_auth: bool,
     /// Offer AUTHENTICATE OAUTHBEARER (RFC 7628) and XOAUTH2 to clients.
     /// imapmux does not check the token: it logs in to the backend with the
@@ -188,6 +191,10 @@ pub struct ListenerConfig {
     /// Sources allowed to send the PROXY header (CIDR); others are refused.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Allow LOGIN/AUTHENTICATE before TLS on this listener; unset: the
+    /// value of `server.allow_plaintext_auth`.
+    #[serde(default)]
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -429,6 +436,13 @@ impl Config {
                 ));
             }
             needs_tls |= l.mode != ListenerMode::Plaintext;
+            if l.mode == ListenerMode::Implicit && l.allow_plaintext_auth.is_some() {
+                return Err(invalid(
+                    format!("listener[{i}].allow_plaintext_auth"),
+                    "an implicit-TLS listener has no plaintext phase, so the key has no effect",
+                    "remove it (it matters on \"starttls\" and \"plaintext\" listeners)",
+                ));
+            }
             if l.proxy_protocol && l.trusted_proxies.is_empty() {
                 return Err(invalid(
                     format!("listener[{i}].trusted_proxies"),
@@ -609,11 +623,25 @@ impl Config {
                 self.timeouts.idle
             ));
         }
-        if self.server.allow_plaintext_auth {
-            w.push(
-                "server.allow_plaintext_auth = true: passwords may cross the network unencrypted"
-                    .into(),
-            );
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.mode == ListenerMode::Implicit || !self.plaintext_auth_allowed(l) {
+                continue;
+            }
+            let text = match (l.allow_plaintext_auth, l.mode) {
+                (Some(_), ListenerMode::Plaintext) => continue, // chosen for this listener
+                (Some(_), _) => format!(
+                    "listener[{i}] ({}): allow_plaintext_auth = true: passwords may be sent before STARTTLS",
+                    l.address
+                ),
+                (None, _) => format!(
+                    "listener[{i}] ({}, {}): server.allow_plaintext_auth = true lets it take passwords before TLS; \
+                     the global key is deprecated: set allow_plaintext_auth = true on the [[listener]] that needs it \
+                     (a plaintext listener behind a TLS-terminating load balancer) and remove server.allow_plaintext_auth",
+                    l.address,
+                    crate::metrics::mode_label(l.mode)
+                ),
+            };
+            w.push(text);
         }
         for p in &self.pools {
             for b in &p.backends {
@@ -626,6 +654,13 @@ impl Config {
             }
         }
         w
+    }
+
+    /// Are LOGIN/AUTHENTICATE allowed before TLS on listener `l`? Its own
+    /// `allow_plaintext_auth`, else `server.allow_plaintext_auth`.
+    pub fn plaintext_auth_allowed(&self, l: &ListenerConfig) -> bool {
+        l.allow_plaintext_auth
+            .unwrap_or(self.server.allow_plaintext_auth)
     }
 
     /// The pool everyone not in the static map is routed to.

@@ -166,3 +166,64 @@ fn connection_limit_keys() {
     let e = err(&format!("[server]\nmax_preauth_per_ip = -1\n{MINIMAL}"));
     assert!(e.contains("max_preauth_per_ip"), "{e}");
 }
+
+#[test]
+fn plaintext_auth_per_listener() {
+    let two = |global: bool, plain: &str, starttls: &str| {
+        Config::parse(
+            &format!(
+                "[server]\nallow_plaintext_auth = {global}\n{}\n\
+                 [[listener]]\naddress = \"127.0.0.1:1144\"\nmode = \"plaintext\"\n{plain}\n",
+                MINIMAL.replace(
+                    "mode = \"starttls\"",
+                    &format!("mode = \"starttls\"\n{starttls}")
+                )
+            ),
+            Path::new("t"),
+        )
+        .unwrap()
+    };
+    let allowed = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| c.plaintext_auth_allowed(l))
+            .collect::<Vec<_>>()
+    };
+    // Only the plaintext listener allows it; nothing to warn about.
+    let c = two(false, "allow_plaintext_auth = true", "");
+    assert_eq!(allowed(&c), [false, true]);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // The global key is the default of listeners without their own; each
+    // listener that inherits true is warned about, naming it.
+    let c = two(true, "", "allow_plaintext_auth = false");
+    assert_eq!(allowed(&c), [false, true]);
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("listener[1]") && w[0].contains("deprecated"),
+        "{w:?}"
+    );
+    let c = two(true, "", "");
+    assert_eq!(allowed(&c), [true, true]);
+    let w = c.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("listener[0]") && w.contains("starttls")),
+        "{w:?}"
+    );
+    // An explicit true on a STARTTLS listener is legal but warned about.
+    let c = two(false, "", "allow_plaintext_auth = true");
+    assert_eq!(allowed(&c), [true, false]);
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("listener[0]") && w.contains("before STARTTLS")),
+        "{:?}",
+        c.warnings()
+    );
+    // Meaningless on implicit TLS: an error naming the key.
+    let e = err(&format!(
+        "{MINIMAL}\n[[listener]]\naddress = \"127.0.0.1:1993\"\nmode = \"implicit\"\nallow_plaintext_auth = false\n"
+    ));
+    assert!(e.contains("listener[1].allow_plaintext_auth"), "{e}");
+}

@@ -2,8 +2,9 @@
 //! client address cannot take every pre-auth slot (others still get a
 //! greeting), one user cannot open unlimited sessions from one address,
 //! new connections get a shorter pre-auth timeout when connections run
-//! short, and idle or slowloris connections to the admin port cannot
-//! starve /healthz and /readyz.
+//! short, plaintext logins are allowed per listener, and idle or
+//! slowloris connections to the admin port cannot starve /healthz and
+//! /readyz.
 
 mod common;
 
@@ -283,6 +284,80 @@ async fn preauth_timeout_shortens_under_pressure() {
     for c in &mut calm {
         assert!(c.cmd("NOOP").await.unwrap().is_ok());
     }
+}
+
+// ---------------------------------------------------------------------------
+// allow_plaintext_auth per listener
+// ---------------------------------------------------------------------------
+
+async fn assert_plaintext_login(addr: &str, allowed: bool) {
+    let mut c = ImapClient::connect_plain(addr).await.unwrap();
+    let caps = c.capability().await.unwrap();
+    assert_eq!(
+        !caps.iter().any(|c| c == "LOGINDISABLED"),
+        allowed,
+        "{addr}: {caps:?}"
+    );
+    let r = c.login("user1", "pass1").await.unwrap();
+    if allowed {
+        assert!(r.is_ok(), "{addr}: {r:?}");
+    } else {
+        assert!(r.is_no(), "{addr}: {r:?}");
+        assert!(r.text.starts_with("[PRIVACYREQUIRED]"), "{addr}: {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn plaintext_auth_is_allowed_per_listener() {
+    let dovecot = Dovecot::start();
+    let tls = TlsClient::insecure();
+    // server.allow_plaintext_auth off; the plaintext listener (behind a
+    // TLS-terminating balancer) allows it for itself only.
+    let (plain, starttls) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .listener(&starttls, "starttls")
+        .backend(BackendCfg::new("b1", &dovecot.addr()))
+        .extra(&format!(
+            "[[listener]]\naddress = {}\nmode = \"plaintext\"\nallow_plaintext_auth = true",
+            toml_str(&plain)
+        ));
+    let p = Imapmux::start(&cfg.to_toml(), &starttls);
+    p_wait(&p, &plain);
+    assert_plaintext_login(&starttls, false).await;
+    assert_plaintext_login(&plain, true).await;
+    // After STARTTLS the STARTTLS listener takes the login.
+    let mut c = ImapClient::connect_starttls(&starttls, &tls).await.unwrap();
+    assert!(c.login("user1", "pass1").await.unwrap().is_ok());
+    drop(p);
+
+    // The deprecated global key still sets the default, and a listener's
+    // own false overrides it.
+    let (plain, starttls) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .allow_plaintext_auth(true)
+        .listener(&plain, "plaintext")
+        .backend(BackendCfg::new("b1", &dovecot.addr()))
+        .extra(&format!(
+            "[[listener]]\naddress = {}\nmode = \"starttls\"\nallow_plaintext_auth = false",
+            toml_str(&starttls)
+        ));
+    let p = Imapmux::start(&cfg.to_toml(), &plain);
+    p_wait(&p, &starttls);
+    assert_plaintext_login(&starttls, false).await;
+    assert_plaintext_login(&plain, true).await;
+    assert!(
+        p.log().contains("the global key is deprecated"),
+        "no deprecation warning for the listener inheriting server.allow_plaintext_auth:\n{}",
+        p.log()
+    );
+}
+
+fn p_wait(p: &Imapmux, addr: &str) {
+    assert!(
+        wait_for_port(addr, Duration::from_secs(10)),
+        "{addr} not accepting; log:\n{}",
+        p.log()
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -186,13 +186,15 @@ impl Drop for SessionSlot {
 pub struct SessionLimitReached;
 
 /// What the listener decided for one accepted connection, handed to its
-/// session: its pre-auth timeout and its slots in the per-address limits
-/// (held until the session ends).
+/// session: its pre-auth timeout, whether it may log in before TLS, and
+/// its slots in the per-address limits (held until the session ends).
 #[derive(Debug)]
 pub struct Admission {
     /// `timeouts.preauth`, or `timeouts.preauth_under_pressure` when the
     /// connection was accepted under pressure.
     pub preauth_timeout: Duration,
+    /// The listener's `allow_plaintext_auth` (or the server default).
+    pub allow_plaintext_auth: bool,
     limits: Arc<Limits>,
     /// Given back when the login succeeds.
     preauth: Option<PreauthSlot>,
@@ -200,9 +202,15 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(preauth_timeout: Duration, limits: Arc<Limits>, preauth: PreauthSlot) -> Admission {
+    pub fn new(
+        preauth_timeout: Duration,
+        allow_plaintext_auth: bool,
+        limits: Arc<Limits>,
+        preauth: PreauthSlot,
+    ) -> Admission {
         Admission {
             preauth_timeout,
+            allow_plaintext_auth,
             limits,
             preauth: Some(preauth),
             session: None,
@@ -294,6 +302,7 @@ mod tests {
             .map(|_| {
                 Admission::new(
                     Duration::from_secs(60),
+                    false,
                     l.clone(),
                     l.try_preauth(a, 10).unwrap(),
                 )
@@ -313,6 +322,7 @@ mod tests {
         let b = ip("192.0.2.9");
         let mut other = Admission::new(
             Duration::from_secs(60),
+            false,
             l.clone(),
             l.try_preauth(b, 10).unwrap(),
         );

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::config::ListenerMode;
+use crate::config::{Config, ListenerMode};
 use crate::metrics::RejectReason;
 use crate::session::conn::{serve, Context};
 use crate::session::{new_session_id, ClientInfo};
@@ -22,6 +22,9 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub mode: ListenerMode,
     pub address: SocketAddr,
+    /// The address as written in the config (finds this listener's
+    /// settings in a reloaded config).
+    pub configured: String,
     /// Position in the config (the `listener` metric label).
     pub index: usize,
     /// PROXY protocol: the sources allowed to send it (None: off).
@@ -38,6 +41,7 @@ pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listene
             .map_err(|e| anyhow::anyhow!("listener[{i}].address {addr}: cannot bind: {e}"))?;
         out.push(Listener {
             address: tcp.local_addr()?,
+            configured: l.address.clone(),
             tcp,
             mode: l.mode,
             index: i,
@@ -47,6 +51,17 @@ pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listene
         });
     }
     Ok(out)
+}
+
+/// Does this listener allow logins before TLS under `cfg`? Found by its
+/// configured address and mode, so a reload that reorders listeners cannot
+/// hand one listener another's setting; a listener missing from a reloaded
+/// config (it stays bound until a restart) allows none.
+fn plaintext_auth_allowed(cfg: &Config, l: &Listener) -> bool {
+    cfg.listeners
+        .iter()
+        .find(|c| c.address == l.configured && c.mode == l.mode)
+        .is_some_and(|c| cfg.plaintext_auth_allowed(c))
 }
 
 const BYE_MAX_CONNECTIONS: &[u8] =
@@ -150,6 +165,7 @@ pub async fn accept_loop(
         } else {
             cfg.timeouts.preauth
         };
+        let allow_plaintext_auth = plaintext_auth_allowed(cfg, &l);
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(l.address);
         let client = ClientInfo {
@@ -168,7 +184,7 @@ pub async fn accept_loop(
                 None => admit_proxied(&ctx, &mut tcp, &mut client, proxy, &limits).await,
             };
             if let Some(slot) = slot {
-                let admission = Admission::new(preauth_timeout, limits, slot);
+                let admission = Admission::new(preauth_timeout, allow_plaintext_auth, limits, slot);
                 serve(ctx, tcp, client, mode, admission).await;
             }
             drop((open, permit));

@@ -313,7 +313,7 @@ async fn preauth(
     let mut pre = PreAuth::new(PreAuthConfig {
         tls_active: stream.is_tls(),
         starttls_available: mode == ListenerMode::Starttls && ctx.tls.is_some(),
-        allow_plaintext_auth: cfg.server.allow_plaintext_auth,
+        allow_plaintext_auth: admission.allow_plaintext_auth,
         sasl_oauth: cfg.server.sasl_oauth,
         greeting: cfg.server.greeting.clone(),
         max_line: cfg.server.max_line_length,

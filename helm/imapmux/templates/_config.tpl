@@ -42,6 +42,9 @@ self_signed = false
 [[listener]]
 address = {{ include "imapmux.bind" (dict "root" $ "port" $l.port) | toJson }}
 mode = {{ $mode | toJson }}
+{{- if hasKey $l "allow_plaintext_auth" }}
+allow_plaintext_auth = {{ $l.allow_plaintext_auth }}
+{{- end }}
 {{- end }}
 {{- end }}
 
