@@ -5,12 +5,20 @@
 //! [`crate::push`]): Dovecot's push notifications, which wake parked IDLE
 //! clients. HTTP/1.1 only; request heads are bounded, and only `/push`
 //! reads a body (authenticated first, at most [`MAX_BODY`] bytes).
+//!
+//! Probes must always get an answer, so idle connections cannot lock the
+//! server: at most [`MAX_CONNECTIONS`] are open, and a new connection
+//! beyond that closes the one that has waited longest without a request
+//! being answered (idle keep-alive, or a request head that never
+//! completes). A connection whose request is being answered is never
+//! closed this way.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -23,7 +31,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 
 use crate::backend::wake::WakeSink;
 use crate::metrics::push::PushResult;
@@ -31,8 +39,10 @@ use crate::metrics::Metrics;
 use crate::push::{PushSecret, MAX_BODY};
 use crate::route::Router;
 
-/// Most admin connections served at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 64;
+/// Most admin connections open at once. A new connection beyond this
+/// closes the one idle longest; only when every connection is answering a
+/// request is the new one closed instead.
+pub const MAX_CONNECTIONS: usize = 64;
 /// Bound on a request head (request line + headers), in bytes.
 const MAX_HEAD: usize = 16 * 1024;
 /// Time a client has to send a complete request head.
@@ -136,11 +146,91 @@ pub async fn bind(address: &str) -> Result<TcpListener, AdminError> {
         })
 }
 
+/// The open admin connections: which are answering a request, and since
+/// when the others have been idle (accepted, or their last answer).
+#[derive(Debug, Default)]
+struct Conns {
+    next: u64,
+    open: HashMap<u64, Conn>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    idle_since: Instant,
+    busy: bool,
+    close: oneshot::Sender<()>,
+}
+
+/// One connection's entry in [`Conns`]; removed on drop.
+struct ConnEntry {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+}
+
+fn lock(conns: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    conns.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Conns {
+    /// Register a new connection, closing the connection idle longest if
+    /// `max` are open. `None` when all `max` are busy answering.
+    fn admit(
+        conns: &Arc<Mutex<Conns>>,
+        max: usize,
+        now: Instant,
+    ) -> Option<(ConnEntry, oneshot::Receiver<()>)> {
+        let mut c = lock(conns);
+        if c.open.len() >= max {
+            let oldest = c
+                .open
+                .iter()
+                .filter(|(_, e)| !e.busy)
+                .min_by_key(|(_, e)| e.idle_since)
+                .map(|(id, _)| *id)?;
+            if let Some(e) = c.open.remove(&oldest) {
+                let _ = e.close.send(());
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        c.next += 1;
+        let id = c.next;
+        c.open.insert(
+            id,
+            Conn {
+                idle_since: now,
+                busy: false,
+                close: tx,
+            },
+        );
+        let entry = ConnEntry {
+            conns: conns.clone(),
+            id,
+        };
+        Some((entry, rx))
+    }
+}
+
+impl ConnEntry {
+    /// A request head arrived (`true`) or its answer is ready (`false`).
+    fn set_busy(&self, busy: bool) {
+        if let Some(e) = lock(&self.conns).open.get_mut(&self.id) {
+            e.busy = busy;
+            e.idle_since = Instant::now();
+        }
+    }
+}
+
+impl Drop for ConnEntry {
+    fn drop(&mut self) {
+        lock(&self.conns).open.remove(&self.id);
+    }
+}
+
 /// Serve admin requests until `stop` flips (or its sender is dropped).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, "admin server listening");
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Arc::new(Mutex::new(Conns::default()));
     loop {
         let (tcp, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -158,15 +248,23 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some((entry, closed)) = Conns::admit(&conns, MAX_CONNECTIONS, Instant::now()) else {
+            tracing::debug!("admin server: every connection is busy; closing a new one");
             drop(tcp);
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let entry = Arc::new(entry);
+            let e = entry.clone();
             let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, req).await) }
+                let (state, e) = (state.clone(), e.clone());
+                async move {
+                    e.set_busy(true);
+                    let r = respond(&state, req).await;
+                    e.set_busy(false);
+                    Ok::<_, Infallible>(r)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -174,10 +272,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 .max_buf_size(MAX_HEAD)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tcp), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "admin connection ended with an error");
+                },
+                _ = closed => tracing::debug!("admin connection closed to make room for a new one"),
             }
-            drop(permit);
+            drop(entry);
         });
     }
     tracing::info!("admin server stopped");

@@ -271,3 +271,31 @@ impl Body for Chunks {
 fn futures_stream(data: Vec<u8>) -> Chunks {
     Chunks(data.chunks(1024).map(Bytes::copy_from_slice).collect())
 }
+
+#[test]
+fn full_admin_server_closes_the_connection_idle_longest() {
+    let conns = Arc::new(Mutex::new(Conns::default()));
+    let t = Instant::now();
+    let at = |s| t + Duration::from_secs(s);
+    let (a, mut a_closed) = Conns::admit(&conns, 3, at(0)).unwrap();
+    let (b, mut b_closed) = Conns::admit(&conns, 3, at(1)).unwrap();
+    let (c, mut c_closed) = Conns::admit(&conns, 3, at(2)).unwrap();
+    // The oldest is answering a request: the next oldest idle one goes.
+    a.set_busy(true);
+    let (d, _d_closed) = Conns::admit(&conns, 3, at(3)).unwrap();
+    assert!(b_closed.try_recv().is_ok(), "b idle longest: closed");
+    assert!(a_closed.try_recv().is_err() && c_closed.try_recv().is_err());
+    assert_eq!(lock(&conns).open.len(), 3);
+    drop(b); // its task ends: nothing left to remove
+    assert_eq!(lock(&conns).open.len(), 3);
+    // Every connection busy: the new one is not admitted.
+    c.set_busy(true);
+    d.set_busy(true);
+    assert!(Conns::admit(&conns, 3, at(4)).is_none());
+    // An answered request makes its connection idle again (since now).
+    a.set_busy(false);
+    assert!(Conns::admit(&conns, 3, at(5)).is_some());
+    assert!(a_closed.try_recv().is_ok());
+    drop((a, c, d));
+    assert!(lock(&conns).open.is_empty());
+}

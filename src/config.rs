@@ -79,7 +79,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Allow LOGIN/AUTHENTICATE on a connection that is not (yet) TLS.
+    /// Allow LOGIN/AUTHENTICATE on a connection that is not (yet) TLS: the
+    /// default of listeners that do not set their own
+    /// (`[[listener]] allow_plaintext_auth`, see
+    /// [`Config::plaintext_auth_allowed`]).
     pub allow_plaintext_auth: bool,
     /// Offer AUTHENTICATE OAUTHBEARER (RFC 7628) and XOAUTH2 to clients.
     /// imapmux does not check the token: it logs in to the backend with the
@@ -88,6 +91,13 @@ pub struct ServerConfig {
     pub sasl_oauth: bool,
     /// Most client connections at once; further ones are refused with BYE.
     pub max_connections: usize,
+    /// Most not-yet-authenticated connections from one client address (IPv6:
+    /// one /64) at once; further ones are refused with BYE. 0: no limit.
+    pub max_preauth_per_ip: usize,
+    /// Most logged-in sessions of one user from one client address (IPv6:
+    /// one /64) at once, like Dovecot's `mail_max_userip_connections`;
+    /// further logins get `NO [LIMIT]`. 0: no limit.
+    pub max_sessions_per_user_ip: usize,
     /// Greeting text after `* OK [CAPABILITY …]`.
     pub greeting: String,
     /// Longest command line accepted before login, in bytes.
@@ -106,6 +116,8 @@ impl Default for ServerConfig {
             allow_plaintext_auth: false,
             sasl_oauth: false,
             max_connections: 10_000,
+            max_preauth_per_ip: 20,
+            max_sessions_per_user_ip: 10,
             greeting: "imapmux ready.".into(),
             max_line_length: 65_536,
             max_auth_failures: 3,
@@ -119,6 +131,10 @@ impl Default for ServerConfig {
 pub struct Timeouts {
     #[serde(deserialize_with = "de_duration")]
     pub preauth: Duration,
+    /// `preauth` for connections accepted while more than 3/4 of
+    /// `server.max_connections` are open (the shorter of the two applies).
+    #[serde(deserialize_with = "de_duration")]
+    pub preauth_under_pressure: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub idle: Duration,
     #[serde(deserialize_with = "de_duration")]
@@ -135,6 +151,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             preauth: Duration::from_secs(60),
+            preauth_under_pressure: Duration::from_secs(10),
             idle: Duration::from_secs(30 * 60),
             backend_connect: Duration::from_secs(5),
             backend_response: Duration::from_secs(15),
@@ -174,6 +191,10 @@ pub struct ListenerConfig {
     /// Sources allowed to send the PROXY header (CIDR); others are refused.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Allow LOGIN/AUTHENTICATE before TLS on this listener; unset: the
+    /// value of `server.allow_plaintext_auth`.
+    #[serde(default)]
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -415,6 +436,13 @@ impl Config {
                 ));
             }
             needs_tls |= l.mode != ListenerMode::Plaintext;
+            if l.mode == ListenerMode::Implicit && l.allow_plaintext_auth.is_some() {
+                return Err(invalid(
+                    format!("listener[{i}].allow_plaintext_auth"),
+                    "an implicit-TLS listener has no plaintext phase, so the key has no effect",
+                    "remove it (it matters on \"starttls\" and \"plaintext\" listeners)",
+                ));
+            }
             if l.proxy_protocol && l.trusted_proxies.is_empty() {
                 return Err(invalid(
                     format!("listener[{i}].trusted_proxies"),
@@ -454,6 +482,10 @@ impl Config {
         }
         for (key, d) in [
             ("timeouts.preauth", self.timeouts.preauth),
+            (
+                "timeouts.preauth_under_pressure",
+                self.timeouts.preauth_under_pressure,
+            ),
             ("timeouts.idle", self.timeouts.idle),
             ("timeouts.backend_connect", self.timeouts.backend_connect),
             ("timeouts.backend_response", self.timeouts.backend_response),
@@ -591,11 +623,25 @@ impl Config {
                 self.timeouts.idle
             ));
         }
-        if self.server.allow_plaintext_auth {
-            w.push(
-                "server.allow_plaintext_auth = true: passwords may cross the network unencrypted"
-                    .into(),
-            );
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.mode == ListenerMode::Implicit || !self.plaintext_auth_allowed(l) {
+                continue;
+            }
+            let text = match (l.allow_plaintext_auth, l.mode) {
+                (Some(_), ListenerMode::Plaintext) => continue, // chosen for this listener
+                (Some(_), _) => format!(
+                    "listener[{i}] ({}): allow_plaintext_auth = true: passwords may be sent before STARTTLS",
+                    l.address
+                ),
+                (None, _) => format!(
+                    "listener[{i}] ({}, {}): server.allow_plaintext_auth = true lets it take passwords before TLS; \
+                     the global key is deprecated: set allow_plaintext_auth = true on the [[listener]] that needs it \
+                     (a plaintext listener behind a TLS-terminating load balancer) and remove server.allow_plaintext_auth",
+                    l.address,
+                    crate::metrics::mode_label(l.mode)
+                ),
+            };
+            w.push(text);
         }
         for p in &self.pools {
             for b in &p.backends {
@@ -608,6 +654,13 @@ impl Config {
             }
         }
         w
+    }
+
+    /// Are LOGIN/AUTHENTICATE allowed before TLS on listener `l`? Its own
+    /// `allow_plaintext_auth`, else `server.allow_plaintext_auth`.
+    pub fn plaintext_auth_allowed(&self, l: &ListenerConfig) -> bool {
+        l.allow_plaintext_auth
+            .unwrap_or(self.server.allow_plaintext_auth)
     }
 
     /// The pool everyone not in the static map is routed to.

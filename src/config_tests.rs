@@ -136,3 +136,94 @@ fn host_port() {
     assert_eq!(split_host_port("nope"), None);
     assert_eq!(split_host_port("h:0"), None);
 }
+
+#[test]
+fn connection_limit_keys() {
+    let c = Config::parse(MINIMAL, Path::new("t")).unwrap();
+    assert_eq!(c.server.max_preauth_per_ip, 20);
+    assert_eq!(c.server.max_sessions_per_user_ip, 10);
+    assert_eq!(c.timeouts.preauth_under_pressure, Duration::from_secs(10));
+    let c = Config::parse(
+        &format!(
+            "[server]\nmax_preauth_per_ip = 0\nmax_sessions_per_user_ip = 3\n\
+             [timeouts]\npreauth = \"20s\"\npreauth_under_pressure = \"20s\"\n{MINIMAL}"
+        ),
+        Path::new("t"),
+    )
+    .unwrap();
+    assert_eq!(c.server.max_preauth_per_ip, 0);
+    assert_eq!(c.server.max_sessions_per_user_ip, 3);
+    let e = err(&format!(
+        "[timeouts]\npreauth_under_pressure = \"0s\"\n{MINIMAL}"
+    ));
+    assert!(e.contains("timeouts.preauth_under_pressure"), "{e}");
+    // A short preauth alone stays valid (the shorter timeout applies).
+    Config::parse(
+        &format!("[timeouts]\npreauth = \"1s\"\n{MINIMAL}"),
+        Path::new("t"),
+    )
+    .unwrap();
+    let e = err(&format!("[server]\nmax_preauth_per_ip = -1\n{MINIMAL}"));
+    assert!(e.contains("max_preauth_per_ip"), "{e}");
+}
+
+#[test]
+fn plaintext_auth_per_listener() {
+    let two = |global: bool, plain: &str, starttls: &str| {
+        Config::parse(
+            &format!(
+                "[server]\nallow_plaintext_auth = {global}\n{}\n\
+                 [[listener]]\naddress = \"127.0.0.1:1144\"\nmode = \"plaintext\"\n{plain}\n",
+                MINIMAL.replace(
+                    "mode = \"starttls\"",
+                    &format!("mode = \"starttls\"\n{starttls}")
+                )
+            ),
+            Path::new("t"),
+        )
+        .unwrap()
+    };
+    let allowed = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| c.plaintext_auth_allowed(l))
+            .collect::<Vec<_>>()
+    };
+    // Only the plaintext listener allows it; nothing to warn about.
+    let c = two(false, "allow_plaintext_auth = true", "");
+    assert_eq!(allowed(&c), [false, true]);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // The global key is the default of listeners without their own; each
+    // listener that inherits true is warned about, naming it.
+    let c = two(true, "", "allow_plaintext_auth = false");
+    assert_eq!(allowed(&c), [false, true]);
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("listener[1]") && w[0].contains("deprecated"),
+        "{w:?}"
+    );
+    let c = two(true, "", "");
+    assert_eq!(allowed(&c), [true, true]);
+    let w = c.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("listener[0]") && w.contains("starttls")),
+        "{w:?}"
+    );
+    // An explicit true on a STARTTLS listener is legal but warned about.
+    let c = two(false, "", "allow_plaintext_auth = true");
+    assert_eq!(allowed(&c), [true, false]);
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("listener[0]") && w.contains("before STARTTLS")),
+        "{:?}",
+        c.warnings()
+    );
+    // Meaningless on implicit TLS: an error naming the key.
+    let e = err(&format!(
+        "{MINIMAL}\n[[listener]]\naddress = \"127.0.0.1:1993\"\nmode = \"implicit\"\nallow_plaintext_auth = false\n"
+    ));
+    assert!(e.contains("listener[1].allow_plaintext_auth"), "{e}");
+}

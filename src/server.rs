@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::admin::{AdminState, Readiness};
 use crate::config::{Config, ListenerMode};
+use crate::listener::limits::Limits;
 use crate::listener::{accept_loop, bind_all};
 use crate::metrics::Metrics;
 use crate::route::Router;
@@ -145,14 +146,15 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
             .await
         })
     };
-    let max = cfg.server.max_connections;
-    let permits = Arc::new(Semaphore::new(max));
+    // Shared by every listener; kept for the process's life (a reload
+    // changes the per-address limits, not the global budget).
+    let limits = Arc::new(Limits::new(cfg.server.max_connections));
     let mut accepts = Vec::new();
     for l in listeners {
         accepts.push(tokio::spawn(accept_loop(
             l,
             ctx.clone(),
-            permits.clone(),
+            limits.clone(),
             stop_rx.clone(),
         )));
     }
@@ -186,7 +188,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     for a in accepts {
         let _ = a.await;
     }
-    let active = || max - permits.available_permits();
+    let active = || limits.open();
     let deadline = tokio::time::Instant::now() + drain;
     while active() > 0 && tokio::time::Instant::now() < deadline {
         tokio::select! {

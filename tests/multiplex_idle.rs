@@ -42,6 +42,8 @@ fn setup_full(b: DovecotBuilder, multiplex_extra: &str) -> Setup {
         .allow_plaintext_auth(true)
         .backend(BackendCfg::new("b1", &d.addr()))
         .admin(&admin)
+        // Hundreds of sessions of five users, all from 127.0.0.1.
+        .no_address_limits()
         .extra(&format!(
             "[multiplex]\nidle_offload_after = \"1s\"\npoll_interval = \"300ms\"\n{multiplex_extra}"
         ))

@@ -93,13 +93,27 @@ pub enum RejectReason {
     MaxConnections,
     /// PROXY protocol listener: untrusted source, bad or missing header.
     ProxyProtocol,
+    /// `server.max_preauth_per_ip` reached for the client's address.
+    PerIpPreauth,
+    /// `server.max_sessions_per_user_ip` reached: a login refused with
+    /// `NO [LIMIT]` (the connection stays open, not logged in).
+    PerUserIp,
 }
 
 impl RejectReason {
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::MaxConnections,
+        RejectReason::ProxyProtocol,
+        RejectReason::PerIpPreauth,
+        RejectReason::PerUserIp,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectReason::MaxConnections => "max_connections",
             RejectReason::ProxyProtocol => "proxy_protocol",
+            RejectReason::PerIpPreauth => "per_ip_preauth",
+            RejectReason::PerUserIp => "per_user_ip",
         }
     }
 }
@@ -120,6 +134,7 @@ pub struct Metrics {
     client_max: IntGauge,
     accepted: IntCounterVec,
     rejected: IntCounterVec,
+    preauth_shortened: IntCounter,
     accept_errors: IntCounter,
     tls_failures: IntCounterVec,
     logins: IntCounterVec,
@@ -244,8 +259,13 @@ impl Metrics {
             rejected: counter_vec(
                 &r,
                 "imapmux_client_connections_rejected_total",
-                "Client connections refused at accept, by reason.",
+                "Client connections refused, by reason: at accept (max_connections, per_ip_preauth, proxy_protocol after the PROXY header) or, for per_user_ip, a login refused with NO [LIMIT].",
                 &["reason"],
+            )?,
+            preauth_shortened: counter(
+                &r,
+                "imapmux_client_connections_preauth_shortened_total",
+                "Client connections accepted while more than 3/4 of server.max_connections were open, given timeouts.preauth_under_pressure instead of timeouts.preauth.",
             )?,
             accept_errors: counter(
                 &r,
@@ -354,8 +374,9 @@ impl Metrics {
             m.logins.with_label_values(&[r.as_str()]);
             m.auth_duration.with_label_values(&[r.as_str()]);
         }
-        m.rejected
-            .with_label_values(&[RejectReason::MaxConnections.as_str()]);
+        for r in RejectReason::ALL {
+            m.rejected.with_label_values(&[r.as_str()]);
+        }
         Ok(m)
     }
 
@@ -424,6 +445,11 @@ impl Metrics {
 
     pub fn connection_rejected(&self, reason: RejectReason) {
         self.rejected.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// A connection was accepted under pressure: shorter pre-auth timeout.
+    pub fn preauth_shortened(&self) {
+        self.preauth_shortened.inc();
     }
 
     pub fn accept_error(&self) {
@@ -582,6 +608,8 @@ mod tests {
         m.command_done("user-chosen", CommandResult::Bad, 0.01);
         m.tls_handshake_failed(ListenerMode::Starttls, true);
         m.session_ended("logout", Duration::from_secs(3));
+        m.connection_rejected(RejectReason::PerIpPreauth);
+        m.preauth_shortened();
         let b = m.backend_connection("b1");
         let t = m.encode().unwrap();
         for (series, v) in [
@@ -608,6 +636,15 @@ mod tests {
             ("imapmux_sessions_ended_total{reason=\"logout\"}", 1.0),
             ("imapmux_backend_connections_open{backend=\"b1\"}", 1.0),
             ("imapmux_client_received_bytes_total", 0.0),
+            (
+                "imapmux_client_connections_rejected_total{reason=\"per_ip_preauth\"}",
+                1.0,
+            ),
+            (
+                "imapmux_client_connections_rejected_total{reason=\"per_user_ip\"}",
+                0.0,
+            ),
+            ("imapmux_client_connections_preauth_shortened_total", 1.0),
         ] {
             assert_eq!(value(&t, series), Some(v), "{series} in\n{t}");
         }

@@ -19,7 +19,8 @@ use crate::auth::{AuthDecision, Authenticator, Request};
 use crate::backend::pool::{BackendPool, CredKey};
 use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
-use crate::metrics::{LoginResult, Metrics};
+use crate::listener::limits::Admission;
+use crate::metrics::{LoginResult, Metrics, RejectReason};
 use crate::relay::{relay, Counters, RelayConfig, RelayEnd};
 use crate::route::{Backend, Router};
 
@@ -57,12 +58,20 @@ pub(super) struct Summary {
     retained: Option<(Arc<Backend>, Credentials, String)>,
 }
 
-/// Serve one accepted client connection to its end.
-pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, client: ClientInfo, mode: ListenerMode) {
+/// Serve one accepted client connection to its end. `admission` (the
+/// listener's decisions and the connection's slots in the per-address
+/// limits) lives as long as the session.
+pub async fn serve(
+    ctx: Arc<Context>,
+    tcp: TcpStream,
+    client: ClientInfo,
+    mode: ListenerMode,
+    mut admission: Admission,
+) {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let bytes = ctx.metrics.session_bytes(counters.clone());
-    let summary = run(&ctx, tcp, &client, mode, &counters).await;
+    let summary = run(&ctx, tcp, &client, mode, &counters, &mut admission).await;
     drop(bytes);
     ctx.metrics.session_ended(summary.end, started.elapsed());
     tracing::info!(
@@ -104,6 +113,7 @@ async fn run(
     client: &ClientInfo,
     mode: ListenerMode,
     counters: &Counters,
+    admission: &mut Admission,
 ) -> Summary {
     let mut summary = Summary {
         user: None,
@@ -112,8 +122,16 @@ async fn run(
         reuse: None,
         retained: None,
     };
-    let Some((stream, pipelined, logged_in)) =
-        Box::pin(preauth(ctx, tcp, client, mode, counters, &mut summary)).await
+    let Some((stream, pipelined, logged_in)) = Box::pin(preauth(
+        ctx,
+        tcp,
+        client,
+        mode,
+        counters,
+        &mut summary,
+        admission,
+    ))
+    .await
     else {
         return summary;
     };
@@ -282,6 +300,7 @@ async fn preauth(
     mode: ListenerMode,
     counters: &Counters,
     summary: &mut Summary,
+    admission: &mut Admission,
 ) -> Option<(ClientStream, BytesMut, LoggedIn)> {
     let mut stream = match mode {
         ListenerMode::Implicit => match handshake(ctx, tcp, mode).await {
@@ -297,14 +316,14 @@ async fn preauth(
     let mut pre = PreAuth::new(PreAuthConfig {
         tls_active: stream.is_tls(),
         starttls_available: mode == ListenerMode::Starttls && ctx.tls.is_some(),
-        allow_plaintext_auth: cfg.server.allow_plaintext_auth,
+        allow_plaintext_auth: admission.allow_plaintext_auth,
         sasl_oauth: cfg.server.sasl_oauth,
         greeting: cfg.server.greeting.clone(),
         max_line: cfg.server.max_line_length,
         max_literal: 8192,
         max_auth_failures: cfg.server.max_auth_failures,
         max_bad_commands: 10,
-        deadline: Instant::now() + cfg.timeouts.preauth,
+        deadline: Instant::now() + admission.preauth_timeout,
     });
     let mut close_now = ctx.close_now.clone();
     let mut rbuf = vec![0u8; 4096];
@@ -361,6 +380,22 @@ async fn preauth(
             let t0 = Instant::now();
             attempts += 1;
             let result = login(ctx, &creds, client, attempts, stream.is_tls()).await;
+            if result.is_ok() && !count_session(ctx, client, &creds.user, admission) {
+                // Logged in, but over server.max_sessions_per_user_ip: log
+                // the backend connection out; the client stays
+                // unauthenticated. Not counted in imapmux_logins_total.
+                if let Ok((li, b, ..)) = result {
+                    summary.backend = Some(b.name.clone());
+                    tokio::spawn(backend::pool::logout(li, cfg.timeouts.backend_response));
+                }
+                pre.login_failed(
+                    &tag,
+                    "NO",
+                    Some("LIMIT"),
+                    "Too many simultaneous connections",
+                );
+                continue;
+            }
             let outcome = result
                 .as_ref()
                 .map_or_else(|f| f.result, |_| LoginResult::Ok);
@@ -445,6 +480,26 @@ async fn preauth(
     // Free what the pre-auth phase held before the long-lived relay.
     drop((rbuf, out, pre));
     Some((stream, pipelined, logged_in))
+}
+
+/// `server.max_sessions_per_user_ip`: count the session of `user` (a
+/// successful login) from the client's address until the session ends.
+/// `false` (counted as a `per_user_ip` rejection) when that many are open.
+fn count_session(
+    ctx: &Context,
+    client: &ClientInfo,
+    user: &str,
+    admission: &mut Admission,
+) -> bool {
+    let max = ctx.config.server.max_sessions_per_user_ip;
+    let ip = client.peer.ip();
+    if admission.logged_in(user, ip, max).is_ok() {
+        return true;
+    }
+    ctx.metrics.connection_rejected(RejectReason::PerUserIp);
+    // Not "login failed": fail2ban must not ban a user's own devices.
+    tracing::warn!(session = %client.session_id, rip = %ip, user = %user, limit = max, "login refused: too many sessions of this user from this address");
+    false
 }
 
 struct LoginFail {

@@ -325,6 +325,8 @@ pub struct ProxyConfig {
     /// `[server] sasl_oauth` (written only when true).
     pub sasl_oauth: bool,
     pub max_connections: u32,
+    /// Further (key, raw TOML value) lines under `[server]`, in order.
+    pub server_keys: Vec<(String, String)>,
     /// (key, humantime value) under `[timeouts]`, in order.
     pub timeouts: Vec<(String, String)>,
     pub cert_file: Option<PathBuf>,
@@ -347,6 +349,7 @@ impl Default for ProxyConfig {
             allow_plaintext_auth: false,
             sasl_oauth: false,
             max_connections: 10000,
+            server_keys: Vec::new(),
             timeouts: [
                 ("preauth", "60s"),
                 ("idle", "30m"),
@@ -404,6 +407,19 @@ impl ProxyConfig {
         self.max_connections = n;
         self
     }
+    /// Add `[server] key = value` (`value` is raw TOML, e.g.
+    /// `server_key("max_preauth_per_ip", "5")`).
+    pub fn server_key(mut self, key: &str, value: &str) -> Self {
+        self.server_keys.push((key.into(), value.into()));
+        self
+    }
+    /// Many clients from one address: no per-address or per-(user,
+    /// address) limit (`max_preauth_per_ip = 0`,
+    /// `max_sessions_per_user_ip = 0`).
+    pub fn no_address_limits(self) -> Self {
+        self.server_key("max_preauth_per_ip", "0")
+            .server_key("max_sessions_per_user_ip", "0")
+    }
     /// Set `[timeouts] key = "value"` (e.g. `timeout("preauth", "2s")`).
     pub fn timeout(mut self, key: &str, value: &str) -> Self {
         match self.timeouts.iter_mut().find(|(k, _)| k == key) {
@@ -460,7 +476,11 @@ impl ProxyConfig {
         if self.sasl_oauth {
             let _ = writeln!(w, "sasl_oauth = true");
         }
-        let _ = writeln!(w, "max_connections = {}\n", self.max_connections);
+        let _ = writeln!(w, "max_connections = {}", self.max_connections);
+        for (k, v) in &self.server_keys {
+            let _ = writeln!(w, "{k} = {v}");
+        }
+        let _ = writeln!(w);
         let _ = writeln!(w, "[timeouts]");
         for (k, v) in &self.timeouts {
             let _ = writeln!(w, "{k} = {}", toml_str(v));

@@ -11,6 +11,8 @@ TOML basic strings.
 [server]
 allow_plaintext_auth = {{ $c.server.allow_plaintext_auth }}
 max_connections = {{ int64 $c.server.max_connections }}
+max_preauth_per_ip = {{ int64 $c.server.max_preauth_per_ip }}
+max_sessions_per_user_ip = {{ int64 $c.server.max_sessions_per_user_ip }}
 greeting = {{ $c.server.greeting | toJson }}
 max_line_length = {{ int64 $c.server.max_line_length }}
 max_auth_failures = {{ int64 $c.server.max_auth_failures }}
@@ -19,6 +21,7 @@ reload_check_interval = {{ $c.server.reload_check_interval | toJson }}
 
 [timeouts]
 preauth = {{ $c.timeouts.preauth | toJson }}
+preauth_under_pressure = {{ $c.timeouts.preauth_under_pressure | toJson }}
 idle = {{ $c.timeouts.idle | toJson }}
 backend_connect = {{ $c.timeouts.backend_connect | toJson }}
 backend_response = {{ $c.timeouts.backend_response | toJson }}
@@ -39,6 +42,9 @@ self_signed = false
 [[listener]]
 address = {{ include "imapmux.bind" (dict "root" $ "port" $l.port) | toJson }}
 mode = {{ $mode | toJson }}
+{{- if hasKey $l "allow_plaintext_auth" }}
+allow_plaintext_auth = {{ $l.allow_plaintext_auth }}
+{{- end }}
 {{- end }}
 {{- end }}
 
