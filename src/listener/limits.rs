@@ -46,11 +46,10 @@ impl AddrKey {
 
 /// The name a login is counted under for `server.max_sessions_per_user_ip`.
 ///
-/// TODO(effective owner): today the name the client logged in with,
-/// lowercased. When the effective mailbox owner (the identity after the
-/// auth source's rewriting, master users, `routing.lowercase_users`) is
-/// available at login, pass that here instead, so that aliases of one
-/// mailbox share one budget.
+/// The session driver passes the mailbox owner the backend logged in (the
+/// authorization identity, else the login name after the auth source's
+/// rewrite), lowercased here, so a master user acting for many users does
+/// not use up one budget and aliases of one mailbox share one.
 pub fn session_user_key(login_name: &str) -> String {
     login_name.to_lowercase()
 }

@@ -380,13 +380,21 @@ async fn preauth(
             let t0 = Instant::now();
             attempts += 1;
             let result = login(ctx, &creds, client, attempts, stream.is_tls()).await;
-            if result.is_ok() && !count_session(ctx, client, &creds.user, admission) {
+            // Sessions are counted per mailbox owner, like everything per user.
+            let over = match &result {
+                Ok(ok) => !count_session(ctx, client, &ok.owner, admission),
+                Err(_) => false,
+            };
+            if over {
                 // Logged in, but over server.max_sessions_per_user_ip: log
                 // the backend connection out; the client stays
                 // unauthenticated. Not counted in imapmux_logins_total.
-                if let Ok((li, b, ..)) = result {
-                    summary.backend = Some(b.name.clone());
-                    tokio::spawn(backend::pool::logout(li, cfg.timeouts.backend_response));
+                if let Ok(ok) = result {
+                    summary.backend = Some(ok.backend.name.clone());
+                    tokio::spawn(backend::pool::logout(
+                        ok.conn,
+                        cfg.timeouts.backend_response,
+                    ));
                 }
                 pre.login_failed(
                     &tag,
@@ -498,7 +506,7 @@ fn count_session(
     }
     ctx.metrics.connection_rejected(RejectReason::PerUserIp);
     // Not "login failed": fail2ban must not ban a user's own devices.
-    tracing::warn!(session = %client.session_id, rip = %ip, user = %user, limit = max, "login refused: too many sessions of this user from this address");
+    tracing::warn!(session = %client.session_id, rip = %ip, user = user, limit = max, "login refused: too many sessions of this user from this address");
     false
 }
 
