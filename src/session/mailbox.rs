@@ -262,7 +262,8 @@ impl Tracker {
         let Some((tag, rest)) = text.split_once(' ') else {
             return changes;
         };
-        let ok = rest.len() >= 2 && rest[..2].eq_ignore_ascii_case("OK");
+        // `get`: the line is UTF-8 but byte 2 need not be a char boundary.
+        let ok = rest.get(..2).is_some_and(|w| w.eq_ignore_ascii_case("OK"));
         let Some(pos) = self.pending.iter().position(|p| match p {
             Pending::Select { tag: t, .. }
             | Pending::Close { tag: t }
@@ -439,6 +440,20 @@ mod tests {
         // EXISTS shrinking without EXPUNGE also forgets
         t.on_response(b"* 1 EXISTS\r\n");
         assert_eq!(t.selected.as_ref().unwrap().uid_of(1), None);
+    }
+
+    /// Fuzz finding (backend_response): a line whose second word starts
+    /// with a multi-byte character made `rest[..2]` panic.
+    #[test]
+    fn multibyte_after_tag_does_not_panic() {
+        let mut t = Tracker::default();
+        assert!(t.on_response("+ \u{20ac}\r\n".as_bytes()).is_empty());
+        t.on_command(b"a SELECT INBOX\r\n");
+        assert!(t.on_response("a x\u{e9}\r\n".as_bytes()).is_empty());
+        assert!(t.selected.is_none() && !t.changing());
+        t.on_command(b"b SELECT INBOX\r\n");
+        t.on_response("b OK\u{e9} done\r\n".as_bytes());
+        assert!(t.selected.is_some());
     }
 
     #[test]
