@@ -95,7 +95,11 @@ impl Selected {
     fn vanished(&mut self, uids: &[u32]) {
         let unknown = self.uids.contains(&0);
         let before = self.uids.len();
-        self.uids.retain(|u| !uids.contains(u));
+        // Sorted for binary search: up to 100,000 vanished UIDs against up
+        // to a million tracked ones must not cost their product.
+        let mut gone = uids.to_vec();
+        gone.sort_unstable();
+        self.uids.retain(|u| gone.binary_search(u).is_err());
         if unknown && self.uids.len() + uids.len() != before {
             // Some vanished UIDs may hide among the unknown ones.
             self.uids.iter_mut().for_each(|u| *u = 0);
@@ -454,6 +458,38 @@ mod tests {
         t.on_command(b"b SELECT INBOX\r\n");
         t.on_response("b OK\u{e9} done\r\n".as_bytes());
         assert!(t.selected.is_some());
+    }
+
+    /// Fuzz finding (backend_response, time-out): VANISHED of 100,000 UIDs
+    /// in a mailbox of a million messages took ~30 s (a `contains` scan per
+    /// message). Now well under a second even unoptimised.
+    #[test]
+    fn large_vanished_is_not_quadratic() {
+        let mut t = Tracker::default();
+        t.on_command(b"s SELECT INBOX\r\n");
+        t.on_response(b"* 1000000 EXISTS\r\n");
+        t.on_response(b"s OK\r\n");
+        for seq in [1, 2, 999_999, 1_000_000] {
+            t.on_fetch_uid(seq, seq);
+        }
+        let start = std::time::Instant::now();
+        let changes = t.on_response(b"* VANISHED 1:100000\r\n");
+        assert_eq!(changes.len(), 100_000);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        // Unknown UIDs were among the tracked ones: the map is forgotten.
+        let s = t.selected.as_ref().unwrap();
+        assert_eq!(s.exists(), 999_998);
+        assert_eq!(s.uid_of(999_997), None);
+        // Without unknown UIDs, only the vanished ones go.
+        let mut t = Tracker::default();
+        t.on_command(b"s SELECT INBOX\r\n");
+        t.on_response(b"* 4 EXISTS\r\n");
+        t.on_response(b"s OK\r\n");
+        for (seq, uid) in [(1, 3), (2, 5), (3, 8), (4, 9)] {
+            t.on_fetch_uid(seq, uid);
+        }
+        t.on_response(b"* VANISHED 9,3:5\r\n");
+        assert_eq!(t.selected.as_ref().unwrap().complete_uids(), Some(&[8][..]));
     }
 
     #[test]
