@@ -87,13 +87,22 @@ pub async fn serve(
     );
 }
 
+/// The TLS handshake, bounded by `timeouts.tls_handshake` and by the
+/// pre-auth `deadline` (which counts from accept, so under connection
+/// pressure a slow handshake gets the shorter time too).
 async fn handshake(
     ctx: &Context,
     tcp: TcpStream,
     mode: ListenerMode,
+    deadline: Instant,
 ) -> Result<ClientStream, &'static str> {
     let acceptor = ctx.tls.as_ref().ok_or("no_tls_config")?;
-    match tokio::time::timeout(ctx.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+    let limit = ctx
+        .config
+        .timeouts
+        .tls_handshake
+        .min(deadline.saturating_duration_since(Instant::now()));
+    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
@@ -302,8 +311,10 @@ async fn preauth(
     summary: &mut Summary,
     admission: &mut Admission,
 ) -> Option<(ClientStream, BytesMut, LoggedIn)> {
+    // One pre-auth deadline from accept: TLS handshake, commands, login.
+    let deadline = Instant::now() + admission.preauth_timeout;
     let mut stream = match mode {
-        ListenerMode::Implicit => match handshake(ctx, tcp, mode).await {
+        ListenerMode::Implicit => match handshake(ctx, tcp, mode, deadline).await {
             Ok(s) => s,
             Err(why) => {
                 summary.end = why;
@@ -323,7 +334,7 @@ async fn preauth(
         max_literal: 8192,
         max_auth_failures: cfg.server.max_auth_failures,
         max_bad_commands: 10,
-        deadline: Instant::now() + admission.preauth_timeout,
+        deadline,
     });
     let mut close_now = ctx.close_now.clone();
     let mut rbuf = vec![0u8; 4096];
@@ -365,7 +376,7 @@ async fn preauth(
                 summary.end = "protocol_error";
                 return None;
             };
-            stream = match handshake(ctx, tcp, mode).await {
+            stream = match handshake(ctx, tcp, mode, deadline).await {
                 Ok(s) => s,
                 Err(why) => {
                     summary.end = why;
