@@ -110,6 +110,9 @@ async fn parallel_guesses_are_bounded_by_the_limits() {
     let cfg = ProxyConfig::new()
         .listener(&addr, "plaintext")
         .allow_plaintext_auth(true)
+        // 200 connections from one address: the per-address pre-auth
+        // limit (tests/front_limits.rs) is not what is tested here.
+        .no_address_limits()
         .backend(BackendCfg::new("b1", &d.addr()))
         .extra(&format!(
             "[auth]\nsource = \"http\"\n[auth.http]\nurl = {}\ntimeout = \"60s\"\n\
@@ -215,6 +218,9 @@ async fn user_name_cannot_forge_a_fail2ban_line() {
     let cfg = ProxyConfig::new()
         .listener(&addr, "plaintext")
         .allow_plaintext_auth(true)
+        // 200 connections from one address: the per-address pre-auth
+        // limit (tests/front_limits.rs) is not what is tested here.
+        .no_address_limits()
         .backend(BackendCfg::new("b1", &d.addr()))
         .extra(
             "[auth.penalty]\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\nmax_failures_per_user = 2\n",
