@@ -20,6 +20,8 @@
 //! answered by a successful handshake at once, as the driver does; a login
 //! still pending at the end is accepted.
 //!
+//! Runs on a thread with tokio's 2 MiB worker stack, like a session.
+//!
 //! Invariants: no panic; everything sent is whole CRLF lines; no event
 //! after Close; nothing while a login is pending; bytes pipelined after
 //! STARTTLS are never executed; a login is requested only under TLS or with
@@ -172,7 +174,12 @@ impl Driver {
 }
 
 fuzz_target!(|data: &[u8]| {
-    imapmux_fuzz::report_stack_overflows();
+    // On a session's stack size, not libFuzzer's 8 MiB.
+    let data = data.to_vec();
+    imapmux_fuzz::on_tokio_stack(move || run(&data));
+});
+
+fn run(data: &[u8]) {
     let (cfg, data) = match data {
         [0xFF, b'C', c, rest @ ..] => (*c, rest),
         _ => (DEFAULT_CONFIG, data),
@@ -222,4 +229,4 @@ fuzz_target!(|data: &[u8]| {
             d.login_ok();
         }
     }
-});
+}

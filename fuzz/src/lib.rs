@@ -71,6 +71,24 @@ pub fn assert_line_safe(text: &str) {
     );
 }
 
+/// Tokio's default worker thread stack (2 MiB): the stack imapmux's
+/// sessions run on, so the one parsers must not overflow.
+pub const TOKIO_STACK: usize = 2 * 1024 * 1024;
+
+/// Give the calling thread an alternate signal stack, so that a SIGSEGV
+/// handler can run after a stack overflow.
+fn alt_signal_stack() -> bool {
+    const SIZE: usize = 256 * 1024;
+    let stack: &'static mut [u8] = Box::leak(vec![0u8; SIZE].into_boxed_slice());
+    let ss = libc::stack_t {
+        ss_sp: stack.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: SIZE,
+    };
+    // SAFETY: the stack is leaked, so it outlives the thread.
+    unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) == 0 }
+}
+
 /// Make a stack overflow a reported crash, with its input saved.
 ///
 /// Without a sanitizer nothing gives the main thread an alternate signal
@@ -81,19 +99,12 @@ pub fn assert_line_safe(text: &str) {
 pub fn report_stack_overflows() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        const SIZE: usize = 256 * 1024;
-        let stack: &'static mut [u8] = Box::leak(vec![0u8; SIZE].into_boxed_slice());
-        // SAFETY: the alternate stack is leaked, so it outlives the thread;
-        // the handler installed is the one already there, with one more flag.
+        if !alt_signal_stack() {
+            return;
+        }
+        // SAFETY: the handler installed is the one already there, with one
+        // more flag.
         unsafe {
-            let ss = libc::stack_t {
-                ss_sp: stack.as_mut_ptr().cast(),
-                ss_flags: 0,
-                ss_size: SIZE,
-            };
-            if libc::sigaltstack(&ss, std::ptr::null_mut()) != 0 {
-                return;
-            }
             let mut sa: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut sa) != 0
                 || sa.sa_sigaction == libc::SIG_DFL
@@ -105,4 +116,35 @@ pub fn report_stack_overflows() {
             libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
         }
     });
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Run `job` on a thread with tokio's stack size ([`TOKIO_STACK`]) and wait
+/// for it, so that recursion too deep for a session's stack is a finding
+/// even though libFuzzer's own thread has 8 MiB. One thread serves every
+/// call (a new thread per input would halve the speed).
+pub fn on_tokio_stack(job: impl FnOnce() + Send + 'static) {
+    use std::sync::{mpsc, Mutex, OnceLock};
+    static WORKER: OnceLock<Mutex<(mpsc::Sender<Job>, mpsc::Receiver<()>)>> = OnceLock::new();
+    report_stack_overflows();
+    let worker = WORKER.get_or_init(|| {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (done, finished) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tokio-sized".into())
+            .stack_size(TOKIO_STACK)
+            .spawn(move || {
+                alt_signal_stack();
+                for job in inbox {
+                    job();
+                    let _ = done.send(());
+                }
+            })
+            .expect("spawn the worker thread");
+        Mutex::new((jobs, finished))
+    });
+    let w = worker.lock().expect("worker lock");
+    w.0.send(Box::new(job)).expect("worker thread gone");
+    w.1.recv().expect("worker thread gone");
 }
