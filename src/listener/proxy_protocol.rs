@@ -54,6 +54,15 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
     match result {
         HeaderResult::V1(Ok(h)) => {
+            // ppp ends the line two bytes after its first CR, whatever they
+            // are ("… \n\r3" passes): the header must end in CRLF, or its
+            // tail would be left in the stream for the session.
+            if !buf
+                .get(..h.header.len())
+                .is_some_and(|l| l.ends_with(b"\r\n"))
+            {
+                return Parsed::Invalid;
+            }
             let source = match h.addresses {
                 ppp::v1::Addresses::Tcp4(a) => {
                     Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
@@ -238,6 +247,12 @@ mod tests {
             Parsed::Invalid
         );
         assert_eq!(parse(&[b'P'; 200]), Parsed::Invalid);
+        // ppp takes the first 19 bytes as a header (\n\r ends it for ppp).
+        let odd = b"PROXY UNKNOWN a \n\r35\r\n";
+        assert!(
+            matches!(HeaderResult::parse(odd), HeaderResult::V1(Ok(h)) if h.header.len() == 19)
+        );
+        assert_eq!(parse(odd), Parsed::Invalid);
         let mut long = b"PROXY TCP4 ".to_vec();
         long.resize(V1_MAX, b'1');
         assert_eq!(parse(&long), Parsed::Invalid);
