@@ -47,7 +47,10 @@ fn check_login(caps: &[String]) {
     // through. (Other bytes are the backend's business: after login its
     // output reaches the client verbatim anyway.)
     let client = client_capabilities(caps);
-    assert!(!client.contains(['\r', '\n']), "line break in capabilities: {client:?}");
+    assert!(
+        !client.contains(['\r', '\n']),
+        "line break in capabilities: {client:?}"
+    );
     for (mech, authzid) in [
         (Mechanism::Login, None),
         (Mechanism::Plain, Some("master")),

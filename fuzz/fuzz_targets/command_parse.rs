@@ -10,6 +10,12 @@
 //! Run with `-max_len=70000` so that 64 KiB lines (the default
 //! `server.max_line_length`) are covered.
 //!
+//! Runs on a thread with tokio's 2 MiB worker stack, like a session; one
+//! input in four is also run stretched to 64 KiB (`imapmux_fuzz::stretch`:
+//! runs of a repeated byte multiplied), as depth and time give no coverage.
+//! Inputs that would only find the open findings of fuzz/regressions/
+//! again are skipped (`imapmux_fuzz::skip_open_findings`).
+//!
 //! Invariants: no panic, no stack overflow, no time-out (quadratic time on
 //! a 64 KiB line shows up as one); a parsed command's tag is the line's tag;
 //! a string encoded with `quote` parses back to itself.
@@ -49,7 +55,23 @@ fn parse(lines: &[Bytes], literals: &[Bytes]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    imapmux_fuzz::report_stack_overflows();
+    // On a session's stack size, not libFuzzer's 8 MiB.
+    let data = data.to_vec();
+    imapmux_fuzz::on_tokio_stack(move || {
+        run(&data);
+        // One input in four also runs stretched to a 64 KiB line.
+        if data.len() % 4 == 0 {
+            if let Some(big) = imapmux_fuzz::stretch(&data, 65_536) {
+                run(&big);
+            }
+        }
+    });
+});
+
+fn run(data: &[u8]) {
+    if imapmux_fuzz::skip_open_findings(data) {
+        return;
+    }
     // As one line, the way the relay parses a SELECT line.
     parse(&[Bytes::copy_from_slice(data)], &[]);
 
@@ -85,4 +107,4 @@ fuzz_target!(|data: &[u8]| {
     if !lines.is_empty() {
         parse(&lines, &literals);
     }
-});
+}

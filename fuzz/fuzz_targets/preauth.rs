@@ -20,6 +20,12 @@
 //! answered by a successful handshake at once, as the driver does; a login
 //! still pending at the end is accepted.
 //!
+//! Runs on a thread with tokio's 2 MiB worker stack, like a session; one
+//! input in four is also run stretched to 64 KiB (`imapmux_fuzz::stretch`:
+//! runs of a repeated byte multiplied), as depth and time give no coverage.
+//! Inputs that would only find the open findings of fuzz/regressions/
+//! again are skipped (`imapmux_fuzz::skip_open_findings`).
+//!
 //! Invariants: no panic; everything sent is whole CRLF lines; no event
 //! after Close; nothing while a login is pending; bytes pipelined after
 //! STARTTLS are never executed; a login is requested only under TLS or with
@@ -172,7 +178,23 @@ impl Driver {
 }
 
 fuzz_target!(|data: &[u8]| {
-    imapmux_fuzz::report_stack_overflows();
+    // On a session's stack size, not libFuzzer's 8 MiB.
+    let data = data.to_vec();
+    imapmux_fuzz::on_tokio_stack(move || {
+        run(&data);
+        // One input in four also runs stretched to a 64 KiB line.
+        if data.len() % 4 == 0 {
+            if let Some(big) = imapmux_fuzz::stretch(&data, 65_536) {
+                run(&big);
+            }
+        }
+    });
+});
+
+fn run(data: &[u8]) {
+    if imapmux_fuzz::skip_open_findings(data) {
+        return;
+    }
     let (cfg, data) = match data {
         [0xFF, b'C', c, rest @ ..] => (*c, rest),
         _ => (DEFAULT_CONFIG, data),
@@ -222,4 +244,4 @@ fuzz_target!(|data: &[u8]| {
             d.login_ok();
         }
     }
-});
+}

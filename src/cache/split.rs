@@ -139,10 +139,10 @@ pub fn parse_fetch(resp: &[u8]) -> Option<FetchResponse> {
                 break;
             }
             b' ' if !items.is_empty() => p.i += 1,
+            // Items are separated by exactly one space, as Dovecot sends
+            // them and build_fetch_response rebuilds them.
+            _ if !items.is_empty() => return None,
             _ => {}
-        }
-        if p.peek()? == b')' {
-            continue;
         }
         let name = p.name()?;
         if p.peek()? != b' ' {
@@ -209,6 +209,12 @@ mod tests {
             b"* 1 FETCH (UID 1",
             b"* 1 FETCH (UID 1 X \"unterminated)\r\n",
             b"* 1 FETCH (UID 1 X {4294967296000}\r\n)\r\n",
+            // Fuzz finding (fetch_response): these were accepted, but a
+            // response rebuilt from their items has other bytes.
+            b"* 2 FETCH (S ()R 1)\r\n",
+            b"* 2 FETCH (FLAGS (\\Seen)UID 2)\r\n",
+            b"* 2 FETCH (UID 2 )\r\n",
+            b"* 2 FETCH (UID 2  FLAGS ())\r\n",
         ] {
             assert!(
                 parse_fetch(bad).is_none(),

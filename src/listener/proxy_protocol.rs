@@ -30,8 +30,20 @@ pub enum Parsed {
     Invalid,
 }
 
+/// The longest v1 header, CRLF included (PROXY protocol spec, 2.1).
+const V1_MAX: usize = 107;
+
 /// Parse the start of a connection (sans-I/O).
 pub fn parse(buf: &[u8]) -> Parsed {
+    // A v1 header is whole only with its CRLF. ppp judges some prefixes of
+    // valid headers invalid (cut after the source port's space, or inside a
+    // UTF-8 character), so a header split by TCP would be refused: wait.
+    if buf.starts_with(b"PROXY ")
+        && buf.len() < V1_MAX
+        && memchr::memmem::find(buf, b"\r\n").is_none()
+    {
+        return Parsed::Incomplete;
+    }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
         return if buf.len() >= MAX_HEADER {
@@ -42,6 +54,15 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
     match result {
         HeaderResult::V1(Ok(h)) => {
+            // ppp ends the line two bytes after its first CR, whatever they
+            // are ("… \n\r3" passes): the header must end in CRLF, or its
+            // tail would be left in the stream for the session.
+            if !buf
+                .get(..h.header.len())
+                .is_some_and(|l| l.ends_with(b"\r\n"))
+            {
+                return Parsed::Invalid;
+            }
             let source = match h.addresses {
                 ppp::v1::Addresses::Tcp4(a) => {
                     Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
@@ -197,6 +218,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse(&h[..20]), Parsed::Incomplete);
+    }
+
+    /// Fuzz finding (proxy_protocol): ppp called some prefixes of valid v1
+    /// headers invalid, so a header that arrived in two TCP segments could
+    /// be refused. Every prefix must be Incomplete.
+    #[test]
+    fn v1_header_in_pieces_is_incomplete_until_whole() {
+        for h in [
+            &b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 993\r\n"[..],
+            b"PROXY TCP6 2001:db8::7 2001:db8::1 4444 993\r\n",
+            b"PROXY UNKNOWN\r\n",
+            b"PROXY UNKNOWN \xc8\xab:ffff\xc8\xa9\xc8\xab:f.\r\n",
+        ] {
+            assert!(matches!(parse(h), Parsed::Header { len, .. } if len == h.len()));
+            for i in 0..h.len() {
+                assert_eq!(
+                    parse(&h[..i]),
+                    Parsed::Incomplete,
+                    "{:?}",
+                    String::from_utf8_lossy(&h[..i])
+                );
+            }
+        }
+        // Still refused once the line is over, or too long to be a header.
+        assert_eq!(
+            parse(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 \r\n"),
+            Parsed::Invalid
+        );
+        assert_eq!(parse(&[b'P'; 200]), Parsed::Invalid);
+        // ppp takes the first 19 bytes as a header (\n\r ends it for ppp).
+        let odd = b"PROXY UNKNOWN a \n\r35\r\n";
+        assert!(
+            matches!(HeaderResult::parse(odd), HeaderResult::V1(Ok(h)) if h.header.len() == 19)
+        );
+        assert_eq!(parse(odd), Parsed::Invalid);
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.resize(V1_MAX, b'1');
+        assert_eq!(parse(&long), Parsed::Invalid);
     }
 
     #[test]
