@@ -9,11 +9,20 @@ use std::time::Duration;
 
 use common::*;
 
-fn logins(d: &Dovecot, user: &str) -> usize {
+fn count_logins(d: &Dovecot, user: &str) -> usize {
     std::fs::read_to_string(d.log_path())
         .unwrap()
         .matches(&format!("Login: user=<{user}>"))
         .count()
+}
+
+/// Dovecot's login lines for `user`, once at least `want` are in its log
+/// (it writes them a moment after the client's OK; under load, later).
+fn logins_eventually(d: &Dovecot, user: &str, want: usize) -> usize {
+    wait_until(Duration::from_secs(10), || {
+        (count_logins(d, user) >= want).then_some(())
+    });
+    count_logins(d, user)
 }
 
 fn metric(admin: &str, series: &str) -> f64 {
@@ -68,7 +77,7 @@ async fn webmail_logins_reuse_one_backend_login() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        logins(&d, "user1"),
+        logins_eventually(&d, "user1", 1),
         1,
         "one backend login for five client sessions"
     );
@@ -88,7 +97,7 @@ async fn reuse_never_crosses_users_passwords_or_live_clients() {
     let mut c2 = session(&addr, "user2", "pass2").await;
     c2.select("INBOX").await.unwrap();
     assert_eq!(c2.fetch_body(1).await.unwrap(), d.message("user2", 1));
-    assert_eq!(logins(&d, "user2"), 1);
+    assert_eq!(logins_eventually(&d, "user2", 1), 1);
     // The same user with a wrong password: not handed the pooled
     // connection; Dovecot refuses it.
     let mut c3 = ImapClient::connect_tls(&addr, &TlsClient::insecure())
@@ -98,7 +107,7 @@ async fn reuse_never_crosses_users_passwords_or_live_clients() {
     // Two live clients of user1: one gets the pooled connection, the other a new login.
     let a = session(&addr, "user1", "pass1").await;
     let b = session(&addr, "user1", "pass1").await;
-    assert_eq!(logins(&d, "user1"), 2);
+    assert_eq!(logins_eventually(&d, "user1", 2), 2);
     drop((a, b, c2));
 }
 
@@ -113,14 +122,14 @@ async fn sessions_that_leave_state_are_not_reused() {
     // Not enabled here: SELECT shows no HIGHESTMODSEQ.
     let sel = c.select("INBOX").await.unwrap();
     assert!(!sel.to_string().contains("HIGHESTMODSEQ"), "{sel}");
-    assert_eq!(logins(&d, "user1"), 2);
+    assert_eq!(logins_eventually(&d, "user1", 2), 2);
     // A pipelined command in flight at LOGOUT: LOGOUT goes to Dovecot.
     c.write_raw(b"x1 NOOP\r\nx2 LOGOUT\r\n").await.unwrap();
     let r = c.read_tagged("x2").await.unwrap();
     assert!(r.is_ok());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _c = session(&addr, "user1", "pass1").await;
-    assert_eq!(logins(&d, "user1"), 3);
+    assert_eq!(logins_eventually(&d, "user1", 3), 3);
 }
 
 #[tokio::test]
@@ -137,7 +146,7 @@ async fn pooled_connections_expire_and_survive_a_backend_restart() {
     });
     assert!(expired.is_some(), "the pooled connection never expired");
     let mut c = session(&addr, "user1", "pass1").await;
-    assert_eq!(logins(&d, "user1"), 2);
+    assert_eq!(logins_eventually(&d, "user1", 2), 2);
     c.logout().await.unwrap();
     // Dovecot restarts while a connection is pooled: the probe fails and
     // the next login gets a fresh connection.

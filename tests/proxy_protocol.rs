@@ -54,6 +54,12 @@ async fn real_client_address_reaches_the_backend_v1_and_v2() {
     .await
     .unwrap();
     assert!(r.is_ok(), "{r}");
+    // Dovecot logs the logins a moment after the OK: wait for both.
+    wait_until(Duration::from_secs(10), || {
+        let rips = dovecot.login_rips("user1");
+        (rips.iter().any(|r| r == "203.0.113.7") && rips.iter().any(|r| r == "198.51.100.9"))
+            .then_some(())
+    });
     let rips = dovecot.login_rips("user1");
     assert!(rips.iter().any(|r| r == "203.0.113.7"), "{rips:?}");
     assert!(rips.iter().any(|r| r == "198.51.100.9"), "{rips:?}");
