@@ -23,8 +23,6 @@
 //! Runs on a thread with tokio's 2 MiB worker stack, like a session; one
 //! input in four is also run stretched to 64 KiB (`imapmux_fuzz::stretch`:
 //! runs of a repeated byte multiplied), as depth and time give no coverage.
-//! Inputs that would only find the open findings of fuzz/regressions/
-//! again are skipped (`imapmux_fuzz::skip_open_findings`).
 //!
 //! Invariants: no panic; everything sent is whole CRLF lines; no event
 //! after Close; nothing while a login is pending; bytes pipelined after
@@ -192,9 +190,6 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn run(data: &[u8]) {
-    if imapmux_fuzz::skip_open_findings(data) {
-        return;
-    }
     let (cfg, data) = match data {
         [0xFF, b'C', c, rest @ ..] => (*c, rest),
         _ => (DEFAULT_CONFIG, data),

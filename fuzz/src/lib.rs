@@ -67,42 +67,6 @@ pub fn stretch(input: &[u8], max: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Open findings in `imap::command` (see fuzz/regressions/README.md) that
-/// are being fixed elsewhere: inputs that would only find them again are
-/// skipped, so that the targets keep looking for new bugs and the CI smoke
-/// run does not fail at random on a known one. Set
-/// `IMAPMUX_FUZZ_OPEN_FINDINGS=1` to run them anyway (to reproduce them,
-/// or to check a fix); remove this filter once they are fixed.
-///
-/// - nesting of `(` deeper than 1,000 (stack overflow in `parse_command`);
-/// - a run of over 1,000 digits before a `}` (quadratic time in
-///   `parse_command`: every token rescans the line's trailing digits).
-pub fn skip_open_findings(data: &[u8]) -> bool {
-    static RUN_THEM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *RUN_THEM.get_or_init(|| std::env::var_os("IMAPMUX_FUZZ_OPEN_FINDINGS").is_some()) {
-        return false;
-    }
-    let (mut depth, mut max_depth, mut digits) = (0usize, 0usize, 0usize);
-    for &b in data {
-        match b {
-            b'(' => {
-                depth += 1;
-                max_depth = max_depth.max(depth);
-            }
-            b')' => depth = depth.saturating_sub(1),
-            b'\n' => depth = 0,
-            b'}' if digits > 1000 => return true,
-            _ => {}
-        }
-        digits = match b {
-            b'0'..=b'9' => digits + 1,
-            b'+' => digits,
-            _ => 0,
-        };
-    }
-    max_depth > 1000
-}
-
 /// What imapmux writes to a client must be whole IMAP lines: every line
 /// ends with CRLF and no CR, LF or NUL occurs anywhere else (a stray one
 /// would let a peer inject a response line).
