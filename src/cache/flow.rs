@@ -305,6 +305,16 @@ impl Flow {
         }
     }
 
+    /// The relay answered the command tagged `tag` itself (e.g. `NO` to
+    /// COMPRESS): no backend answer will come, so stop waiting for one.
+    /// Without this, a client repeating such commands would grow the
+    /// in-flight list without bound.
+    pub fn answered_by_proxy(&mut self, tag: &[u8]) {
+        if let Some(pos) = self.inflight.iter().rposition(|c| c.tag.as_bytes() == tag) {
+            self.inflight.remove(pos);
+        }
+    }
+
     /// True when backend frames can pass without looking at them beyond
     /// line starts (no FETCH of ours in flight and nothing assembling).
     pub fn idle(&self) -> bool {
@@ -1039,5 +1049,17 @@ mod template_tests {
         t.learn("k".into(), vec![Slot::Uid, Slot::Flags]);
         assert_eq!(t.bytes(), one + std::mem::size_of::<Slot>());
         assert_eq!(t.get("k").map(|o| o.len()), Some(2));
+    }
+
+    #[test]
+    fn commands_the_relay_answers_leave_nothing_in_flight() {
+        let cache = Arc::new(FetchCache::new(&crate::cache::CacheConfig::default()));
+        let mut f = Flow::new(cache, Arc::new(Templates::default()), "b", "u");
+        for i in 0..10_000 {
+            let line = format!("c{i} COMPRESS DEFLATE\r\n");
+            f.on_client_command(line.as_bytes(), false);
+            f.answered_by_proxy(format!("c{i}").as_bytes());
+        }
+        assert!(f.inflight.is_empty(), "{}", f.inflight.len());
     }
 }

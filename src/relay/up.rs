@@ -164,6 +164,9 @@ where
                             // COMPRESS would change the framing under us and
                             // STARTTLS is only valid before login.
                             "COMPRESS" | "STARTTLS" if literal.is_none() => {
+                                if let Some(f) = &shared.flow {
+                                    lock(f).answered_by_proxy(cur_tag.as_bytes());
+                                }
                                 let reply = format!("{cur_tag} NO [CANNOT] {name} is not available through this proxy.\r\n");
                                 if write_out(&mut backend, &buf[written..off]).await.is_err() {
                                     return RelayEnd::BackendError;
