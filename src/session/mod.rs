@@ -3,6 +3,7 @@
 //! that runs them over sockets ([`conn`]).
 
 pub mod conn;
+pub mod end;
 pub mod mailbox;
 pub mod park;
 pub mod parked;
