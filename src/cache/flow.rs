@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 /// Tags of imapmux's own commands on a client's backend connection.
-pub const PREFETCH_TAG_PREFIX: &[u8] = b"imapmux.";
+pub use crate::relay::OWN_TAG_PREFIX as PREFETCH_TAG_PREFIX;
+pub use crate::relay::{Disposition, Upstream};
 
 use bytes::{Bytes, BytesMut};
 
@@ -30,6 +31,7 @@ use crate::imap::command::trim_crlf;
 use crate::imap::fetch::{
     build_fetch_response as build_fetch, fetch_seq, parse_fetch_command, FetchAtt, FetchCommand,
 };
+use crate::relay::{Command, Hook};
 use crate::session::mailbox::{Change, Tracker};
 
 /// Most messages one served FETCH may cover.
@@ -147,7 +149,6 @@ struct Waiting {
     proxy_tag: String,
     /// Set when the prefetch completed: true for a plain OK.
     outcome: Option<bool>,
-    signaled: bool,
 }
 
 #[derive(Debug)]
@@ -185,31 +186,8 @@ impl Cmd {
     }
 }
 
-/// What to do with a client command.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Upstream {
-    /// Send it to the backend as it is.
-    Forward,
-    /// Send this line instead (a FETCH the cache partly answers).
-    Replace(Vec<u8>),
-    /// Do not send anything: these bytes are the whole answer.
-    Answer(Vec<u8>),
-    /// Send this command of ours first, wait until [`Flow::prefetch_done`],
-    /// then ask [`Flow::after_prefetch`] what to do with the client's.
-    Prefetch(Vec<u8>),
-}
-
 /// Most messages a FETCH answered without the backend may cover.
 const MAX_LOCAL_MESSAGES: usize = 64;
-
-/// What to do with a backend frame.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Disposition {
-    /// Send to the client unchanged.
-    Pass,
-    /// Held by the flow; output comes from [`Flow::take_output`].
-    Hold,
-}
 
 /// A FETCH response being assembled from frames.
 #[derive(Debug)]
@@ -218,23 +196,6 @@ struct Resp {
     hold: bool,
     /// Too large to assemble: passes through without filling.
     overflow: bool,
-}
-
-/// `UID <n>` among the items of a FETCH response's first line.
-fn uid_in_line(line: &[u8]) -> Option<u32> {
-    let open = line.iter().position(|c| *c == b'(')?;
-    let text = std::str::from_utf8(&line[open + 1..]).ok()?;
-    let mut words = text.split([' ', ')', '\r', '\n']);
-    while let Some(w) = words.next() {
-        if w.eq_ignore_ascii_case("UID") {
-            return words.next()?.parse().ok();
-        }
-        if w.contains('[') || w.starts_with('{') || w.starts_with('"') || w.starts_with('(') {
-            // Past simple items: stop rather than misread data as items.
-            return None;
-        }
-    }
-    None
 }
 
 fn cmd_str(a: &FetchAtt) -> String {
@@ -255,7 +216,6 @@ pub struct Flow {
     templates: Arc<Templates>,
     backend: Arc<str>,
     user: Arc<str>,
-    pub tracker: Tracker,
     inflight: VecDeque<Cmd>,
     resp: Option<Resp>,
     output: BytesMut,
@@ -295,7 +255,6 @@ impl Flow {
             templates,
             backend: backend.into(),
             user: user.into(),
-            tracker: Tracker::default(),
             inflight: VecDeque::new(),
             resp: None,
             output: BytesMut::new(),
@@ -309,8 +268,8 @@ impl Flow {
     /// COMPRESS): no backend answer will come, so stop waiting for one.
     /// Without this, a client repeating such commands would grow the
     /// in-flight list without bound.
-    pub fn answered_by_proxy(&mut self, tag: &[u8]) {
-        if let Some(pos) = self.inflight.iter().rposition(|c| c.tag.as_bytes() == tag) {
+    pub fn answered_by_proxy(&mut self, tag: &str) {
+        if let Some(pos) = self.inflight.iter().rposition(|c| c.tag == tag) {
             self.inflight.remove(pos);
         }
     }
@@ -323,13 +282,10 @@ impl Flow {
 
     /// A client command (its first line; `has_literal` when more follows).
     /// Returns the replacement line to send instead, if any.
-    pub fn on_client_command(&mut self, line: &[u8], has_literal: bool) -> Upstream {
-        let Some(sp) = line.iter().position(|b| *b == b' ') else {
-            return Upstream::Forward;
-        };
-        let tag = String::from_utf8_lossy(&line[..sp]).into_owned();
-        self.tracker.on_command(line);
-        if has_literal {
+    pub fn on_client_command(&mut self, cmd: &Command, line: &[u8], view: &Tracker) -> Upstream {
+        let sp = cmd.tag.len();
+        let tag = cmd.tag.to_string();
+        if cmd.literal {
             self.inflight.push_back(Cmd::new(tag, Kind::Other));
             return Upstream::Forward;
         }
@@ -346,7 +302,7 @@ impl Flow {
         let planned = if busy {
             None
         } else {
-            self.plan(&line[sp + 1..], true)
+            self.plan(&line[sp + 1..], true, view)
         };
         let (kind, up) = planned.unwrap_or((Kind::Other, Upstream::Forward));
         let up = match up {
@@ -379,7 +335,6 @@ impl Flow {
                     tag,
                     proxy_tag,
                     outcome: None,
-                    signaled: false,
                 });
                 return Upstream::Prefetch(l);
             }
@@ -389,28 +344,16 @@ impl Flow {
         up
     }
 
-    /// True once, when our prefetch has completed (the relay then wakes
-    /// the client side, which calls [`Flow::after_prefetch`]).
-    pub fn prefetch_done(&mut self) -> bool {
-        match self.waiting.as_mut() {
-            Some(w) if w.outcome.is_some() && !w.signaled => {
-                w.signaled = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// After the prefetch: what to send for the client's command. `None`
     /// while the prefetch is still running.
-    pub fn after_prefetch(&mut self) -> Option<Upstream> {
+    pub fn after_prefetch(&mut self, view: &Tracker) -> Option<Upstream> {
         let outcome = self.waiting.as_ref()?.outcome?;
         let w = self.waiting.take()?;
         let sp = w.line.iter().position(|b| *b == b' ').unwrap_or(0);
         let planned = if outcome {
             w.line
                 .get(sp + 1..)
-                .and_then(|after| self.plan(after, false))
+                .and_then(|after| self.plan(after, false, view))
         } else {
             None
         };
@@ -443,6 +386,7 @@ impl Flow {
         uids: &[u32],
         pinned: &HashMap<u32, Arc<MessageItems>>,
         template: &[Slot],
+        view: &Tracker,
     ) -> Option<Vec<u8>> {
         if uids.len() > MAX_LOCAL_MESSAGES
             || cmd.sets_seen()
@@ -454,7 +398,7 @@ impl Flow {
         {
             return None;
         }
-        let sel = self.tracker.selected.as_ref()?;
+        let sel = view.selected.as_ref()?;
         let mut msgs: Vec<(u32, u32)> = uids
             .iter()
             .map(|u| Some((sel.seq_of(*u)?, *u)))
@@ -483,11 +427,11 @@ impl Flow {
         Some(out)
     }
 
-    fn mailbox_key(&self) -> Option<MailboxKey> {
-        if self.tracker.changing() {
+    fn mailbox_key(&self, view: &Tracker) -> Option<MailboxKey> {
+        if view.changing() {
             return None;
         }
-        let sel = self.tracker.selected.as_ref()?;
+        let sel = view.selected.as_ref()?;
         Some(MailboxKey::new(
             &self.backend,
             &self.user,
@@ -497,12 +441,17 @@ impl Flow {
     }
 
     /// Decide Fill or Serve for a FETCH command (text after the tag).
-    fn plan(&mut self, after_tag: &[u8], may_prefetch: bool) -> Option<(Kind, Upstream)> {
+    fn plan(
+        &mut self,
+        after_tag: &[u8],
+        may_prefetch: bool,
+        view: &Tracker,
+    ) -> Option<(Kind, Upstream)> {
         let cmd: FetchCommand = parse_fetch_command(trim_crlf(after_tag))?;
         if cmd.has_modifiers || !cmd.items.iter().any(|a| a.cacheable()) {
             return None;
         }
-        let mailbox = self.mailbox_key()?;
+        let mailbox = self.mailbox_key(view)?;
         let template_key = format!(
             "{}|{}|{}",
             self.backend,
@@ -528,7 +477,7 @@ impl Flow {
         // from the backend's own responses and kept through EXPUNGE and
         // EXISTS), UID ranges and `*` resolve exactly; otherwise only an
         // explicit UID list or mapped sequence numbers can be served.
-        let sel = self.tracker.selected.as_ref()?;
+        let sel = view.selected.as_ref()?;
         let uids: Vec<u32> = if cmd.uid {
             match sel.complete_uids() {
                 Some(all) => {
@@ -656,7 +605,7 @@ impl Flow {
             self.count_miss();
             return Some((fill(atts), Upstream::Forward));
         }
-        if let Some(answer) = self.answer_locally(&cmd, &uids, &pinned, &template) {
+        if let Some(answer) = self.answer_locally(&cmd, &uids, &pinned, &template, view) {
             let bytes: usize = answer.len();
             self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
             self.cache
@@ -708,12 +657,19 @@ impl Flow {
     /// A backend frame: the first line part of a response (`first`), a
     /// later line part, or literal data. `end` is true on the last frame
     /// of the response.
-    pub fn on_backend_frame(&mut self, bytes: &[u8], first: bool, end: bool) -> Disposition {
+    pub fn on_backend_frame(
+        &mut self,
+        bytes: &[u8],
+        first: bool,
+        end: bool,
+        view: &mut Tracker,
+        changes: &[Change],
+    ) -> Disposition {
         if first {
             self.start_response(bytes);
         }
         let Some(resp) = self.resp.as_mut() else {
-            if first && end && self.complete_line(bytes) {
+            if first && end && self.complete_line(bytes, view, changes) {
                 return Disposition::Hold;
             }
             return Disposition::Pass;
@@ -745,7 +701,7 @@ impl Flow {
             let resp = self.resp.take();
             if let Some(r) = resp {
                 if !r.overflow {
-                    self.finish_response(r.buf.freeze(), hold);
+                    self.finish_response(r.buf.freeze(), hold, view);
                 }
             }
         }
@@ -763,20 +719,15 @@ impl Flow {
 
     fn start_response(&mut self, line: &[u8]) {
         self.resp = None;
-        let Some(seq) = fetch_seq(line) else {
+        if fetch_seq(line).is_none() {
             return;
-        };
+        }
         let hold = match self.head_fetch().map(|c| &c.kind) {
             Some(Kind::Serve(_)) | Some(Kind::Prefetch(_)) => true,
             Some(Kind::Fill(_)) => false,
-            _ => {
-                // FETCH outside our commands: only the UID map learns, from
-                // the first line; nothing is assembled.
-                if let Some(uid) = uid_in_line(line) {
-                    self.tracker.on_fetch_uid(seq, uid);
-                }
-                return;
-            }
+            // FETCH outside our commands: the relay's view learns the UID
+            // from the first line; nothing is assembled.
+            _ => return,
         };
         self.resp = Some(Resp {
             buf: BytesMut::new(),
@@ -787,11 +738,10 @@ impl Flow {
 
     /// A one-line response that is not part of a FETCH we handle. True
     /// when it answers a command of ours (the client must not see it).
-    fn complete_line(&mut self, line: &[u8]) -> bool {
-        let changes = self.tracker.on_response(line);
-        self.apply(changes);
+    fn complete_line(&mut self, line: &[u8], view: &Tracker, changes: &[Change]) -> bool {
+        self.apply(changes, view);
         let tagged = crate::imap::command::tag_of(line).is_some();
-        if let Some(sel) = self.tracker.selected.as_ref().filter(|_| tagged) {
+        if let Some(sel) = view.selected.as_ref().filter(|_| tagged) {
             if let Some(v) = sel.uidvalidity {
                 if self.uidvalidities.len() > 1000 {
                     self.uidvalidities.clear();
@@ -828,24 +778,26 @@ impl Flow {
         false
     }
 
-    fn apply(&mut self, changes: Vec<Change>) {
+    fn apply(&mut self, changes: &[Change], view: &Tracker) {
         for c in changes {
             match c {
                 Change::Expunged(uid) => {
-                    if let Some(mk) = self.mailbox_key() {
-                        self.cache
-                            .invalidate_message(&MessageKey { mailbox: mk, uid });
+                    if let Some(mk) = self.mailbox_key(view) {
+                        self.cache.invalidate_message(&MessageKey {
+                            mailbox: mk,
+                            uid: *uid,
+                        });
                     }
                 }
                 Change::MailboxInvalid(name) => {
                     self.cache
-                        .invalidate_mailbox(&self.backend, &self.user, &name)
+                        .invalidate_mailbox(&self.backend, &self.user, name)
                 }
             }
         }
     }
 
-    fn finish_response(&mut self, resp: Bytes, hold: bool) {
+    fn finish_response(&mut self, resp: Bytes, hold: bool, view: &mut Tracker) {
         let Some(parsed) = parse_fetch(&resp) else {
             if hold {
                 self.output.extend_from_slice(&resp);
@@ -863,9 +815,9 @@ impl Flow {
                 .flatten()
         });
         if let Some(uid) = uid {
-            self.tracker.on_fetch_uid(parsed.seq, uid);
+            view.on_fetch_uid(parsed.seq, uid);
         }
-        let uid = uid.or_else(|| self.tracker.selected.as_ref()?.uid_of(parsed.seq));
+        let uid = uid.or_else(|| view.selected.as_ref()?.uid_of(parsed.seq));
         let mut hold: Option<(MessageKey, Vec<CachedItem>)> = None;
         let head = self.inflight.front().map(|c| &c.kind);
         match head {
@@ -1026,6 +978,36 @@ impl Flow {
     }
 }
 
+/// The FETCH cache as a relay hook.
+impl Hook for Flow {
+    fn command(&mut self, cmd: &Command, line: &[u8], view: &Tracker) -> Upstream {
+        self.on_client_command(cmd, line, view)
+    }
+
+    fn answered_by_proxy(&mut self, tag: &str) {
+        Flow::answered_by_proxy(self, tag);
+    }
+
+    fn after_prefetch(&mut self, view: &Tracker) -> Option<Upstream> {
+        Flow::after_prefetch(self, view)
+    }
+
+    fn backend_frame(
+        &mut self,
+        bytes: &[u8],
+        first: bool,
+        end: bool,
+        view: &mut Tracker,
+        changes: &[Change],
+    ) -> Disposition {
+        self.on_backend_frame(bytes, first, end, view, changes)
+    }
+
+    fn take_output(&mut self) -> Option<Bytes> {
+        Flow::take_output(self)
+    }
+}
+
 #[cfg(test)]
 mod template_tests {
     use super::*;
@@ -1055,10 +1037,12 @@ mod template_tests {
     fn commands_the_relay_answers_leave_nothing_in_flight() {
         let cache = Arc::new(FetchCache::new(&crate::cache::CacheConfig::default()));
         let mut f = Flow::new(cache, Arc::new(Templates::default()), "b", "u");
+        let view = Tracker::default();
         for i in 0..10_000 {
             let line = format!("c{i} COMPRESS DEFLATE\r\n");
-            f.on_client_command(line.as_bytes(), false);
-            f.answered_by_proxy(format!("c{i}").as_bytes());
+            let cmd = Command::parse(line.as_bytes(), false).unwrap();
+            f.on_client_command(&cmd, line.as_bytes(), &view);
+            f.answered_by_proxy(&format!("c{i}"));
         }
         assert!(f.inflight.is_empty(), "{}", f.inflight.len());
     }

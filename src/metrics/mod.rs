@@ -14,7 +14,7 @@
 //! when Prometheus scrapes.
 
 pub mod auth;
-mod command;
+pub mod command;
 pub mod park;
 pub mod pool;
 pub mod push;
@@ -29,7 +29,7 @@ use prometheus::{
 };
 use thiserror::Error;
 
-pub use command::{command_label, CommandMeter, CommandResult, CommandTracker, Completed};
+pub use command::{command_label, CommandResult};
 pub use sampled::SessionBytes;
 
 use crate::cache::FetchCache;

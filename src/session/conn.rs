@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::end::EndReason;
 use super::preauth::{CloseReason, Event, PreAuth, PreAuthConfig};
 use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
@@ -21,7 +22,7 @@ use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
 use crate::listener::limits::Admission;
 use crate::metrics::{LoginResult, Metrics, RejectReason};
-use crate::relay::{relay, Counters, RelayConfig, RelayEnd};
+use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig};
 use crate::route::{Backend, Router};
 
 /// Everything a connection needs, shared by all connections.
@@ -161,12 +162,19 @@ async fn run(
             release_on_logout: reusable,
             park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
         };
-        let flow = match (&ctx.cache, &summary.backend, &summary.user) {
-            (Some((cache, templates)), Some(backend), Some(user)) => Some(
-                crate::cache::flow::Flow::new(cache.clone(), templates.clone(), backend, user),
-            ),
-            _ => None,
-        };
+        // Features hook into the relay core: the FETCH cache, metrics.
+        let mut hooks: Vec<Box<dyn Hook>> = Vec::with_capacity(2);
+        if let (Some((cache, templates)), Some(backend), Some(user)) =
+            (&ctx.cache, &summary.backend, &summary.user)
+        {
+            hooks.push(Box::new(crate::cache::flow::Flow::new(
+                cache.clone(),
+                templates.clone(),
+                backend,
+                user,
+            )));
+        }
+        hooks.push(Box::new(MetricsHook::new(ctx.metrics.clone())));
         // Counted open for as long as the relay runs.
         let backend_conn = summary
             .backend
@@ -185,15 +193,13 @@ async fn run(
         let out = Box::pin(relay(
             client_side,
             (backend_stream, backend_buf),
-            &relay_cfg,
+            relay_cfg,
             counters,
-            flow,
-            Some(ctx.metrics.clone()),
+            hooks,
             ctx.close_now.clone(),
         ))
         .await;
         drop(backend_conn);
-        summary.end = out.end.as_str();
         let caps = || {
             capabilities
                 .as_deref()
@@ -202,8 +208,9 @@ async fn run(
                 .map(String::from)
                 .collect::<Vec<_>>()
         };
-        match (out.end, out.backend, out.client, out.parked) {
-            (RelayEnd::Released, Some((stream, buf)), _, _) => {
+        match (out.finish, out.backend, out.client) {
+            (Finish::Release, Some((stream, buf)), _) => {
+                summary.end = EndReason::Logout.as_str();
                 let li = LoggedIn {
                     stream,
                     buf,
@@ -213,7 +220,7 @@ async fn run(
                 release(ctx, &mut summary, li).await;
                 break;
             }
-            (RelayEnd::Parked, Some((bstream, bbuf)), Some((cstream, cbuf)), Some(parked)) => {
+            (Finish::Park(parked), Some((bstream, bbuf)), Some((cstream, cbuf))) => {
                 let Some((backend, creds, user)) = summary.retained.clone() else {
                     break;
                 };
@@ -232,6 +239,7 @@ async fn run(
                     user,
                     counters,
                 };
+                let parked = (parked.mailbox, parked.read_only, parked.idle_tag);
                 match Box::pin(p.park((cstream, cbuf), old, parked)).await {
                     super::park::Outcome::Resumed {
                         client,
@@ -247,8 +255,13 @@ async fn run(
                     }
                 }
             }
-            (end, _, _, _) => {
-                if ctx.pool.is_some() && end == RelayEnd::Logout {
+            (finish, _, _) => {
+                let end = match finish {
+                    Finish::End(r) => r,
+                    Finish::Release | Finish::Park(_) => EndReason::BackendError,
+                };
+                summary.end = end.as_str();
+                if ctx.pool.is_some() && end == EndReason::Logout {
                     ctx.metrics.pool.released(false);
                 }
                 break;

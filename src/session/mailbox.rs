@@ -12,6 +12,8 @@ use crate::imap::command::trim_crlf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
     pub name: String,
+    /// Selected with EXAMINE.
+    pub read_only: bool,
     pub uidvalidity: Option<u32>,
     /// `uids[seq - 1]`; 0 = not known.
     uids: Vec<u32>,
@@ -24,6 +26,7 @@ impl Selected {
     fn new(name: String) -> Self {
         Selected {
             name,
+            read_only: false,
             uidvalidity: None,
             uids: Vec::new(),
         }
@@ -131,9 +134,18 @@ pub enum Change {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
-    Select { tag: String, name: String },
-    Close { tag: String },
-    Drop { tag: String, names: Vec<String> },
+    Select {
+        tag: String,
+        name: String,
+        read_only: bool,
+    },
+    Close {
+        tag: String,
+    },
+    Drop {
+        tag: String,
+        names: Vec<String>,
+    },
 }
 
 /// Follows SELECT/EXAMINE, CLOSE/UNSELECT, DELETE/RENAME, EXISTS,
@@ -168,7 +180,9 @@ fn atom_or_quoted(s: &str) -> Option<(String, &str)> {
 }
 
 impl Tracker {
-    /// A client command line (first line of a command).
+    /// A client command line (first line of a command): split and passed
+    /// to [`Tracker::command`] (the relay core calls that directly with the
+    /// parts it parsed once).
     pub fn on_command(&mut self, line: &[u8]) {
         let Ok(text) = std::str::from_utf8(trim_crlf(line)) else {
             return;
@@ -178,15 +192,26 @@ impl Tracker {
             return;
         };
         let rest = parts.next().unwrap_or("");
+        self.command(tag, &name.to_ascii_uppercase(), rest);
+    }
+
+    /// A client command: its tag, upper-cased verb and the text after the
+    /// verb (without CRLF).
+    pub fn command(&mut self, tag: &str, verb: &str, rest: &str) {
         let tag = tag.to_string();
-        match name.to_ascii_uppercase().as_str() {
+        match verb {
             "SELECT" | "EXAMINE" => {
                 // Per RFC 9051 a SELECT deselects at once, success or not.
                 self.selected = None;
                 self.select_uidvalidity = None;
                 self.pending_exists = None;
+                let read_only = verb == "EXAMINE";
                 match atom_or_quoted(rest) {
-                    Some((name, _)) => self.pending.push(Pending::Select { tag, name }),
+                    Some((name, _)) => self.pending.push(Pending::Select {
+                        tag,
+                        name,
+                        read_only,
+                    }),
                     None => self.pending.push(Pending::Close { tag }),
                 }
             }
@@ -288,9 +313,12 @@ impl Tracker {
             return changes;
         };
         match self.pending.remove(pos) {
-            Pending::Select { name, .. } => {
+            Pending::Select {
+                name, read_only, ..
+            } => {
                 if ok {
                     let mut s = Selected::new(name);
+                    s.read_only = read_only;
                     s.uidvalidity = self.select_uidvalidity.take();
                     if let Some(n) = self.pending_exists.take() {
                         s.set_exists(n);
@@ -335,6 +363,23 @@ impl Tracker {
             .iter()
             .any(|p| matches!(p, Pending::Select { .. } | Pending::Close { .. }))
     }
+}
+
+/// `UID <n>` among the items of a FETCH response's first line.
+pub fn uid_in_line(line: &[u8]) -> Option<u32> {
+    let open = line.iter().position(|c| *c == b'(')?;
+    let text = std::str::from_utf8(&line[open + 1..]).ok()?;
+    let mut words = text.split([' ', ')', '\r', '\n']);
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("UID") {
+            return words.next()?.parse().ok();
+        }
+        if w.contains('[') || w.starts_with('{') || w.starts_with('"') || w.starts_with('(') {
+            // Past simple items: stop rather than misread data as items.
+            return None;
+        }
+    }
+    None
 }
 
 /// Expand a UID set without `*` (VANISHED never has one), bounded.

@@ -1,0 +1,535 @@
+//! [`RelaySession`]: the authenticated phase of one client session as a
+//! sans-I/O state machine, in the manner of quinn-proto's `Connection`.
+//!
+//! Inputs: bytes from the client, bytes from the backend, end of either
+//! stream, shutdown, and `now` (the core never reads the clock). Outputs:
+//! bytes for each side ([`RelaySession::client_transmit`],
+//! [`RelaySession::backend_transmit`]), whether each side may be read
+//! (bounded queues: backpressure), one deadline
+//! ([`RelaySession::poll_timeout`]) and, once, how it finished
+//! ([`Finish`]: ended, backend released for reuse, or client to park).
+//!
+//! It owns the in-flight command ledger (each command parsed once), the
+//! mailbox view, IDLE and parking state, synchronizing literals waiting
+//! for the backend's `+`, and the answers imapmux gives itself (sent only
+//! between two backend messages). Features are [`Hook`]s.
+
+pub(crate) mod backend;
+mod client;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::hooks::Hook;
+use super::ledger::{Command, Completed, Ledger};
+use super::outq::OutQueue;
+use crate::imap::framing::{Framer, LiteralSpec, Piece};
+use crate::session::end::{EndReason, Phase};
+use crate::session::mailbox::Tracker;
+
+/// Most bytes queued toward one side before the relay stops reading the
+/// other side.
+pub const OUT_MAX: usize = 256 * 1024;
+
+/// Most bytes of imapmux's own answers (cache hits, refusals) not yet
+/// written to the client before imapmux stops reading its commands. One
+/// answer may exceed it (bounded by the cache's `max_item_size`).
+pub const INJECT_MAX: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub max_line: usize,
+    /// Client inactivity before `* BYE` (RFC 9051: at least 30 minutes).
+    pub idle_timeout: Duration,
+    /// How long to wait for a message boundary to send a BYE (and for the
+    /// client to take it).
+    pub bye_grace: Duration,
+    /// How long the backend may take to answer a hook's prefetch.
+    pub prefetch_timeout: Duration,
+    /// Answer a LOGOUT itself and hand the backend connection back (for
+    /// reuse) when nothing is in flight and the session changed no state
+    /// that would outlive it.
+    pub release_on_logout: bool,
+    /// Park a client idling (IDLE) this long with nothing else in flight.
+    pub park_after: Option<Duration>,
+}
+
+/// What a parked client needs to be resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub mailbox: String,
+    pub read_only: bool,
+    /// The tag of the client's IDLE (its tagged OK is owed).
+    pub idle_tag: String,
+}
+
+/// How the relay finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// The session is over.
+    End(EndReason),
+    /// The client logged out; imapmux answered it and keeps the backend
+    /// connection, logged in and idle, for reuse.
+    Release,
+    /// The client idled long enough: imapmux ended the IDLE on the backend
+    /// (its tagged answer kept from the client); park the client.
+    Park(Parked),
+}
+
+impl Finish {
+    /// Whether what is queued for the client should still be written.
+    pub fn flush_client(&self) -> bool {
+        !matches!(
+            self,
+            Finish::End(EndReason::ClientClosed | EndReason::ClientError)
+        )
+    }
+}
+
+/// What imapmux says itself, sent between two backend messages.
+#[derive(Debug)]
+struct Inject {
+    bytes: Bytes,
+    then: Option<Finish>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tag: Box<str>,
+    /// The client sent DONE (a late `+` does not start idling).
+    done: bool,
+    /// When the backend accepted it (`+`).
+    since: Option<Instant>,
+}
+
+/// A client command held back: waiting for a hook's prefetch.
+#[derive(Debug)]
+struct Held {
+    cmd: Command,
+    line: Bytes,
+    literal: Option<LiteralSpec>,
+    hook: usize,
+    deadline: Instant,
+}
+
+pub struct RelaySession {
+    cfg: RelayConfig,
+    client_in: BytesMut,
+    backend_in: BytesMut,
+    /// Client-to-backend and backend-to-client framing.
+    up: Framer,
+    down: Framer,
+    /// A client piece found but not processed yet (the ledger was full).
+    stepped: Option<(Piece, usize)>,
+    held: Option<Held>,
+    to_backend: OutQueue,
+    to_client: OutQueue,
+    injects: VecDeque<Inject>,
+    /// Injected bytes queued toward the client and not written yet: end
+    /// offsets in the client stream, and lengths.
+    inject_marks: VecDeque<(u64, usize)>,
+    client_pushed: u64,
+    client_written: u64,
+    /// Bytes of injected answers not written to the client yet.
+    inject_pending: usize,
+    ledger: Ledger,
+    view: Tracker,
+    hooks: Vec<Box<dyn Hook>>,
+    /// Tag of the command whose synchronizing literal waits for `+`.
+    awaiting_plus: Option<Box<str>>,
+    /// Tag of the client message being read (literals continue it).
+    cur_tag: Box<str>,
+    idle: Option<Idle>,
+    /// imapmux sent DONE to park the client.
+    parking: bool,
+    /// The session changed backend state that outlives it.
+    dirty: bool,
+    logout: bool,
+    last_client: Instant,
+    /// A closing answer is queued; the session ends at this deadline at
+    /// the latest.
+    closing: Option<Instant>,
+    finish: Option<Finish>,
+}
+
+impl std::fmt::Debug for RelaySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelaySession")
+            .field("in_flight", &self.ledger.len())
+            .field("finish", &self.finish)
+            .finish()
+    }
+}
+
+impl RelaySession {
+    /// A relay starting at `now`. `client_in`: what the client sent after
+    /// its login (pipelined); `backend_in`: what the backend sent after
+    /// the login answer.
+    pub fn new(
+        cfg: RelayConfig,
+        client_in: BytesMut,
+        backend_in: BytesMut,
+        hooks: Vec<Box<dyn Hook>>,
+        now: Instant,
+    ) -> Self {
+        let mut s = RelaySession {
+            up: Framer::new(cfg.max_line),
+            down: Framer::new(cfg.max_line),
+            cfg,
+            client_in,
+            backend_in,
+            stepped: None,
+            held: None,
+            to_backend: OutQueue::default(),
+            to_client: OutQueue::default(),
+            injects: VecDeque::new(),
+            inject_marks: VecDeque::new(),
+            client_pushed: 0,
+            client_written: 0,
+            inject_pending: 0,
+            ledger: Ledger::default(),
+            view: Tracker::default(),
+            hooks,
+            awaiting_plus: None,
+            cur_tag: "".into(),
+            idle: None,
+            parking: false,
+            dirty: false,
+            logout: false,
+            last_client: now,
+            closing: None,
+            finish: None,
+        };
+        s.process_backend(now);
+        s.process_client(now);
+        s
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.finish {
+            None => Phase::Attached,
+            Some(Finish::Park(_)) => Phase::Parked,
+            Some(_) => Phase::Ended,
+        }
+    }
+
+    /// How the relay finished, once it has.
+    pub fn finished(&self) -> Option<&Finish> {
+        self.finish.as_ref()
+    }
+
+    /// The mailbox view (selected mailbox, sequence → UID map).
+    pub fn view(&self) -> &Tracker {
+        &self.view
+    }
+
+    /// Client commands in flight.
+    pub fn in_flight(&self) -> usize {
+        self.ledger.len()
+    }
+
+    /// The session changed backend state that outlives it.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    // ----- input -----
+
+    /// Whether the driver should read the client now.
+    pub fn wants_client_read(&self) -> bool {
+        self.finish.is_none()
+            && self.closing.is_none()
+            && !self.parking
+            && self.held.is_none()
+            && self.stepped.is_none()
+            && self.to_backend.len() < OUT_MAX
+            && self.inject_outstanding() < INJECT_MAX
+    }
+
+    /// Whether the driver should read the backend now.
+    pub fn wants_backend_read(&self) -> bool {
+        self.finish.is_none() && self.to_client.len() < OUT_MAX
+    }
+
+    /// Client bytes arrived in the driver's `buf` (taken, `buf` is left
+    /// empty, usually holding the capacity of an earlier buffer).
+    pub fn client_read(&mut self, buf: &mut BytesMut, now: Instant) {
+        take_into(&mut self.client_in, buf);
+        self.last_client = now;
+        self.process_client(now);
+    }
+
+    /// Backend bytes arrived in the driver's `buf` (taken).
+    pub fn backend_read(&mut self, buf: &mut BytesMut, now: Instant) {
+        take_into(&mut self.backend_in, buf);
+        self.process_backend(now);
+        // Answers may have unblocked client commands (ledger, prefetch).
+        self.process_client(now);
+    }
+
+    /// Feed client bytes (tests, simple drivers).
+    pub fn client_input(&mut self, data: &[u8], now: Instant) {
+        self.client_read(&mut BytesMut::from(data), now);
+    }
+
+    /// Feed backend bytes (tests, simple drivers).
+    pub fn backend_input(&mut self, data: &[u8], now: Instant) {
+        self.backend_read(&mut BytesMut::from(data), now);
+    }
+
+    /// The client closed its side (`error`: it failed).
+    pub fn client_closed(&mut self, error: bool) {
+        if self.finish.is_some() {
+            return;
+        }
+        self.finish = Some(Finish::End(if error {
+            EndReason::ClientError
+        } else if self.logout {
+            EndReason::Logout
+        } else {
+            EndReason::ClientClosed
+        }));
+    }
+
+    /// The backend closed its side (`error`: it failed).
+    pub fn backend_closed(&mut self, error: bool) {
+        if self.finish.is_some() {
+            return;
+        }
+        self.finish = Some(Finish::End(if error {
+            EndReason::BackendError
+        } else if self.logout {
+            EndReason::Logout
+        } else {
+            EndReason::BackendClosed
+        }));
+    }
+
+    /// Writing to the client failed.
+    pub fn client_write_failed(&mut self) {
+        if !matches!(self.finish, Some(Finish::End(_))) {
+            self.finish = Some(Finish::End(EndReason::ClientError));
+        }
+    }
+
+    /// Writing to the backend failed.
+    pub fn backend_write_failed(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(Finish::End(EndReason::BackendError));
+        }
+    }
+
+    /// imapmux is shutting down: `* BYE` at the next message boundary.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.close_with(
+            b"* BYE [UNAVAILABLE] Server shutting down.\r\n",
+            EndReason::Shutdown,
+            now,
+        );
+    }
+
+    // ----- output -----
+
+    /// The next bytes to write to the client.
+    pub fn client_transmit(&self) -> Option<&[u8]> {
+        self.to_client.front()
+    }
+
+    /// `n` bytes of [`RelaySession::client_transmit`] were written.
+    pub fn client_sent(&mut self, n: usize, now: Instant) {
+        self.to_client.consume(n);
+        self.client_written += n as u64;
+        while let Some((end, len)) = self.inject_marks.front().copied() {
+            if end > self.client_written {
+                break;
+            }
+            self.inject_pending -= len;
+            self.inject_marks.pop_front();
+        }
+        if self.stepped.is_some() {
+            // Room again: commands held for it go on.
+            self.process_client(now);
+        }
+    }
+
+    pub fn backend_transmit(&self) -> Option<&[u8]> {
+        self.to_backend.front()
+    }
+
+    pub fn backend_sent(&mut self, n: usize, now: Instant) {
+        self.to_backend.consume(n);
+        if self.stepped.is_some() {
+            self.process_client(now);
+        }
+    }
+
+    /// Take the unprocessed input of both sides (after [`Finish::Release`]
+    /// or [`Finish::Park`]): client bytes, backend bytes.
+    pub fn take_input(&mut self) -> (BytesMut, BytesMut) {
+        (
+            std::mem::take(&mut self.client_in),
+            std::mem::take(&mut self.backend_in),
+        )
+    }
+
+    // ----- time -----
+
+    /// The next instant [`RelaySession::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finish.is_some() {
+            return None;
+        }
+        let mut next = match self.closing {
+            Some(d) => d,
+            None => self.last_client + self.cfg.idle_timeout,
+        };
+        if let Some(h) = &self.held {
+            next = next.min(h.deadline);
+        }
+        if let Some(p) = self.park_due() {
+            next = next.min(p);
+        }
+        Some(next)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.finish.is_some() {
+            return;
+        }
+        if let Some(d) = self.closing {
+            if now >= d {
+                // No message boundary (or no room) in time for the BYE.
+                self.finish = Some(match self.injects.back().and_then(|i| i.then.clone()) {
+                    Some(Finish::End(r)) => Finish::End(r),
+                    _ => Finish::End(EndReason::Logout),
+                });
+            }
+            return;
+        }
+        if self.held.as_ref().is_some_and(|h| now >= h.deadline) {
+            self.finish = Some(Finish::End(EndReason::BackendError));
+            return;
+        }
+        if now >= self.last_client + self.cfg.idle_timeout {
+            self.close_with(
+                b"* BYE Autologout; idle for too long.\r\n",
+                EndReason::IdleTimeout,
+                now,
+            );
+            return;
+        }
+        if self.park_due().is_some_and(|d| now >= d) {
+            // End the IDLE on the backend; its tagged answer parks.
+            self.to_backend.push_slice(b"DONE\r\n");
+            self.parking = true;
+        }
+    }
+
+    /// When to park, if the session could be parked now.
+    fn park_due(&self) -> Option<Instant> {
+        let after = self.cfg.park_after?;
+        let idle = self.idle.as_ref()?;
+        let since = idle.since?;
+        let parkable = !self.parking
+            && self.closing.is_none()
+            && self.ledger.only_idle(&idle.tag)
+            && !self.dirty
+            && self.awaiting_plus.is_none()
+            && self.held.is_none()
+            && self.injects.is_empty()
+            && self.inject_outstanding() == 0
+            && !self.view.changing()
+            && self.view.selected.is_some();
+        parkable.then_some(since + after)
+    }
+
+    // ----- shared helpers -----
+
+    fn inject_outstanding(&self) -> usize {
+        self.inject_pending
+    }
+
+    /// Whether a new client command may be taken now: room toward the
+    /// backend, few enough of imapmux's own answers waiting for the
+    /// client, and a free place in the ledger.
+    fn room_for_command(&self) -> bool {
+        self.to_backend.len() < OUT_MAX
+            && self.inject_pending < INJECT_MAX
+            && !self.ledger.is_full()
+    }
+
+    /// Queue an answer of imapmux's own for the client.
+    fn inject(&mut self, bytes: Bytes, then: Option<Finish>) {
+        self.inject_pending += bytes.len();
+        self.injects.push_back(Inject { bytes, then });
+        self.flush_injects();
+    }
+
+    /// Move queued answers to the client at a backend message boundary.
+    fn flush_injects(&mut self) {
+        if !self.down.at_boundary() || self.finish.is_some() {
+            return;
+        }
+        while let Some(i) = self.injects.pop_front() {
+            let n = i.bytes.len();
+            self.to_client.push(i.bytes);
+            self.client_pushed += n as u64;
+            self.inject_marks.push_back((self.client_pushed, n));
+            if let Some(f) = i.then {
+                self.finish = Some(f);
+                self.injects.clear();
+                return;
+            }
+        }
+    }
+
+    /// Send `bye` at the next boundary and end with `reason`.
+    fn close_with(&mut self, bye: &'static [u8], reason: EndReason, now: Instant) {
+        if self.closing.is_some() || self.finish.is_some() {
+            return;
+        }
+        self.closing = Some(now + self.cfg.bye_grace);
+        self.inject(Bytes::from_static(bye), Some(Finish::End(reason)));
+    }
+
+    /// Bytes for the client that came from the backend.
+    fn pass_to_client(&mut self, bytes: Bytes) {
+        self.client_pushed += bytes.len() as u64;
+        self.to_client.push(bytes);
+    }
+
+    fn completed(&mut self, done: &Completed) {
+        for h in &mut self.hooks {
+            h.completed(done);
+        }
+    }
+
+    fn set_idling(&mut self, on: bool) {
+        for h in &mut self.hooks {
+            h.idling(on);
+        }
+    }
+}
+
+#[cfg(test)]
+impl RelaySession {
+    /// Client bytes that arrived but are not processed yet.
+    fn client_buf_for_test(&mut self) -> &mut BytesMut {
+        &mut self.client_in
+    }
+}
+
+/// Append `from` to `to` without copying when `to` is empty.
+fn take_into(to: &mut BytesMut, from: &mut BytesMut) {
+    if to.is_empty() {
+        std::mem::swap(to, from);
+    } else {
+        to.extend_from_slice(from);
+        from.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

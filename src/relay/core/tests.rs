@@ -1,0 +1,507 @@
+//! The relay core from byte transcripts: no sockets, no sleeps, time
+//! passed in.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::cache::flow::{Flow, Templates};
+use crate::cache::{CacheConfig, FetchCache};
+use crate::relay::ledger::MAX_IN_FLIGHT;
+
+fn cfg() -> RelayConfig {
+    RelayConfig {
+        max_line: 65536,
+        idle_timeout: Duration::from_secs(1800),
+        bye_grace: Duration::from_secs(5),
+        prefetch_timeout: Duration::from_secs(30),
+        release_on_logout: false,
+        park_after: None,
+    }
+}
+
+/// Records what hooks are told.
+#[derive(Default, Clone)]
+struct Record(Arc<Mutex<Vec<String>>>);
+
+impl Hook for Record {
+    fn completed(&mut self, done: &Completed) {
+        let mut v = self.0.lock().unwrap();
+        v.push(format!(
+            "{} {} {}",
+            done.tag,
+            done.label,
+            done.result.as_str()
+        ));
+    }
+    fn idling(&mut self, on: bool) {
+        self.0.lock().unwrap().push(format!("idling {on}"));
+    }
+}
+
+struct T {
+    s: RelaySession,
+    now: Instant,
+    rec: Record,
+}
+
+impl T {
+    fn new(cfg: RelayConfig) -> T {
+        Self::with_hooks(cfg, Vec::new())
+    }
+
+    fn with_hooks(cfg: RelayConfig, mut hooks: Vec<Box<dyn Hook>>) -> T {
+        let now = Instant::now();
+        let rec = Record::default();
+        hooks.push(Box::new(rec.clone()));
+        let s = RelaySession::new(cfg, BytesMut::new(), BytesMut::new(), hooks, now);
+        T { s, now, rec }
+    }
+
+    fn client(&mut self, data: &str) {
+        self.s.client_input(data.as_bytes(), self.now);
+    }
+
+    fn backend(&mut self, data: &str) {
+        self.s.backend_input(data.as_bytes(), self.now);
+    }
+
+    /// Everything queued for the backend (as written).
+    fn sent_to_backend(&mut self) -> String {
+        let mut out = Vec::new();
+        while let Some(d) = self.s.backend_transmit() {
+            let n = d.len();
+            out.extend_from_slice(d);
+            self.s.backend_sent(n, self.now);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn sent_to_client(&mut self) -> String {
+        let mut out = Vec::new();
+        while let Some(d) = self.s.client_transmit() {
+            let n = d.len();
+            out.extend_from_slice(d);
+            self.s.client_sent(n, self.now);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.s.handle_timeout(self.now);
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.rec.0.lock().unwrap())
+    }
+
+    /// SELECT INBOX, answered.
+    fn select(&mut self) {
+        self.client("s SELECT INBOX\r\n");
+        assert_eq!(self.sent_to_backend(), "s SELECT INBOX\r\n");
+        self.backend("* 2 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n");
+        self.sent_to_client();
+        self.events();
+    }
+}
+
+#[test]
+fn commands_and_answers_pass_byte_for_byte_and_complete_in_the_ledger() {
+    let mut t = T::new(cfg());
+    t.client("a NOOP\r\nb CAPABILITY\r\n");
+    assert_eq!(t.sent_to_backend(), "a NOOP\r\nb CAPABILITY\r\n");
+    assert_eq!(t.s.in_flight(), 2);
+    t.now += Duration::from_millis(7);
+    t.backend("* CAPABILITY IMAP4rev1\r\nb OK done\r\na OK done\r\n");
+    assert_eq!(
+        t.sent_to_client(),
+        "* CAPABILITY IMAP4rev1\r\nb OK done\r\na OK done\r\n"
+    );
+    assert_eq!(t.s.in_flight(), 0);
+    assert_eq!(t.events(), ["b capability ok", "a noop ok"]);
+}
+
+#[test]
+fn split_at_every_byte_the_relay_forwards_the_same_bytes() {
+    let client = "a IDLE\r\nDONE\r\nb APPEND INBOX {5+}\r\nhello\r\nc NOOP\r\n";
+    let backend = "+ idling\r\n* 3 EXISTS\r\na OK Idle completed.\r\n";
+    for cut in 0..=client.len() {
+        let mut t = T::new(cfg());
+        t.client(&client[..cut]);
+        t.backend(&backend[..10]);
+        t.client(&client[cut..]);
+        t.backend(&backend[10..]);
+        assert_eq!(t.sent_to_backend(), client, "cut {cut}");
+        assert_eq!(t.sent_to_client(), backend, "cut {cut}");
+        let ev = t.events();
+        // IDLE started and ended once whatever the split; a, b, c in flight
+        // minus a.
+        let idled = usize::from((8..14).contains(&cut));
+        assert_eq!(
+            ev.iter().filter(|e| *e == "idling true").count(),
+            idled,
+            "cut {cut}: {ev:?}"
+        );
+        assert_eq!(t.s.in_flight(), 2, "cut {cut}");
+    }
+}
+
+#[test]
+fn a_synchronizing_literal_waits_for_the_backends_plus() {
+    let mut t = T::new(cfg());
+    t.client("a APPEND INBOX {5}\r\n");
+    assert_eq!(t.sent_to_backend(), "a APPEND INBOX {5}\r\n");
+    t.backend("+ OK\r\n");
+    assert_eq!(t.sent_to_client(), "+ OK\r\n");
+    t.client("hel");
+    t.client("lo\r\n");
+    assert_eq!(t.sent_to_backend(), "hello\r\n");
+    t.backend("a OK [APPENDUID 7 3] Append completed.\r\n");
+    assert_eq!(t.s.in_flight(), 0);
+    // The literal's bytes never count as commands (`b NOOP` inside it).
+    t.client("x APPEND INBOX {8+}\r\nb NOOP\r\n\r\n");
+    assert_eq!(t.sent_to_backend(), "x APPEND INBOX {8+}\r\nb NOOP\r\n\r\n");
+    assert_eq!(t.s.in_flight(), 1);
+}
+
+#[test]
+fn a_refused_literal_is_not_expected_from_the_client() {
+    let mut t = T::new(cfg());
+    t.client("a APPEND INBOX {500}\r\n");
+    t.backend("a NO [OVERQUOTA] Quota exceeded.\r\n");
+    assert_eq!(t.sent_to_client(), "a NO [OVERQUOTA] Quota exceeded.\r\n");
+    // The next line is a new command, not literal data.
+    t.client("b NOOP\r\n");
+    assert_eq!(t.sent_to_backend(), "a APPEND INBOX {500}\r\nb NOOP\r\n");
+    assert_eq!(t.s.in_flight(), 1);
+    t.backend("b OK\r\n");
+    assert_eq!(t.events(), ["a append no", "b noop ok"]);
+}
+
+#[test]
+fn compress_and_starttls_are_refused_here_and_never_reach_the_backend() {
+    let mut t = T::new(cfg());
+    t.client("a COMPRESS DEFLATE\r\nb STARTTLS\r\nc NOOP\r\n");
+    assert_eq!(t.sent_to_backend(), "c NOOP\r\n");
+    let out = t.sent_to_client();
+    assert!(out.starts_with("a NO [CANNOT] COMPRESS"), "{out}");
+    assert!(out.contains("\r\nb NO [CANNOT] STARTTLS"), "{out}");
+    assert_eq!(t.s.in_flight(), 1);
+    // Refusals never get ahead of a backend message in progress.
+    t.backend("* 1 FETCH (BODY[] {10}\r\n01234");
+    t.client("d COMPRESS DEFLATE\r\n");
+    assert_eq!(t.sent_to_client(), "* 1 FETCH (BODY[] {10}\r\n01234");
+    t.backend("56789)\r\n");
+    let out = t.sent_to_client();
+    assert_eq!(
+        out,
+        "56789)\r\nd NO [CANNOT] COMPRESS is not available through this proxy.\r\n"
+    );
+}
+
+#[test]
+fn logout_releases_the_backend_only_when_quiet() {
+    let mut c = cfg();
+    c.release_on_logout = true;
+    let mut t = T::new(c.clone());
+    t.select();
+    t.client("z LOGOUT\r\n");
+    assert_eq!(t.sent_to_backend(), "");
+    assert_eq!(
+        t.sent_to_client(),
+        "* BYE Logging out.\r\nz OK Logout completed.\r\n"
+    );
+    assert_eq!(t.s.finished(), Some(&Finish::Release));
+    assert_eq!(t.events(), ["z logout ok"]);
+
+    // A command still in flight: LOGOUT goes to the backend.
+    let mut t = T::new(c.clone());
+    t.client("a NOOP\r\nz LOGOUT\r\n");
+    assert_eq!(t.sent_to_backend(), "a NOOP\r\nz LOGOUT\r\n");
+    t.backend("a OK\r\n* BYE bye\r\nz OK Logout completed.\r\n");
+    t.s.backend_closed(false);
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::Logout)));
+
+    // State that outlives the session (ENABLE): never released.
+    let mut t = T::new(c);
+    t.client("e ENABLE QRESYNC\r\n");
+    t.backend("* ENABLED QRESYNC\r\ne OK\r\n");
+    t.client("z LOGOUT\r\n");
+    assert_eq!(t.sent_to_backend(), "e ENABLE QRESYNC\r\nz LOGOUT\r\n");
+    assert!(t.s.dirty());
+}
+
+fn parking_cfg() -> RelayConfig {
+    let mut c = cfg();
+    c.park_after = Some(Duration::from_secs(60));
+    c
+}
+
+#[test]
+fn an_idling_client_parks_after_the_delay_and_every_time() {
+    let mut t = T::new(parking_cfg());
+    t.select();
+    t.client("i1 IDLE\r\n");
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(1800)));
+    t.backend("+ idling\r\n");
+    let due = t.now + Duration::from_secs(60);
+    assert_eq!(t.s.poll_timeout(), Some(due));
+    // The client ends this IDLE first: no parking, and no timer left.
+    t.advance(Duration::from_secs(30));
+    t.client("DONE\r\n");
+    assert_eq!(t.sent_to_backend(), "i1 IDLE\r\nDONE\r\n");
+    assert!(t.s.poll_timeout() > Some(due));
+    t.backend("i1 OK Idle completed.\r\n");
+    assert_eq!(t.sent_to_client(), "+ idling\r\ni1 OK Idle completed.\r\n");
+    // The next IDLE parks (a session parks every time it idles long enough).
+    t.client("i2 IDLE\r\n");
+    t.backend("+ idling\r\n");
+    t.advance(Duration::from_secs(60));
+    assert_eq!(t.sent_to_backend(), "i2 IDLE\r\nDONE\r\n");
+    assert!(!t.s.wants_client_read());
+    // The client's DONE, racing the park, stays unread for the parked
+    // session (which wakes on it at once).
+    t.s.client_buf_for_test().extend_from_slice(b"DONE\r\n");
+    t.backend("* 4 EXISTS\r\ni2 OK Idle completed.\r\n");
+    assert_eq!(t.sent_to_client(), "+ idling\r\n* 4 EXISTS\r\n");
+    assert_eq!(
+        t.s.finished(),
+        Some(&Finish::Park(Parked {
+            mailbox: "INBOX".into(),
+            read_only: false,
+            idle_tag: "i2".into()
+        }))
+    );
+    let (client_left, backend_left) = t.s.take_input();
+    assert_eq!(&client_left[..], b"DONE\r\n");
+    assert!(backend_left.is_empty());
+    assert_eq!(
+        t.events(),
+        [
+            "idling true",
+            "idling false",
+            "i1 idle ok",
+            "idling true",
+            "i2 idle ok",
+            "idling false"
+        ]
+    );
+}
+
+#[test]
+fn no_parking_while_anything_else_is_in_flight_or_unselected() {
+    let mut t = T::new(parking_cfg());
+    // Nothing selected: never parked.
+    t.client("i IDLE\r\n");
+    t.backend("+ idling\r\n");
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(1800)));
+    let mut t = T::new(parking_cfg());
+    t.select();
+    t.client("e EXAMINE Archive\r\n");
+    t.client("i IDLE\r\n");
+    t.backend("+ idling\r\n");
+    // EXAMINE is still in flight.
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(1800)));
+    t.backend("e OK [READ-ONLY] Examine completed.\r\n");
+    let due = t.now + Duration::from_secs(60);
+    assert_eq!(t.s.poll_timeout(), Some(due));
+    t.advance(Duration::from_secs(60));
+    t.backend("i OK Idle completed.\r\n");
+    match t.s.finished() {
+        Some(Finish::Park(p)) => assert!(p.read_only && p.mailbox == "Archive"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn idle_timeout_says_bye_at_a_message_boundary() {
+    let mut t = T::new(cfg());
+    t.client("a FETCH 1 BODY[]\r\n");
+    t.backend("* 1 FETCH (BODY[] {10}\r\n01234");
+    t.advance(Duration::from_secs(1800));
+    // Mid-message: the BYE waits.
+    assert_eq!(t.sent_to_client(), "* 1 FETCH (BODY[] {10}\r\n01234");
+    assert!(t.s.finished().is_none());
+    assert!(!t.s.wants_client_read());
+    t.backend("56789)\r\n");
+    assert_eq!(
+        t.sent_to_client(),
+        "56789)\r\n* BYE Autologout; idle for too long.\r\n"
+    );
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::IdleTimeout)));
+    // No boundary within the grace time: end without the BYE.
+    let mut t = T::new(cfg());
+    t.backend("* 1 FETCH (BODY[] {10}\r\n01234");
+    t.advance(Duration::from_secs(1800));
+    assert!(t.s.finished().is_none());
+    assert_eq!(t.s.poll_timeout(), Some(t.now + Duration::from_secs(5)));
+    t.advance(Duration::from_secs(5));
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::IdleTimeout)));
+}
+
+#[test]
+fn shutdown_says_bye_and_ends() {
+    let mut t = T::new(cfg());
+    t.s.shutdown(t.now);
+    assert_eq!(
+        t.sent_to_client(),
+        "* BYE [UNAVAILABLE] Server shutting down.\r\n"
+    );
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::Shutdown)));
+}
+
+#[test]
+fn a_client_that_pipelines_without_end_is_slowed_not_buffered() {
+    let mut t = T::new(cfg());
+    let many: String = (0..MAX_IN_FLIGHT + 100)
+        .map(|i| format!("n{i} NOOP\r\n"))
+        .collect();
+    t.client(&many);
+    assert_eq!(t.s.in_flight(), MAX_IN_FLIGHT);
+    assert!(!t.s.wants_client_read());
+    let sent = t.sent_to_backend();
+    assert_eq!(sent.lines().count(), MAX_IN_FLIGHT);
+    t.backend("n0 OK\r\n");
+    // One answer lets one more through.
+    assert_eq!(t.sent_to_backend(), format!("n{MAX_IN_FLIGHT} NOOP\r\n"));
+    // And a backend that talks to a client that never reads is not read.
+    let mut t = T::new(cfg());
+    let big = format!("* OK {}\r\n", "x".repeat(OUT_MAX));
+    t.backend(&big);
+    assert!(!t.s.wants_backend_read());
+    t.sent_to_client();
+    assert!(t.s.wants_backend_read());
+}
+
+#[test]
+fn end_reasons_follow_who_closed() {
+    let mut t = T::new(cfg());
+    t.s.client_closed(false);
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::ClientClosed)));
+    let mut t = T::new(cfg());
+    t.client("z LOGOUT\r\n");
+    t.s.client_closed(false);
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::Logout)));
+    let mut t = T::new(cfg());
+    t.s.backend_closed(false);
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::BackendClosed)));
+    assert!(t.s.finished().unwrap().flush_client());
+    let mut t = T::new(cfg());
+    t.s.client_closed(true);
+    assert!(!t.s.finished().unwrap().flush_client());
+}
+
+fn cache_hooks() -> Vec<Box<dyn Hook>> {
+    let cache = Arc::new(FetchCache::new(&CacheConfig::default()));
+    vec![Box::new(Flow::new(
+        cache,
+        Arc::new(Templates::default()),
+        "b1",
+        "alice",
+    ))]
+}
+
+#[test]
+fn the_cache_answers_a_repeated_fetch_and_keeps_pipelined_order() {
+    let mut t = T::with_hooks(cfg(), cache_hooks());
+    t.select();
+    let body = "* 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\n";
+    t.client("a UID FETCH 1 (BODY.PEEK[])\r\n");
+    assert_eq!(t.sent_to_backend(), "a UID FETCH 1 (BODY.PEEK[])\r\n");
+    t.backend(&format!("{body}a OK Fetch completed.\r\n"));
+    assert_eq!(
+        t.sent_to_client(),
+        format!("{body}a OK Fetch completed.\r\n")
+    );
+    // The same read again, pipelined with a NOOP: answered here, byte for
+    // byte, and only the NOOP reaches the backend.
+    t.client("b UID FETCH 1 (BODY.PEEK[])\r\nc NOOP\r\n");
+    assert_eq!(t.sent_to_backend(), "c NOOP\r\n");
+    assert_eq!(
+        t.sent_to_client(),
+        format!("{body}b OK Fetch completed (cache).\r\n")
+    );
+    // Behind a command in flight it is not planned (the backend may run
+    // pipelined commands concurrently): forwarded.
+    t.client("d UID FETCH 1 (BODY.PEEK[])\r\n");
+    assert_eq!(t.sent_to_backend(), "d UID FETCH 1 (BODY.PEEK[])\r\n");
+    t.backend("c OK\r\n");
+    t.backend(&format!("{body}d OK Fetch completed.\r\n"));
+    assert_eq!(
+        t.sent_to_client(),
+        format!("c OK\r\n{body}d OK Fetch completed.\r\n")
+    );
+    let ev = t.events();
+    assert_eq!(
+        ev,
+        [
+            "a uid_fetch ok",
+            "b uid_fetch ok",
+            "c noop ok",
+            "d uid_fetch ok"
+        ]
+    );
+}
+
+#[test]
+fn cache_answers_to_a_client_that_never_reads_are_bounded() {
+    let mut t = T::with_hooks(cfg(), cache_hooks());
+    t.select();
+    let body = "x".repeat(100_000);
+    let resp = format!("* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{body})\r\n", body.len());
+    t.client("a UID FETCH 1 (BODY.PEEK[])\r\n");
+    t.backend(&format!("{resp}a OK Fetch completed.\r\n"));
+    t.sent_to_backend();
+    t.sent_to_client();
+    let many: String = (0..50)
+        .map(|i| format!("p{i} UID FETCH 1 (BODY.PEEK[])\r\n"))
+        .collect();
+    t.client(&many);
+    // Answers stop at the bound (one may pass it), commands wait unread.
+    let queued =
+        t.s.client_transmit()
+            .map(|_| t.s.to_client.len())
+            .unwrap_or(0);
+    assert!(queued < INJECT_MAX + resp.len() + 100, "{queued}");
+    assert!(!t.s.wants_client_read());
+    assert_eq!(t.sent_to_backend(), "");
+    // Once the client reads, the rest is answered, in order.
+    let mut all = String::new();
+    for _ in 0..50 {
+        all.push_str(&t.sent_to_client());
+    }
+    for i in 0..50 {
+        assert!(
+            all.contains(&format!("\r\np{i} OK Fetch completed (cache).\r\n")),
+            "p{i}"
+        );
+    }
+    assert!(t.s.wants_client_read());
+}
+
+#[test]
+fn the_metrics_hook_records_commands_answered_anywhere() {
+    let m = Arc::new(crate::metrics::Metrics::new().unwrap());
+    let hooks: Vec<Box<dyn Hook>> = vec![Box::new(crate::relay::MetricsHook::new(m.clone()))];
+    let mut t = T::with_hooks(cfg(), hooks);
+    t.client("a1 UID FETCH 1 (FLAGS)\r\na2 LIST \"\" *\r\na4 COMPRESS DEFLATE\r\n");
+    t.backend("* 1 FETCH (FLAGS ())\r\na1 OK done\r\na2 NO nope\r\n");
+    t.client("i IDLE\r\n");
+    t.backend("+ idling\r\n");
+    assert_eq!(m.park.idling.get(), 1);
+    let text = m.encode().unwrap();
+    for want in [
+        "imapmux_commands_total{command=\"uid_fetch\",result=\"ok\"} 1",
+        "imapmux_commands_total{command=\"list\",result=\"no\"} 1",
+        "imapmux_command_duration_seconds_count{command=\"uid_fetch\"} 1",
+        "imapmux_commands_total{command=\"compress\",result=\"no\"} 1",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    // A session that ends while idling leaves the gauge.
+    drop(t);
+    assert_eq!(m.park.idling.get(), 0);
+}

@@ -1,0 +1,241 @@
+//! The I/O driver of [`RelaySession`]: one task, one loop. It reads a side
+//! only when the core wants it (bounded queues: backpressure), writes what
+//! the core queued, sleeps until the core's one deadline, and hands the
+//! connections back when the core finishes. No protocol logic here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::core::{Finish, RelayConfig, RelaySession};
+use super::hooks::Hook;
+
+/// Byte counters of a session (shared so they survive cancellation and
+/// can be read while it runs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub client_to_backend: AtomicU64,
+    pub backend_to_client: AtomicU64,
+}
+
+/// What [`relay`] hands back.
+pub struct RelayOutcome<C, B> {
+    pub finish: Finish,
+    /// The backend connection and what it sent after the last answer
+    /// ([`Finish::Release`], [`Finish::Park`]).
+    pub backend: Option<(B, BytesMut)>,
+    /// The client connection and its unprocessed input ([`Finish::Park`]).
+    pub client: Option<(C, BytesMut)>,
+}
+
+/// Read buffers start small, so an idle session costs little memory, and
+/// double up to the maximum while data streams (large literals).
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 * 1024;
+
+/// Adaptive read-buffer sizing for one direction.
+#[derive(Debug)]
+struct Sizer {
+    next: usize,
+    spare: usize,
+}
+
+impl Sizer {
+    fn new() -> Self {
+        Sizer {
+            next: READ_MIN,
+            spare: 0,
+        }
+    }
+
+    /// Make room before a read; give memory back once a burst is over.
+    fn prepare(&mut self, buf: &mut BytesMut) {
+        if buf.is_empty() && buf.capacity() > 2 * self.next {
+            *buf = BytesMut::new();
+        }
+        if buf.capacity() - buf.len() < self.next / 2 {
+            buf.reserve(self.next);
+        }
+        self.spare = buf.capacity() - buf.len();
+    }
+
+    /// Adapt to how much the last read brought.
+    fn after_read(&mut self, n: usize) {
+        if n >= self.spare {
+            self.next = (self.next * 2).min(READ_MAX);
+        } else if n < self.next / 8 {
+            self.next = (self.next / 2).max(READ_MIN);
+        }
+    }
+}
+
+/// What one turn of the loop brought.
+enum Turn {
+    ClientRead(std::io::Result<usize>),
+    BackendRead(std::io::Result<usize>),
+    /// Wrote n bytes (`Some(n)`) or flushed (`None`).
+    Client(std::io::Result<Option<usize>>),
+    Backend(std::io::Result<Option<usize>>),
+    Deadline,
+    Shutdown,
+}
+
+/// Relay between `client` and `backend` until the core finishes. The
+/// buffers hold what each side sent before the relay started.
+pub async fn relay<C, B>(
+    (client, client_buf): (C, BytesMut),
+    (backend, backend_buf): (B, BytesMut),
+    cfg: RelayConfig,
+    counters: &Counters,
+    hooks: Vec<Box<dyn Hook>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> RelayOutcome<C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let grace = cfg.bye_grace;
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut br, mut bw) = tokio::io::split(backend);
+    let mut s = RelaySession::new(cfg, client_buf, backend_buf, hooks, Instant::now());
+    let (mut cbuf, mut bbuf) = (BytesMut::new(), BytesMut::new());
+    let (mut csize, mut bsize) = (Sizer::new(), Sizer::new());
+    let (mut c_dirty, mut b_dirty) = (false, false);
+    let mut shutting = *shutdown.borrow();
+    if shutting {
+        s.shutdown(Instant::now());
+    }
+    while s.finished().is_none() {
+        let read_c = s.wants_client_read();
+        let read_b = s.wants_backend_read();
+        if read_c {
+            csize.prepare(&mut cbuf);
+        }
+        if read_b {
+            bsize.prepare(&mut bbuf);
+        }
+        let deadline = s.poll_timeout();
+        let to_c = s.client_transmit();
+        let to_b = s.backend_transmit();
+        let turn = tokio::select! {
+            r = write_or_flush(&mut bw, to_b), if to_b.is_some() || b_dirty => Turn::Backend(r),
+            r = write_or_flush(&mut cw, to_c), if to_c.is_some() || c_dirty => Turn::Client(r),
+            r = br.read_buf(&mut bbuf), if read_b => Turn::BackendRead(r),
+            r = cr.read_buf(&mut cbuf), if read_c => Turn::ClientRead(r),
+            _ = sleep_until(deadline) => Turn::Deadline,
+            c = shutdown.changed(), if !shutting => match c {
+                Ok(()) if !*shutdown.borrow() => continue,
+                _ => Turn::Shutdown,
+            },
+        };
+        let now = Instant::now();
+        match turn {
+            Turn::ClientRead(Ok(0)) => s.client_closed(false),
+            // A client that closes without TLS close_notify is still just closing.
+            Turn::ClientRead(Err(e)) => {
+                s.client_closed(e.kind() != std::io::ErrorKind::UnexpectedEof)
+            }
+            Turn::ClientRead(Ok(n)) => {
+                csize.after_read(n);
+                counters
+                    .client_to_backend
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                s.client_read(&mut cbuf, now);
+            }
+            Turn::BackendRead(Ok(0)) => s.backend_closed(false),
+            Turn::BackendRead(Err(_)) => s.backend_closed(true),
+            Turn::BackendRead(Ok(n)) => {
+                bsize.after_read(n);
+                s.backend_read(&mut bbuf, now);
+            }
+            Turn::Client(Ok(Some(n))) if n > 0 => {
+                counters
+                    .backend_to_client
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                s.client_sent(n, now);
+                c_dirty = true;
+            }
+            Turn::Backend(Ok(Some(n))) if n > 0 => {
+                s.backend_sent(n, now);
+                b_dirty = true;
+            }
+            Turn::Client(Ok(None)) => c_dirty = false,
+            Turn::Backend(Ok(None)) => b_dirty = false,
+            Turn::Client(_) => s.client_write_failed(),
+            Turn::Backend(_) => s.backend_write_failed(),
+            Turn::Deadline => s.handle_timeout(now),
+            Turn::Shutdown => {
+                shutting = true;
+                s.shutdown(now);
+            }
+        }
+    }
+    let finish = s
+        .finished()
+        .cloned()
+        .unwrap_or(Finish::End(crate::session::end::EndReason::ClientError));
+    // What the client is owed goes out (bounded by the BYE grace time).
+    let mut client_ok = true;
+    if finish.flush_client() {
+        let flushed = tokio::time::timeout(grace, async {
+            while let Some(data) = s.client_transmit() {
+                let n = cw.write(data).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                counters
+                    .backend_to_client
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                s.client_sent(n, Instant::now());
+            }
+            cw.flush().await
+        })
+        .await;
+        client_ok = matches!(flushed, Ok(Ok(())));
+    }
+    let (cleft, bleft) = s.take_input();
+    let mut out = RelayOutcome {
+        finish,
+        backend: None,
+        client: None,
+    };
+    match &out.finish {
+        Finish::Release => {
+            let _ = tokio::time::timeout(grace, cw.shutdown()).await;
+            out.backend = Some((br.unsplit(bw), bleft));
+        }
+        Finish::Park(_) if client_ok => {
+            out.client = Some((cr.unsplit(cw), cleft));
+            out.backend = Some((br.unsplit(bw), bleft));
+        }
+        Finish::Park(_) => {
+            out.finish = Finish::End(crate::session::end::EndReason::ClientError);
+        }
+        Finish::End(_) => {
+            let _ = tokio::time::timeout(grace, cw.shutdown()).await;
+        }
+    }
+    out
+}
+
+/// Write some of `data`, or flush when nothing is left to write. Both
+/// are cancel-safe (a write either happened and is reported, or not).
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    data: Option<&[u8]>,
+) -> std::io::Result<Option<usize>> {
+    match data {
+        Some(d) => w.write(d).await.map(Some),
+        None => w.flush().await.map(|()| None),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

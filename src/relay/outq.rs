@@ -1,0 +1,109 @@
+//! A byte queue toward one peer: large chunks are kept as they came (no
+//! copy), small ones are coalesced so that a burst of short responses is
+//! written with few system calls.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+/// Chunks shorter than this are copied into the tail buffer.
+const COALESCE: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl OutQueue {
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        if bytes.len() < COALESCE {
+            self.tail.extend_from_slice(&bytes);
+        } else {
+            self.seal();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    pub fn push_slice(&mut self, bytes: &[u8]) {
+        if bytes.len() < COALESCE {
+            self.len += bytes.len();
+            self.tail.extend_from_slice(bytes);
+        } else {
+            self.push(Bytes::copy_from_slice(bytes));
+        }
+    }
+
+    /// Move the tail into the chunk list (keeps order).
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// The next bytes to write.
+    pub fn front(&self) -> Option<&[u8]> {
+        match self.chunks.front() {
+            Some(c) => Some(&c[..]),
+            None => (!self.tail.is_empty()).then_some(&self.tail[..]),
+        }
+    }
+
+    /// `n` bytes of [`OutQueue::front`] were written.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        match self.chunks.front_mut() {
+            Some(c) => {
+                if n >= c.len() {
+                    self.chunks.pop_front();
+                } else {
+                    let _ = c.split_to(n);
+                }
+            }
+            None => {
+                let _ = self.tail.split_to(n);
+                if self.tail.is_empty() && self.tail.capacity() > 4 * COALESCE {
+                    // Give a burst's memory back.
+                    self.tail = BytesMut::new();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_across_small_and_large_chunks() {
+        let mut q = OutQueue::default();
+        q.push_slice(b"a");
+        q.push(Bytes::from(vec![b'b'; 5000]));
+        q.push_slice(b"c");
+        q.push_slice(b"d");
+        assert_eq!(q.len(), 5003);
+        let mut out = Vec::new();
+        while let Some(f) = q.front() {
+            let n = f.len().min(700);
+            out.extend_from_slice(&f[..n]);
+            q.consume(n);
+        }
+        let mut want = b"a".to_vec();
+        want.extend(vec![b'b'; 5000]);
+        want.extend_from_slice(b"cd");
+        assert_eq!(out, want);
+        assert_eq!(q.len(), 0);
+    }
+}
