@@ -1,30 +1,34 @@
-//! `cache::flow::Flow`, the FETCH cache in a session: client command lines
-//! (`on_client_command`, then `prefetch_done`/`after_prefetch` as the relay
-//! does) and every backend frame (`on_backend_frame`, `take_output`). It
-//! reads backend FETCH responses with `cache::split`, tracks the mailbox
-//! with `session::mailbox::Tracker`, parses FETCH commands and rebuilds
-//! responses, all from network input.
+//! The relay core (`relay::RelaySession`) with the FETCH cache hook
+//! (`cache::flow::Flow`), as a session runs them: client bytes, backend
+//! bytes and time. It exercises the command ledger, the mailbox view
+//! (`session::mailbox::Tracker`), IDLE and parking, literals, and the
+//! cache's planning, prefetch, response splitting and rebuilding, all from
+//! network input.
 //!
-//! Input: byte 0 picks `cache.max_item_size`; then a transcript as in
-//! `backend_response`: `C: ` lines are client command lines, the rest is
-//! backend output, cut by the framer (64 KiB lines) as the relay does.
+//! Input: byte 0 picks `cache.max_item_size`; then a transcript: `C: `
+//! lines are client input, a `T` line lets 61 s pass (idle timeout is 600 s,
+//! parking after 60 s), the rest is backend output.
 //!
-//! `FUZZ_DEBUG=1` prints what the flow made of each client command.
+//! `FUZZ_DEBUG=1` prints what the cache made of each client command.
 //!
 //! Invariants: no panic and no time-out; a rewritten command keeps the
 //! client's tag and is one CRLF line; a prefetch command has imapmux's own
 //! tag; an answer from the cache is whole IMAP messages ending with the
-//! client's tagged OK; a finished prefetch always has an answer.
+//! client's tagged OK; the queues toward both sides stay bounded.
 #![no_main]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use imapmux::cache::flow::{Disposition, Flow, Templates, Upstream, PREFETCH_TAG_PREFIX};
+use bytes::{Bytes, BytesMut};
+use imapmux::cache::flow::{Flow, Templates, PREFETCH_TAG_PREFIX};
 use imapmux::cache::{CacheConfig, FetchCache};
 use imapmux::imap::command::tag_of;
-use imapmux::imap::framing::{literal_at_end, Frame, Framer};
+use imapmux::imap::framing::{Frame, Framer};
+use imapmux::relay::{
+    Command, Disposition, Hook, RelayConfig, RelaySession, Upstream, INJECT_MAX, OUT_MAX,
+};
+use imapmux::session::mailbox::{Change, Tracker};
 use libfuzzer_sys::fuzz_target;
 
 /// Check what the flow wants sent for the client command `line`; returns
@@ -90,60 +94,105 @@ fn check_upstream(line: &[u8], up: &Upstream) -> bool {
     }
 }
 
+/// The cache hook, with every decision checked.
+struct Checked {
+    flow: Flow,
+    /// The client command held for a prefetch.
+    waiting: Option<Vec<u8>>,
+}
+
+impl Hook for Checked {
+    fn command(&mut self, cmd: &Command, line: &[u8], view: &Tracker) -> Upstream {
+        let up = self.flow.command(cmd, line, view);
+        if check_upstream(line, &up) {
+            self.waiting = Some(line.to_vec());
+        }
+        up
+    }
+
+    fn answered_by_proxy(&mut self, tag: &str) {
+        Hook::answered_by_proxy(&mut self.flow, tag);
+    }
+
+    fn after_prefetch(&mut self, view: &Tracker) -> Option<Upstream> {
+        let up = Hook::after_prefetch(&mut self.flow, view)?;
+        if let Some(line) = self.waiting.take() {
+            check_upstream(&line, &up);
+        }
+        Some(up)
+    }
+
+    fn backend_frame(
+        &mut self,
+        bytes: &[u8],
+        first: bool,
+        end: bool,
+        view: &mut Tracker,
+        changes: &[Change],
+    ) -> Disposition {
+        self.flow.backend_frame(bytes, first, end, view, changes)
+    }
+
+    fn take_output(&mut self) -> Option<Bytes> {
+        Hook::take_output(&mut self.flow)
+    }
+}
+
+fn drain(s: &mut RelaySession, now: Instant) {
+    while let Some(d) = s.backend_transmit() {
+        let n = d.len();
+        s.backend_sent(n, now);
+    }
+    while let Some(d) = s.client_transmit() {
+        let n = d.len();
+        s.client_sent(n, now);
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     imapmux_fuzz::report_stack_overflows();
     let Some((&mode, data)) = data.split_first() else {
         return;
     };
+    let item = [64u64, 4096][usize::from(mode & 1)];
     let cfg = CacheConfig {
         enabled: true,
         max_bytes: bytesize::ByteSize::kib(256),
-        max_item_size: bytesize::ByteSize::b([64, 4096][usize::from(mode & 1)]),
+        max_item_size: bytesize::ByteSize::b(item),
         ttl: Duration::from_secs(3600),
         idle_ttl: Duration::from_secs(3600),
     };
     let cache = Arc::new(FetchCache::new(&cfg));
-    let mut flow = Flow::new(cache, Arc::new(Templates::default()), "b1", "alice");
-    let mut framer = Framer::new(65_536);
-    let mut buf = BytesMut::new();
-    let mut waiting: Option<Vec<u8>> = None;
+    let flow = Flow::new(cache, Arc::new(Templates::default()), "b1", "alice");
+    let hooks: Vec<Box<dyn Hook>> = vec![Box::new(Checked {
+        flow,
+        waiting: None,
+    })];
+    let relay = RelayConfig {
+        max_line: 65_536,
+        idle_timeout: Duration::from_secs(600),
+        bye_grace: Duration::from_secs(5),
+        prefetch_timeout: Duration::from_secs(30),
+        release_on_logout: mode & 2 != 0,
+        park_after: Some(Duration::from_secs(60)),
+    };
+    let mut now = Instant::now();
+    let mut s = RelaySession::new(relay, BytesMut::new(), BytesMut::new(), hooks, now);
     for piece in data.split_inclusive(|b| *b == b'\n') {
-        // (The relay sees only whole client lines.)
-        if let Some(line) = piece.strip_prefix(b"C: ").filter(|l| l.ends_with(b"\n")) {
-            if let Some(client_line) = waiting.take() {
-                match flow.after_prefetch() {
-                    Some(up) => {
-                        check_upstream(&client_line, &up);
-                    }
-                    // The relay gives up after prefetch_timeout: the
-                    // session ends.
-                    None => return,
-                }
-            }
-            let up = flow.on_client_command(line, literal_at_end(line).is_some());
-            if check_upstream(line, &up) {
-                waiting = Some(line.to_vec());
-            }
-            let _ = flow.idle();
-            continue;
+        if s.finished().is_some() {
+            return;
         }
-        buf.extend_from_slice(piece);
-        while let Some(frame) = framer.next_frame(&mut buf) {
-            let (first, end) = match &frame {
-                Frame::Line { first, literal, .. } => (*first, literal.is_none()),
-                Frame::LineChunk { first, .. } => (*first, false),
-                Frame::Literal { .. } => (false, false),
-            };
-            let disposition = flow.on_backend_frame(frame.bytes(), first, end);
-            if flow.prefetch_done() {
-                if let Some(client_line) = waiting.take() {
-                    let up = flow.after_prefetch().expect("prefetch done but no answer");
-                    check_upstream(&client_line, &up);
-                }
-            }
-            if disposition == Disposition::Hold {
-                let _ = flow.take_output();
-            }
+        if let Some(line) = piece.strip_prefix(b"C: ") {
+            s.client_input(line, now);
+        } else if piece == b"T\n" {
+            now += Duration::from_secs(61);
+            s.handle_timeout(now);
+        } else {
+            s.backend_input(piece, now);
         }
+        // Bounded whatever the input (one cache answer may pass a bound).
+        let queued_c = s.client_transmit().map_or(0, <[u8]>::len);
+        assert!(queued_c <= OUT_MAX + INJECT_MAX + 2 * item as usize + 65_536 * 2);
+        drain(&mut s, now);
     }
 });
