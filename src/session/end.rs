@@ -112,7 +112,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in EndReason::ALL {
             let s = r.as_str();
-            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{s}");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
             assert!(seen.insert(s), "duplicate label {s}");
         }
     }
