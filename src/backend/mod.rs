@@ -4,6 +4,7 @@
 //! capabilities. The command text is built by the pure functions in
 //! [`login`]; this module is the I/O around them.
 
+pub mod command;
 pub mod health;
 pub mod login;
 pub mod pool;
@@ -15,15 +16,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::BackendTls;
-use crate::imap::framing::{Frame, Framer};
+use crate::imap::framing::Framer;
 use crate::imap::response::{parse_capability_data, parse_status, Kind, Status};
 use crate::route::Backend;
 use crate::session::{ClientInfo, Credentials};
 
+pub use command::Answer;
 pub use login::LoginStep;
 
 /// A byte stream to a backend (TCP or TLS over TCP).
@@ -68,6 +70,14 @@ impl BackendError {
             BackendError::Refused(_) => "refused",
             BackendError::Protocol(_) => "protocol",
             BackendError::Closed => "closed",
+        }
+    }
+
+    /// A [`Timeout`](Self::Timeout) renamed after the stage it happened in.
+    fn at_stage(self, stage: &'static str) -> Self {
+        match self {
+            BackendError::Timeout(_) => BackendError::Timeout(stage),
+            e => e,
         }
     }
 }
@@ -127,74 +137,42 @@ impl Reader {
         stage: &'static str,
     ) -> Result<Bytes, BackendError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                match frame {
-                    Frame::Line {
-                        bytes, first: true, ..
-                    } => return Ok(bytes),
-                    Frame::LineChunk { .. } => {
-                        return Err(BackendError::Protocol(format!(
-                            "{stage}: response line too long"
-                        )))
-                    }
-                    _ => {}
-                }
-            }
-            let n = tokio::time::timeout_at(deadline, s.read_buf(&mut self.buf))
-                .await
-                .map_err(|_| BackendError::Timeout(stage))??;
-            if n == 0 {
-                return Err(BackendError::Closed);
-            }
-        }
+        command::next_line(s, &mut self.buf, &mut self.framer, deadline, stage).await
     }
 
     /// Send a command and wait for its tagged OK; untagged lines are dropped.
     async fn command_ok<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         &mut self,
         s: &mut S,
-        cmd: &str,
         tag: &str,
+        cmd: &str,
         stage: &'static str,
     ) -> Result<(), BackendError> {
-        s.write_all(cmd.as_bytes()).await?;
-        s.flush().await?;
-        loop {
-            let line = self.read_line(s, stage).await?;
-            if let Some(st) = parse_status(&line) {
-                if st.kind == Kind::Tagged(tag.to_string()) {
-                    return match st.status {
-                        Status::Ok => Ok(()),
-                        _ => Err(BackendError::Refused(format!("{stage}: {}", st.text))),
-                    };
-                }
-                if st.status == Status::Bye {
-                    return Err(BackendError::Refused(st.text));
-                }
+        match command::run(s, &mut self.buf, tag, cmd, self.timeout, |_| {})
+            .await
+            .map_err(|e| e.at_stage(stage))?
+        {
+            Answer::Ok => Ok(()),
+            Answer::No(text) | Answer::Bad(text) => {
+                Err(BackendError::Refused(format!("{stage}: {text}")))
             }
         }
     }
 
+    /// The capabilities from `* CAPABILITY` (none if refused).
     async fn capability<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         &mut self,
         s: &mut S,
     ) -> Result<Vec<String>, BackendError> {
-        s.write_all(b"C1 CAPABILITY\r\n").await?;
-        s.flush().await?;
         let mut caps = Vec::new();
-        loop {
-            let line = self.read_line(s, "capability").await?;
-            if let Some(c) = parse_capability_data(&line) {
+        command::run(s, &mut self.buf, "C1", "CAPABILITY", self.timeout, |l| {
+            if let Some(c) = parse_capability_data(l) {
                 caps = c;
-                continue;
             }
-            if let Some(st) = parse_status(&line) {
-                if st.kind == Kind::Tagged("C1".into()) {
-                    return Ok(caps);
-                }
-            }
-        }
+        })
+        .await
+        .map_err(|e| e.at_stage("capability"))?;
+        Ok(caps)
     }
 }
 
@@ -240,7 +218,7 @@ pub async fn connect(
         BackendTls::Starttls => {
             greeting(&mut reader, &mut tcp).await?;
             reader
-                .command_ok(&mut tcp, "S1 STARTTLS\r\n", "S1", "starttls")
+                .command_ok(&mut tcp, "S1", "STARTTLS", "starttls")
                 .await?;
             if !reader.buf.is_empty() {
                 return Err(BackendError::Protocol(
@@ -401,7 +379,7 @@ pub fn client_capabilities(backend_caps: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::session::Mechanism;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
     fn connected(stream: tokio::io::DuplexStream, caps: &str) -> Connected {
         Connected {

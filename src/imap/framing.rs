@@ -90,6 +90,13 @@ impl Framer {
         }
     }
 
+    /// The bound on a retained line part. A line whose LF arrives in the
+    /// same read may come out whole although longer: callers that refuse
+    /// long lines compare with this.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// True between messages (nothing partial pending).
     pub fn at_boundary(&self) -> bool {
         self.literal_left == 0 && self.at_message_start && !self.oversized && self.scanned == 0

@@ -16,7 +16,8 @@ use super::conn::Context;
 use super::parked::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
-use crate::backend::pool::{run, CredKey};
+use crate::backend::command::run;
+use crate::backend::pool::CredKey;
 use crate::backend::watch::uid_search_all;
 use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::imap::command::quote;
@@ -120,7 +121,8 @@ impl Parking<'_> {
             },
         )
         .await
-        .ok()?;
+        .ok()?
+        .is_ok();
         if !ok {
             return None;
         }
@@ -150,7 +152,8 @@ impl Parking<'_> {
                 },
             )
             .await
-            .ok()?;
+            .ok()?
+            .is_ok();
             let flags = super::parked::FlagSnapshot::from_pairs(&pairs);
             view.uids = flags.uids();
             view.flags = Some(flags);
@@ -238,7 +241,8 @@ impl Parking<'_> {
             },
         )
         .await
-        .ok()?;
+        .ok()?
+        .is_ok();
         if !ok {
             return None;
         }
