@@ -672,6 +672,7 @@ mod tests {
             E::Refused("r".into()),
             E::Protocol("p".into()),
             E::Closed,
+            E::Login(Box::new(E::Timeout("login"))),
         ] {
             assert!(E::KINDS.contains(&e.kind()), "{}", e.kind());
         }

@@ -665,77 +665,103 @@ async fn login_unguarded(
             Vec::new()
         }),
     };
-    let t = &ctx.config.timeouts;
     let mut last = None;
     for b in candidates.iter().take(3) {
         last = Some(b.name.clone());
-        // Master login only for logins imapmux verified itself.
-        let backend_creds = match (&b.master, verified) {
-            (Some(m), true) => m.credentials_for(&user_creds.user),
-            _ => user_creds.clone(),
+        let who = Who {
+            client,
+            creds,
+            user_creds: &user_creds,
+            verified,
+            owner: &owner,
         };
-        let m = &ctx.metrics;
-        let reuse_id = ctx
-            .pool
-            .as_ref()
-            .map(|p| (owner.clone(), p.key(creds, &backend_creds)));
-        if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
-            tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
-            return Ok(LoginOk {
-                conn: li,
-                backend: b.clone(),
-                reuse: reuse_id,
-                backend_creds,
-                owner,
-            });
+        if let Some(done) = login_at(ctx, &who, b).await {
+            return done;
         }
-        let t0 = Instant::now();
-        let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
-            Ok(c) => {
-                m.backend_connected(&b.name, t0.elapsed().as_secs_f64());
-                c
-            }
-            Err(e) => {
-                m.backend_error(&b.name, "connect", e.kind());
-                tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend connect failed");
-                continue; // nothing was sent yet: the next candidate may serve
-            }
-        };
-        let info = b.cfg.trusted.then_some(client);
-        let t0 = Instant::now();
-        let answer = conn.login(&backend_creds, info).await;
-        if answer.is_ok() {
-            m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
-        }
-        return match answer {
-            Ok(LoginOutcome::Ok(li)) => Ok(LoginOk {
-                conn: li,
-                backend: b.clone(),
-                reuse: reuse_id,
-                backend_creds,
-                owner,
-            }),
-            Ok(LoginOutcome::Rejected { status, code, text }) => {
-                if verified {
-                    // imapmux accepted the password; the backend refused its
-                    // login: a configuration problem, not the user's fault.
-                    tracing::error!(session = %client.session_id, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
-                    return Err(unavailable(Some(b.name.clone())));
-                }
-                Err(LoginFail {
-                    status,
-                    code,
-                    text,
-                    backend: Some(b.name.clone()),
-                    result: LoginResult::Failed,
-                })
-            }
-            Err(e) => {
-                m.backend_error(&b.name, "login", e.kind());
-                tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend login failed");
-                Err(unavailable(Some(b.name.clone())))
-            }
-        };
     }
     Err(unavailable(last))
+}
+
+/// Who is logging in: the client, what it presented, what the auth source
+/// made of it, and whose mailbox it is.
+struct Who<'a> {
+    client: &'a ClientInfo,
+    /// The credentials the client presented.
+    creds: &'a Credentials,
+    /// The credentials after the auth source (rewrites, tokens).
+    user_creds: &'a Credentials,
+    /// imapmux verified the password itself.
+    verified: bool,
+    owner: &'a str,
+}
+
+/// Log in on one candidate backend: `None` when it failed before any
+/// credentials were sent ([`backend::BackendError::retry`]), so the next
+/// candidate may be tried; else the login's result.
+async fn login_at(
+    ctx: &Context,
+    who: &Who<'_>,
+    b: &Arc<Backend>,
+) -> Option<Result<LoginOk, LoginFail>> {
+    let session = &who.client.session_id;
+    // Master login only for logins imapmux verified itself.
+    let backend_creds = match (&b.master, who.verified) {
+        (Some(m), true) => m.credentials_for(&who.user_creds.user),
+        _ => who.user_creds.clone(),
+    };
+    let m = &ctx.metrics;
+    let reuse_id = ctx
+        .pool
+        .as_ref()
+        .map(|p| (who.owner.to_string(), p.key(who.creds, &backend_creds)));
+    let ok = |conn, reuse, backend_creds| LoginOk {
+        conn,
+        backend: b.clone(),
+        reuse,
+        backend_creds,
+        owner: who.owner.to_string(),
+    };
+    if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
+        tracing::debug!(session = %session, backend = %b.name, "reusing a pooled backend connection");
+        return Some(Ok(ok(li, reuse_id, backend_creds)));
+    }
+    let t = &ctx.config.timeouts;
+    let t0 = Instant::now();
+    let answer = match backend::connect(b, t.backend_connect, t.backend_response).await {
+        Ok(conn) => {
+            m.backend_connected(&b.name, t0.elapsed().as_secs_f64());
+            let info = b.cfg.trusted.then_some(who.client);
+            let t0 = Instant::now();
+            let answer = conn.login(&backend_creds, info).await;
+            if answer.is_ok() {
+                m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
+            }
+            answer.map_err(|e| ("login", e))
+        }
+        Err(e) => Err(("connect", e)),
+    };
+    match answer {
+        Ok(LoginOutcome::Ok(li)) => Some(Ok(ok(li, reuse_id, backend_creds))),
+        Ok(LoginOutcome::Rejected { status, code, text }) => {
+            if who.verified {
+                // imapmux accepted the password; the backend refused its
+                // login: a configuration problem, not the user's fault.
+                tracing::error!(session = %session, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
+                return Some(Err(unavailable(Some(b.name.clone()))));
+            }
+            Some(Err(LoginFail {
+                status,
+                code,
+                text,
+                backend: Some(b.name.clone()),
+                result: LoginResult::Failed,
+            }))
+        }
+        Err((stage, e)) => {
+            m.backend_error(&b.name, stage, e.kind());
+            tracing::warn!(session = %session, backend = %b.name, error = %e, retry = e.retry(), "backend {stage} failed");
+            // Nothing was sent yet: the next candidate may serve.
+            (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
+        }
+    }
 }
