@@ -58,6 +58,29 @@ impl RelayEnd {
     }
 }
 
+/// Temporary, until the relay reports an [`EndReason`] itself: how a relay
+/// end that stops the session ends it (same labels as [`RelayEnd::as_str`]).
+/// `Released` is the client's logout. `Parked` hands the session on to
+/// parking and is converted only when parking could not take it, which
+/// ends the session as a backend error (as the relay does itself when a
+/// park fails).
+///
+/// [`EndReason`]: crate::session::end::EndReason
+impl From<RelayEnd> for crate::session::end::EndReason {
+    fn from(end: RelayEnd) -> Self {
+        use crate::session::end::EndReason as E;
+        match end {
+            RelayEnd::Logout | RelayEnd::Released => E::Logout,
+            RelayEnd::ClientClosed => E::ClientClosed,
+            RelayEnd::BackendClosed => E::BackendClosed,
+            RelayEnd::ClientError => E::ClientError,
+            RelayEnd::BackendError | RelayEnd::Parked => E::BackendError,
+            RelayEnd::IdleTimeout => E::IdleTimeout,
+            RelayEnd::Shutdown => E::Shutdown,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub max_line: usize,

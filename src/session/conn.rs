@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::end::EndReason;
 use super::preauth::{CloseReason, Event, PreAuth, PreAuthConfig};
 use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
@@ -21,7 +22,7 @@ use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
 use crate::listener::limits::Admission;
 use crate::metrics::{LoginResult, Metrics, RejectReason};
-use crate::relay::{relay, Counters, RelayConfig, RelayEnd};
+use crate::relay::{relay, Counters, RelayConfig, RelayEnd, RelayOutcome};
 use crate::route::{Backend, Router};
 
 /// Everything a connection needs, shared by all connections.
@@ -50,7 +51,7 @@ pub struct Context {
 pub(super) struct Summary {
     user: Option<String>,
     backend: Option<String>,
-    end: &'static str,
+    end: EndReason,
     /// Backend login name and credential key, for the reuse pool.
     reuse: Option<(String, CredKey)>,
     /// The backend and the credentials that logged in to it, kept while
@@ -82,7 +83,7 @@ pub async fn serve(
         bytes_in = counters.client_to_backend.load(std::sync::atomic::Ordering::Relaxed),
         bytes_out = counters.backend_to_client.load(std::sync::atomic::Ordering::Relaxed),
         duration_ms = started.elapsed().as_millis() as u64,
-        end = summary.end,
+        end = summary.end.as_str(),
         "session ended"
     );
 }
@@ -95,8 +96,8 @@ async fn handshake(
     tcp: TcpStream,
     mode: ListenerMode,
     deadline: Instant,
-) -> Result<ClientStream, &'static str> {
-    let acceptor = ctx.tls.as_ref().ok_or("no_tls_config")?;
+) -> Result<ClientStream, EndReason> {
+    let acceptor = ctx.tls.as_ref().ok_or(EndReason::NoTlsConfig)?;
     let limit = ctx
         .config
         .timeouts
@@ -107,11 +108,11 @@ async fn handshake(
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             ctx.metrics.tls_handshake_failed(mode, false);
-            Err("tls_handshake_failed")
+            Err(EndReason::TlsHandshakeFailed)
         }
         Err(_) => {
             ctx.metrics.tls_handshake_failed(mode, true);
-            Err("tls_handshake_timeout")
+            Err(EndReason::TlsHandshakeTimeout)
         }
     }
 }
@@ -127,7 +128,7 @@ async fn run(
     let mut summary = Summary {
         user: None,
         backend: None,
-        end: "client_closed",
+        end: EndReason::ClientClosed,
         reuse: None,
         retained: None,
     };
@@ -193,69 +194,94 @@ async fn run(
         ))
         .await;
         drop(backend_conn);
-        summary.end = out.end.as_str();
-        let caps = || {
-            capabilities
-                .as_deref()
-                .unwrap_or("")
-                .split(' ')
-                .map(String::from)
-                .collect::<Vec<_>>()
+        let Some((client_next, li_next)) = Box::pin(after_relay(
+            ctx,
+            client,
+            counters,
+            &mut summary,
+            out,
+            (capabilities, logged_in_at),
+        ))
+        .await
+        else {
+            break;
         };
-        match (out.end, out.backend, out.client, out.parked) {
-            (RelayEnd::Released, Some((stream, buf)), _, _) => {
-                let li = LoggedIn {
-                    stream,
-                    buf,
-                    capabilities: caps(),
-                    logged_in_at,
-                };
-                release(ctx, &mut summary, li).await;
-                break;
-            }
-            (RelayEnd::Parked, Some((bstream, bbuf)), Some((cstream, cbuf)), Some(parked)) => {
-                let Some((backend, creds, user)) = summary.retained.clone() else {
-                    break;
-                };
-                let old = LoggedIn {
-                    stream: bstream,
-                    buf: bbuf,
-                    capabilities: caps(),
-                    logged_in_at,
-                };
-                let p = super::park::Parking {
-                    ctx,
-                    client_info: client,
-                    backend,
-                    creds,
-                    reuse: summary.reuse.clone(),
-                    user,
-                    counters,
-                };
-                match Box::pin(p.park((cstream, cbuf), old, parked)).await {
-                    super::park::Outcome::Resumed {
-                        client,
-                        pipelined,
-                        backend,
-                    } => {
-                        client_side = (client, pipelined);
-                        li = backend;
-                    }
-                    super::park::Outcome::Ended(end) => {
-                        summary.end = end;
-                        break;
-                    }
-                }
-            }
-            (end, _, _, _) => {
-                if ctx.pool.is_some() && end == RelayEnd::Logout {
-                    ctx.metrics.pool.released(false);
-                }
-                break;
-            }
-        }
+        client_side = client_next;
+        li = li_next;
     }
     summary
+}
+
+/// After a relay: a session that parked and resumed goes on (its client
+/// side and new backend connection); any other end stops it, with
+/// `summary.end` set.
+async fn after_relay(
+    ctx: &Context,
+    client: &ClientInfo,
+    counters: &Counters,
+    summary: &mut Summary,
+    out: RelayOutcome<ClientStream, backend::BoxStream>,
+    (capabilities, logged_in_at): (Option<String>, Instant),
+) -> Option<((ClientStream, BytesMut), LoggedIn)> {
+    let caps = || {
+        capabilities
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    match (out.end, out.backend, out.client, out.parked) {
+        (RelayEnd::Parked, Some((bstream, bbuf)), Some((cstream, cbuf)), Some(parked))
+            if summary.retained.is_some() =>
+        {
+            let (backend, creds, user) = summary.retained.clone()?;
+            let old = LoggedIn {
+                stream: bstream,
+                buf: bbuf,
+                capabilities: caps(),
+                logged_in_at,
+            };
+            let p = super::park::Parking {
+                ctx,
+                client_info: client,
+                backend,
+                creds,
+                reuse: summary.reuse.clone(),
+                user,
+                counters,
+            };
+            match Box::pin(p.park((cstream, cbuf), old, parked)).await {
+                super::park::Outcome::Resumed {
+                    client,
+                    pipelined,
+                    backend,
+                } => Some(((client, pipelined), backend)),
+                super::park::Outcome::Ended(end) => {
+                    summary.end = end;
+                    None
+                }
+            }
+        }
+        (end, backend, _, _) => {
+            // The relay's end stops the session here (and only here).
+            summary.end = end.into();
+            match (end, backend) {
+                (RelayEnd::Released, Some((stream, buf))) => {
+                    let li = LoggedIn {
+                        stream,
+                        buf,
+                        capabilities: caps(),
+                        logged_in_at,
+                    };
+                    release(ctx, summary, li).await;
+                }
+                (RelayEnd::Logout, _) if ctx.pool.is_some() => ctx.metrics.pool.released(false),
+                _ => {}
+            }
+            None
+        }
+    }
 }
 
 /// A pooled connection for this login (backend login name and credential
@@ -358,7 +384,7 @@ async fn preauth(
         }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                summary.end = "client_error";
+                summary.end = EndReason::ClientError;
                 return None;
             }
             counters
@@ -368,12 +394,12 @@ async fn preauth(
         }
         if let Some(reason) = close {
             let _ = stream.shutdown().await;
-            summary.end = reason.as_str();
+            summary.end = reason.into();
             return None;
         }
         if start_tls {
             let ClientStream::Plain(tcp) = stream else {
-                summary.end = "protocol_error";
+                summary.end = EndReason::ProtocolError;
                 return None;
             };
             stream = match handshake(ctx, tcp, mode, deadline).await {
@@ -459,8 +485,8 @@ async fn preauth(
         // Wait for input, the pre-auth deadline, or shutdown.
         tokio::select! {
             r = stream.read(&mut rbuf) => match r {
-                Ok(0) => { summary.end = "client_closed"; return None; }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = "client_closed"; return None; }
+                Ok(0) => { summary.end = EndReason::ClientClosed; return None; }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = EndReason::ClientClosed; return None; }
                 Ok(n) => {
                     counters.client_to_backend.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     pre.input(&rbuf[..n]);
@@ -471,13 +497,13 @@ async fn preauth(
                         tokio::task::yield_now().await;
                     }
                 }
-                Err(_) => { summary.end = "client_error"; return None; }
+                Err(_) => { summary.end = EndReason::ClientError; return None; }
             },
             _ = tokio::time::sleep_until(pre.deadline().into()) => pre.timeout(Instant::now()),
             _ = close_now.changed() => {
                 let _ = stream.write_all(b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
                 let _ = stream.shutdown().await;
-                summary.end = "shutdown";
+                summary.end = EndReason::Shutdown;
                 return None;
             }
         }
@@ -489,7 +515,7 @@ async fn preauth(
         }
     }
     if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-        summary.end = "client_error";
+        summary.end = EndReason::ClientError;
         return None;
     }
     counters
@@ -763,5 +789,28 @@ async fn login_at(
             // Nothing was sent yet: the next candidate may serve.
             (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_ends_keep_their_labels() {
+        for end in [
+            RelayEnd::Logout,
+            RelayEnd::ClientClosed,
+            RelayEnd::BackendClosed,
+            RelayEnd::ClientError,
+            RelayEnd::BackendError,
+            RelayEnd::IdleTimeout,
+            RelayEnd::Shutdown,
+            RelayEnd::Released,
+        ] {
+            assert_eq!(EndReason::from(end).as_str(), end.as_str());
+        }
+        // Parked goes on to parking; converted only if that fails.
+        assert_eq!(EndReason::from(RelayEnd::Parked), EndReason::BackendError);
     }
 }

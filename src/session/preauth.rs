@@ -11,6 +11,7 @@ use std::time::Instant;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 
+use super::end::EndReason;
 use crate::imap::command::{parse_command, tag_of, trim_crlf, Arg, Command, ParseError};
 use crate::imap::framing::{Frame, Framer};
 use crate::imap::response::sanitize_text;
@@ -100,14 +101,14 @@ pub enum CloseReason {
     ProtocolError,
 }
 
-impl CloseReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CloseReason::Logout => "logout",
-            CloseReason::Timeout => "preauth_timeout",
-            CloseReason::TooManyErrors => "too_many_errors",
-            CloseReason::AuthFailures => "auth_failures",
-            CloseReason::ProtocolError => "protocol_error",
+impl From<CloseReason> for EndReason {
+    fn from(r: CloseReason) -> EndReason {
+        match r {
+            CloseReason::Logout => EndReason::Logout,
+            CloseReason::Timeout => EndReason::PreauthTimeout,
+            CloseReason::TooManyErrors => EndReason::TooManyErrors,
+            CloseReason::AuthFailures => EndReason::AuthFailures,
+            CloseReason::ProtocolError => EndReason::ProtocolError,
         }
     }
 }
