@@ -3,6 +3,7 @@
 //! Sans-I/O: feed client bytes with [`PreAuth::input`], then drain
 //! [`PreAuth::poll`] for events (bytes to send, start TLS, log in, close).
 //! Time is passed in; nothing here touches a socket.
+#![deny(clippy::disallowed_methods)] // no clock reads: see clippy.toml
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -828,4 +829,5 @@ impl PreAuth {
 
 #[cfg(test)]
 #[path = "preauth_tests.rs"]
+#[allow(clippy::disallowed_methods)] // the tests make deadlines from the clock
 mod tests;
