@@ -4,6 +4,7 @@
 //! capabilities. The command text is built by the pure functions in
 //! [`login`]; this module is the I/O around them.
 
+pub mod command;
 pub mod health;
 pub mod login;
 pub mod pool;
@@ -15,15 +16,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::BackendTls;
-use crate::imap::framing::{Frame, Framer};
-use crate::imap::response::{parse_capability_data, parse_status, Kind, Status};
+use crate::imap::framing::Framer;
+use crate::imap::response::{parse_capability_data, parse_status, Kind, Status, StatusLine};
 use crate::route::Backend;
 use crate::session::{ClientInfo, Credentials};
 
+pub use command::Answer;
 pub use login::LoginStep;
 
 /// A byte stream to a backend (TCP or TLS over TCP).
@@ -32,8 +34,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 pub type BoxStream = Box<dyn Stream>;
 
-/// Where a backend connection attempt failed. `retryable` errors happened
-/// before any credentials were sent, so another backend may be tried.
+/// Where a backend connection attempt failed. Errors that happened after
+/// credentials may have reached the backend are wrapped in
+/// [`BackendError::Login`]; see [`BackendError::retry`].
 #[derive(Debug, Error)]
 pub enum BackendError {
     #[error("connect: {0}")]
@@ -50,6 +53,10 @@ pub enum BackendError {
     Protocol(String),
     #[error("connection closed by backend")]
     Closed,
+    /// Failed once the login (and with it the credentials) was on its way
+    /// to the backend: trying another backend would send them again.
+    #[error("login: {0}")]
+    Login(Box<BackendError>),
 }
 
 impl BackendError {
@@ -58,9 +65,11 @@ impl BackendError {
         "connect", "timeout", "tls", "io", "refused", "protocol", "closed",
     ];
 
-    /// Short label for logs and metrics.
+    /// Short label for logs and metrics (a [`Login`](Self::Login) error is
+    /// labelled by what went wrong, like any other).
     pub fn kind(&self) -> &'static str {
         match self {
+            BackendError::Login(e) => e.kind(),
             BackendError::Connect(_) => "connect",
             BackendError::Timeout(_) => "timeout",
             BackendError::Tls(_) => "tls",
@@ -68,6 +77,23 @@ impl BackendError {
             BackendError::Refused(_) => "refused",
             BackendError::Protocol(_) => "protocol",
             BackendError::Closed => "closed",
+        }
+    }
+
+    /// True when the error happened before any credentials were sent to
+    /// the backend, so another candidate backend may be tried: every error
+    /// of [`connect`], and of [`Connected::login`] those before its first
+    /// write. Meant for that candidate choice; a command failing on a
+    /// connection already logged in is not such a question.
+    pub fn retry(&self) -> bool {
+        !matches!(self, BackendError::Login(_))
+    }
+
+    /// A [`Timeout`](Self::Timeout) renamed after the stage it happened in.
+    fn at_stage(self, stage: &'static str) -> Self {
+        match self {
+            BackendError::Timeout(_) => BackendError::Timeout(stage),
+            e => e,
         }
     }
 }
@@ -127,74 +153,42 @@ impl Reader {
         stage: &'static str,
     ) -> Result<Bytes, BackendError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            while let Some(frame) = self.framer.next_frame(&mut self.buf) {
-                match frame {
-                    Frame::Line {
-                        bytes, first: true, ..
-                    } => return Ok(bytes),
-                    Frame::LineChunk { .. } => {
-                        return Err(BackendError::Protocol(format!(
-                            "{stage}: response line too long"
-                        )))
-                    }
-                    _ => {}
-                }
-            }
-            let n = tokio::time::timeout_at(deadline, s.read_buf(&mut self.buf))
-                .await
-                .map_err(|_| BackendError::Timeout(stage))??;
-            if n == 0 {
-                return Err(BackendError::Closed);
-            }
-        }
+        command::next_line(s, &mut self.buf, &mut self.framer, deadline, stage).await
     }
 
     /// Send a command and wait for its tagged OK; untagged lines are dropped.
     async fn command_ok<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         &mut self,
         s: &mut S,
-        cmd: &str,
         tag: &str,
+        cmd: &str,
         stage: &'static str,
     ) -> Result<(), BackendError> {
-        s.write_all(cmd.as_bytes()).await?;
-        s.flush().await?;
-        loop {
-            let line = self.read_line(s, stage).await?;
-            if let Some(st) = parse_status(&line) {
-                if st.kind == Kind::Tagged(tag.to_string()) {
-                    return match st.status {
-                        Status::Ok => Ok(()),
-                        _ => Err(BackendError::Refused(format!("{stage}: {}", st.text))),
-                    };
-                }
-                if st.status == Status::Bye {
-                    return Err(BackendError::Refused(st.text));
-                }
+        match command::run(s, &mut self.buf, tag, cmd, self.timeout, |_| {})
+            .await
+            .map_err(|e| e.at_stage(stage))?
+        {
+            Answer::Ok => Ok(()),
+            Answer::No(text) | Answer::Bad(text) => {
+                Err(BackendError::Refused(format!("{stage}: {text}")))
             }
         }
     }
 
+    /// The capabilities from `* CAPABILITY` (none if refused).
     async fn capability<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         &mut self,
         s: &mut S,
     ) -> Result<Vec<String>, BackendError> {
-        s.write_all(b"C1 CAPABILITY\r\n").await?;
-        s.flush().await?;
         let mut caps = Vec::new();
-        loop {
-            let line = self.read_line(s, "capability").await?;
-            if let Some(c) = parse_capability_data(&line) {
+        command::run(s, &mut self.buf, "C1", "CAPABILITY", self.timeout, |l| {
+            if let Some(c) = parse_capability_data(l) {
                 caps = c;
-                continue;
             }
-            if let Some(st) = parse_status(&line) {
-                if st.kind == Kind::Tagged("C1".into()) {
-                    return Ok(caps);
-                }
-            }
-        }
+        })
+        .await
+        .map_err(|e| e.at_stage("capability"))?;
+        Ok(caps)
     }
 }
 
@@ -240,7 +234,7 @@ pub async fn connect(
         BackendTls::Starttls => {
             greeting(&mut reader, &mut tcp).await?;
             reader
-                .command_ok(&mut tcp, "S1 STARTTLS\r\n", "S1", "starttls")
+                .command_ok(&mut tcp, "S1", "STARTTLS", "starttls")
                 .await?;
             if !reader.buf.is_empty() {
                 return Err(BackendError::Protocol(
@@ -281,46 +275,104 @@ async fn tls_wrap(
         .map_err(BackendError::Tls)
 }
 
-impl Connected {
-    /// Forward the client's address (trusted backends only), then log in.
-    pub async fn login(
-        mut self,
+/// What [`Connected::login`] sends: the first write (ID, then the login
+/// command), the answers to the backend's expected `+` challenges, and the
+/// answer to an unexpected one.
+struct LoginPlan {
+    first: Vec<u8>,
+    /// Answers to `+` challenges, last one first.
+    pending: Vec<Vec<u8>>,
+    error_answer: Vec<u8>,
+    id_sent: bool,
+}
+
+impl LoginPlan {
+    fn new(
         creds: &Credentials,
         client: Option<&ClientInfo>,
-    ) -> Result<LoginOutcome, BackendError> {
-        let mut out = Vec::new();
-        let id_sent = if let Some(client) = client {
-            out.extend_from_slice(&login::id_command("I1", client));
-            true
-        } else {
-            false
-        };
-        let steps =
-            login::login_steps("L1", creds, &self.capabilities).map_err(BackendError::Refused)?;
+        caps: &[String],
+    ) -> Result<LoginPlan, BackendError> {
+        let mut first = Vec::new();
+        if let Some(client) = client {
+            first.extend_from_slice(&login::id_command("I1", client));
+        }
+        let steps = login::login_steps("L1", creds, caps).map_err(BackendError::Refused)?;
         let mut pending = Vec::new();
         // Unexpected challenges are cancelled, unless the mechanism says otherwise.
         let mut error_answer = b"*\r\n".to_vec();
         for (i, step) in steps.into_iter().enumerate() {
             match step {
-                LoginStep::Send(b) if i == 0 => out.extend_from_slice(&b),
+                LoginStep::Send(b) if i == 0 => first.extend_from_slice(&b),
                 LoginStep::Send(b) | LoginStep::AfterContinuation(b) => pending.push(b),
                 LoginStep::OnErrorChallenge(b) => error_answer = b,
             }
         }
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
         pending.reverse();
-        let mut id_done = !id_sent;
+        Ok(LoginPlan {
+            first,
+            pending,
+            error_answer,
+            id_sent: client.is_some(),
+        })
+    }
+}
+
+impl Connected {
+    /// Forward the client's address (trusted backends only), then log in.
+    /// An error once the first byte of the login is written is a
+    /// [`BackendError::Login`] (not [`retry`](BackendError::retry)able);
+    /// before that (the backend lacks the mechanism) it is not.
+    pub async fn login(
+        mut self,
+        creds: &Credentials,
+        client: Option<&ClientInfo>,
+    ) -> Result<LoginOutcome, BackendError> {
+        let plan = LoginPlan::new(creds, client, &self.capabilities)?;
+        let wrap = |e| BackendError::Login(Box::new(e));
+        let (st, caps_from_data) = self.exchange(plan).await.map_err(wrap)?;
+        match st.status {
+            Status::Ok => {
+                let caps = match st.capabilities().or(caps_from_data) {
+                    Some(c) => c,
+                    None => self
+                        .reader
+                        .capability(&mut self.stream)
+                        .await
+                        .map_err(wrap)?,
+                };
+                Ok(LoginOutcome::Ok(LoggedIn {
+                    stream: self.stream,
+                    buf: self.reader.buf,
+                    capabilities: caps,
+                    logged_in_at: std::time::Instant::now(),
+                }))
+            }
+            Status::No | Status::Bad => Ok(LoginOutcome::Rejected {
+                status: if st.status == Status::No { "NO" } else { "BAD" },
+                code: st.code,
+                text: st.text,
+            }),
+            _ => Err(wrap(BackendError::Protocol(
+                "unexpected login response".into(),
+            ))),
+        }
+    }
+
+    /// Send the plan and answer the challenges, up to the login's tagged
+    /// status; also the capabilities of a `* CAPABILITY` seen meanwhile.
+    async fn exchange(
+        &mut self,
+        mut plan: LoginPlan,
+    ) -> Result<(StatusLine, Option<Vec<String>>), BackendError> {
+        self.stream.write_all(&plan.first).await?;
+        self.stream.flush().await?;
+        let mut id_done = !plan.id_sent;
         let mut caps_from_data: Option<Vec<String>> = None;
         loop {
             let line = self.reader.read_line(&mut self.stream, "login").await?;
             if line.starts_with(b"+") {
-                match pending.pop() {
-                    Some(next) => {
-                        self.stream.write_all(&next).await?;
-                        self.stream.flush().await?;
-                        continue;
-                    }
+                let answer = match plan.pending.pop() {
+                    Some(next) => next,
                     None => {
                         // A SASL error challenge (OAuth: base64 JSON with
                         // the reason) or an unexpected one: answer it so
@@ -329,12 +381,12 @@ impl Connected {
                             challenge = %login::describe_challenge(&line),
                             "backend sent a SASL error challenge"
                         );
-                        let answer = std::mem::replace(&mut error_answer, b"*\r\n".to_vec());
-                        self.stream.write_all(&answer).await?;
-                        self.stream.flush().await?;
-                        continue;
+                        std::mem::replace(&mut plan.error_answer, b"*\r\n".to_vec())
                     }
-                }
+                };
+                self.stream.write_all(&answer).await?;
+                self.stream.flush().await?;
+                continue;
             }
             if let Some(c) = parse_capability_data(&line) {
                 caps_from_data = Some(c);
@@ -349,29 +401,10 @@ impl Connected {
                     if !id_done {
                         return Err(BackendError::Protocol("login answered before ID".into()));
                     }
-                    return match st.status {
-                        Status::Ok => {
-                            let caps = match st.capabilities().or(caps_from_data) {
-                                Some(c) => c,
-                                None => self.reader.capability(&mut self.stream).await?,
-                            };
-                            Ok(LoginOutcome::Ok(LoggedIn {
-                                stream: self.stream,
-                                buf: self.reader.buf,
-                                capabilities: caps,
-                                logged_in_at: std::time::Instant::now(),
-                            }))
-                        }
-                        Status::No | Status::Bad => Ok(LoginOutcome::Rejected {
-                            status: if st.status == Status::No { "NO" } else { "BAD" },
-                            code: st.code.clone(),
-                            text: st.text.clone(),
-                        }),
-                        _ => Err(BackendError::Protocol("unexpected login response".into())),
-                    };
+                    return Ok((st, caps_from_data));
                 }
                 Kind::Untagged if st.status == Status::Bye => {
-                    return Err(BackendError::Refused(st.text.clone()))
+                    return Err(BackendError::Refused(st.text))
                 }
                 _ => {}
             }
@@ -401,7 +434,7 @@ pub fn client_capabilities(backend_caps: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::session::Mechanism;
-    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
     fn connected(stream: tokio::io::DuplexStream, caps: &str) -> Connected {
         Connected {
@@ -479,9 +512,125 @@ mod tests {
             matches!(&err, BackendError::Refused(m) if m.contains("AUTH=XOAUTH2")),
             "{err}"
         );
+        // Nothing was sent: another backend may be tried.
+        assert!(err.retry());
         // the connection was dropped without a byte written
         let mut buf = Vec::new();
         theirs.read_to_end(&mut buf).await.unwrap();
         assert!(buf.is_empty(), "{buf:?}");
+    }
+
+    /// A backend that reads the login and answers `reply` (then closes).
+    async fn login_with(reply: &'static [u8]) -> BackendError {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(theirs);
+            let mut line = String::new();
+            BufReader::new(r).read_line(&mut line).await.unwrap();
+            w.write_all(reply).await.unwrap();
+            if reply.is_empty() {
+                return; // closes at once
+            }
+            std::future::pending::<()>().await;
+        });
+        let creds = Credentials {
+            user: "u".into(),
+            password: b"pw".to_vec(),
+            authzid: None,
+            mechanism: Mechanism::Login,
+        };
+        let mut c = connected(ours, "IMAP4rev1 AUTH=PLAIN");
+        c.reader = Reader::new(Duration::from_millis(300));
+        c.login(&creds, None).await.err().expect("login failed")
+    }
+
+    #[tokio::test]
+    async fn errors_once_the_login_is_sent_are_not_retried() {
+        for (reply, kind) in [
+            (&b""[..], "closed"),
+            (b"* BYE going away\r\n", "refused"),
+            (b"* OK still thinking\r\n", "timeout"),
+            (b"L1 PREAUTH what\r\n", "protocol"),
+            // OK without capabilities: the CAPABILITY asked after it fails.
+            (b"L1 OK done\r\n* BYE\r\n", "refused"),
+        ] {
+            let e = login_with(reply).await;
+            assert!(matches!(e, BackendError::Login(_)), "{e:?}");
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(!e.retry(), "{e}");
+        }
+    }
+
+    fn backend_at(addr: std::net::SocketAddr) -> std::sync::Arc<Backend> {
+        let cfg = crate::config::Config::parse(
+            &format!(
+                "[[listener]]\naddress = \"127.0.0.1:1143\"\nmode = \"plaintext\"\n\
+                 [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b1\"\naddress = \"{addr}\"\n"
+            ),
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let router = crate::route::Router::from_config(&cfg).unwrap();
+        router.pools[0].backends[0].clone()
+    }
+
+    /// A backend on a local port that greets each connection with
+    /// `greeting`, answers a CAPABILITY with BYE, then keeps it open.
+    async fn greeting_backend(greeting: &'static [u8]) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            c.write_all(greeting).await.unwrap();
+            if greeting.is_empty() {
+                return;
+            }
+            let mut line = String::new();
+            let (r, mut w) = c.split();
+            let _ = BufReader::new(r).read_line(&mut line).await;
+            let _ = w.write_all(b"* BYE no capabilities today\r\n").await;
+            std::future::pending::<()>().await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn connect_errors_are_retried() {
+        let t = Duration::from_millis(300);
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = connect(&backend_at(closed), t, t)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.kind(), "connect");
+        assert!(e.retry(), "{e}");
+        for (greeting, kind) in [
+            (&b""[..], "closed"),
+            (b"* BYE too busy\r\n", "refused"),
+            (b"* PREAUTH hi\r\n", "protocol"),
+            (b"* OK", "timeout"),
+            (b"* OK hi\r\n", "refused"), // the CAPABILITY got BYE
+        ] {
+            let addr = greeting_backend(greeting).await;
+            let e = connect(&backend_at(addr), t, t)
+                .await
+                .err()
+                .expect("failed");
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(e.retry(), "{e}");
+        }
+    }
+
+    #[test]
+    fn login_errors_keep_the_kind_of_their_cause() {
+        let cause = || BackendError::Io(std::io::Error::other("x"));
+        assert!(cause().retry());
+        let e = BackendError::Login(Box::new(cause()));
+        assert_eq!(e.kind(), "io");
+        assert!(!e.retry());
+        assert_eq!(e.to_string(), "login: I/O: x");
     }
 }

@@ -12,11 +12,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::{BoxStream, LoggedIn};
-use crate::imap::framing::{Frame, Framer};
+use super::command::{self, Answer};
+use super::{BackendError, LoggedIn};
 use crate::session::Credentials;
 
 pub type CredKey = [u8; 32];
@@ -231,125 +230,40 @@ impl BackendPool {
 }
 
 /// Send `tag cmd` and read until its tagged answer; untagged data is
-/// dropped. `Ok(true)` for OK, `Ok(false)` for NO/BAD.
+/// dropped.
 async fn command(
-    stream: &mut BoxStream,
-    buf: &mut BytesMut,
+    conn: &mut LoggedIn,
     tag: &str,
     cmd: &str,
     timeout: Duration,
-) -> std::io::Result<bool> {
-    run(stream, buf, tag, cmd, timeout, |_| {}).await
-}
-
-/// Send `tag cmd` and read until its tagged answer, giving every untagged
-/// line (`* …`, CRLF included, literals skipped) to `untagged`. A `* BYE`
-/// is an error. `Ok(true)` for OK, `Ok(false)` for NO/BAD.
-/// Most bytes of untagged lines one command of imapmux's own may bring
-/// (`UID FETCH 1:* (UID FLAGS)` of a million messages is about 40 MiB).
-pub const MAX_ANSWER_BYTES: usize = 128 * 1024 * 1024;
-
-pub async fn run(
-    stream: &mut BoxStream,
-    buf: &mut BytesMut,
-    tag: &str,
-    cmd: &str,
-    timeout: Duration,
-    mut untagged: impl FnMut(&[u8]),
-) -> std::io::Result<bool> {
-    stream
-        .write_all(format!("{tag} {cmd}\r\n").as_bytes())
-        .await?;
-    stream.flush().await?;
-    let mut framer = Framer::new(1024 * 1024);
-    let deadline = tokio::time::Instant::now() + timeout;
-    // What callers collect from the untagged lines (flags of every
-    // message, relayed responses) is bounded by what is let through.
-    let mut seen = 0usize;
-    loop {
-        while let Some(frame) = framer.next_frame(buf) {
-            match frame {
-                Frame::Line {
-                    bytes, first: true, ..
-                } => {
-                    if bytes.starts_with(b"* BYE") {
-                        return Err(std::io::ErrorKind::ConnectionAborted.into());
-                    }
-                    if bytes.starts_with(b"* ") {
-                        seen += bytes.len();
-                        if seen > MAX_ANSWER_BYTES {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                "backend answer too large",
-                            ));
-                        }
-                        untagged(&bytes);
-                        continue;
-                    }
-                    if let Some(rest) = bytes.strip_prefix(tag.as_bytes()) {
-                        if rest.first() == Some(&b' ') {
-                            return Ok(rest[1..].starts_with(b"OK"));
-                        }
-                    }
-                }
-                Frame::LineChunk { .. } => {
-                    return Err(std::io::ErrorKind::InvalidData.into());
-                }
-                _ => {}
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, stream.read_buf(buf))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
+) -> Result<Answer, BackendError> {
+    command::run(&mut conn.stream, &mut conn.buf, tag, cmd, timeout, |_| {}).await
 }
 
 /// Make a released connection fit for another client: leave the selected
 /// mailbox without expunging (UNSELECT; BAD "no mailbox selected" is fine).
-pub async fn clean(conn: &mut LoggedIn, timeout: Duration) -> std::io::Result<()> {
-    command(
-        &mut conn.stream,
-        &mut conn.buf,
-        "imapmux.u",
-        "UNSELECT",
-        timeout,
-    )
-    .await?;
+pub async fn clean(conn: &mut LoggedIn, timeout: Duration) -> Result<(), BackendError> {
+    command(conn, "imapmux.u", "UNSELECT", timeout).await?;
     if conn.buf.is_empty() {
         Ok(())
     } else {
-        Err(std::io::ErrorKind::InvalidData.into())
+        Err(BackendError::Protocol(
+            "data after the UNSELECT answer".into(),
+        ))
     }
 }
 
 /// Check a pooled connection before reuse (NOOP answered OK, nothing left over).
 pub async fn probe(conn: &mut LoggedIn, timeout: Duration) -> bool {
     matches!(
-        command(
-            &mut conn.stream,
-            &mut conn.buf,
-            "imapmux.p",
-            "NOOP",
-            timeout
-        )
-        .await,
-        Ok(true)
+        command(conn, "imapmux.p", "NOOP", timeout).await,
+        Ok(Answer::Ok)
     ) && conn.buf.is_empty()
 }
 
 /// Log a connection out (best effort) and drop it.
 pub async fn logout(mut conn: LoggedIn, timeout: Duration) {
-    let _ = command(
-        &mut conn.stream,
-        &mut conn.buf,
-        "imapmux.l",
-        "LOGOUT",
-        timeout,
-    )
-    .await;
+    let _ = command(&mut conn, "imapmux.l", "LOGOUT", timeout).await;
     let _ = conn.stream.shutdown().await;
 }
 
@@ -357,6 +271,8 @@ pub async fn logout(mut conn: LoggedIn, timeout: Duration) {
 mod tests {
     use super::*;
     use crate::session::Mechanism;
+    use bytes::BytesMut;
+    use tokio::io::AsyncReadExt;
 
     fn conn() -> LoggedIn {
         let (a, _b) = tokio::io::duplex(64);

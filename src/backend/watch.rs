@@ -16,9 +16,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
-use super::pool::run;
+use super::command::run;
 use super::wake::WakeSink;
-use super::LoggedIn;
+use super::{BackendError, LoggedIn};
 use crate::imap::command::quote;
 use crate::route::Backend;
 use crate::session::parked::{fetch_uid_flags, number_after, search_uids, MailboxNow, UidList};
@@ -27,9 +27,7 @@ use crate::session::Credentials;
 #[derive(Debug, Error)]
 pub enum WatchError {
     #[error("backend: {0}")]
-    Backend(String),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Backend(#[from] BackendError),
     #[error("the backend refused {0}")]
     Refused(&'static str),
     #[error("mailbox name cannot be quoted")]
@@ -202,13 +200,8 @@ impl Watcher {
                 self.cfg.connect_timeout,
                 self.cfg.response_timeout,
             )
-            .await
-            .map_err(|e| WatchError::Backend(e.to_string()))?;
-            match c
-                .login(&self.creds, None)
-                .await
-                .map_err(|e| WatchError::Backend(e.to_string()))?
-            {
+            .await?;
+            match c.login(&self.creds, None).await? {
                 super::LoginOutcome::Ok(li) => *slot = Some(li),
                 super::LoginOutcome::Rejected { .. } => return Err(WatchError::Refused("login")),
             }
@@ -228,7 +221,7 @@ impl Watcher {
         let t = self.cfg.response_timeout;
         let conn = self.connection(slot).await?;
         match run(&mut conn.stream, &mut conn.buf, &tag, cmd, t, untagged).await {
-            Ok(ok) => Ok(ok),
+            Ok(answer) => Ok(answer.is_ok()),
             Err(e) => {
                 *slot = None;
                 Err(e.into())
@@ -431,21 +424,21 @@ pub async fn uid_search_all(
     tag: &str,
     timeout: Duration,
     mut other: impl FnMut(&[u8]),
-) -> std::io::Result<Option<UidList>> {
+) -> Result<Option<UidList>, BackendError> {
     let cmd = if crate::imap::response::has_capability(&conn.capabilities, "ESEARCH") {
         "UID SEARCH RETURN (ALL) ALL"
     } else {
         "UID SEARCH ALL"
     };
     let mut uids = None;
-    let ok = run(&mut conn.stream, &mut conn.buf, tag, cmd, timeout, |l| {
+    let answer = run(&mut conn.stream, &mut conn.buf, tag, cmd, timeout, |l| {
         if let Some(u) = search_uids(l) {
             uids = Some(u);
         }
         other(l);
     })
     .await?;
-    Ok(ok.then(|| uids.unwrap_or_default()))
+    Ok(answer.is_ok().then(|| uids.unwrap_or_default()))
 }
 
 async fn search_all(w: &Watcher, slot: &mut Option<LoggedIn>) -> Result<UidList, WatchError> {

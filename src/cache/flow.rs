@@ -15,6 +15,19 @@
 //! complete backend response to the same item list; without one the
 //! command is forwarded unchanged (and teaches the template).
 
+// Sans-I/O and fed by peers: no panics on input, no clock (time is
+// passed in). See Cargo.toml [lints] and clippy.toml.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::disallowed_methods
+)]
+#![warn(unreachable_pub)]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -302,13 +315,13 @@ impl Flow {
         let planned = if busy {
             None
         } else {
-            self.plan(&line[sp + 1..], true, view)
+            self.plan(line.get(sp + 1..).unwrap_or_default(), true, view)
         };
         let (kind, up) = planned.unwrap_or((Kind::Other, Upstream::Forward));
         let up = match up {
             Upstream::Replace(body) => {
                 let mut l = Vec::with_capacity(sp + 1 + body.len() + 2);
-                l.extend_from_slice(&line[..=sp]);
+                l.extend_from_slice(line.get(..=sp).unwrap_or_default());
                 l.extend_from_slice(&body);
                 l.extend_from_slice(b"\r\n");
                 Upstream::Replace(l)
@@ -757,9 +770,11 @@ impl Flow {
         if let Some(tag) = crate::imap::command::tag_of(line) {
             if let Some(pos) = self.inflight.iter().position(|c| c.tag == tag) {
                 if let Some(cmd) = self.inflight.remove(pos) {
-                    let rest = &line[tag.len()..];
+                    let rest = line.get(tag.len()..).unwrap_or_default();
                     let plain_ok = rest.len() >= 3
-                        && rest[..3].eq_ignore_ascii_case(b" OK")
+                        && rest
+                            .get(..3)
+                            .is_some_and(|r| r.eq_ignore_ascii_case(b" OK"))
                         && !rest
                             .windows(15)
                             .any(|w| w.eq_ignore_ascii_case(b"[EXPUNGEISSUED]"));
@@ -805,8 +820,11 @@ impl Flow {
             return;
         };
         let item = |i: usize| -> (&[u8], &[u8]) {
-            let r = &parsed.items[i];
-            (&resp[r.name.clone()], &resp[r.value.clone()])
+            let Some(r) = parsed.items.get(i) else {
+                return (&[][..], &[][..]);
+            };
+            let part = |range: std::ops::Range<usize>| resp.get(range).unwrap_or_default();
+            (part(r.name.clone()), part(r.value.clone()))
         };
         let uid = (0..parsed.items.len()).find_map(|i| {
             let (n, v) = item(i);
@@ -832,9 +850,10 @@ impl Flow {
                     match f.atts.iter().position(|a| a.matches_response_item(n)) {
                         Some(ai) => {
                             order.push(Slot::Att(ai));
-                            if f.atts[ai].cacheable() && v.len() <= self.cache.max_item_size {
+                            let att = f.atts.get(ai).filter(|a| a.cacheable());
+                            if let Some(att) = att.filter(|_| v.len() <= self.cache.max_item_size) {
                                 new.push(CachedItem {
-                                    key: f.atts[ai].cache_key().into(),
+                                    key: att.cache_key().into(),
                                     name: Bytes::copy_from_slice(n),
                                     value: Bytes::copy_from_slice(v),
                                 });
@@ -902,7 +921,9 @@ impl Flow {
                 };
                 let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(s.template.len());
                 let mut used = vec![false; parsed.items.len()];
-                used[marker] = true;
+                if let Some(u) = used.get_mut(marker) {
+                    *u = true;
+                }
                 let mut served = 0u64;
                 for slot in s.template.iter() {
                     match *slot {
@@ -913,10 +934,13 @@ impl Flow {
                                     served += (ci.name.len() + ci.value.len()) as u64;
                                     out.push((&ci.name[..], &ci.value[..]));
                                 }
-                            } else if let Some(i) = (0..parsed.items.len())
-                                .find(|i| !used[*i] && att.matches_response_item(item(*i).0))
-                            {
-                                used[i] = true;
+                            } else if let Some(i) = (0..parsed.items.len()).find(|i| {
+                                used.get(*i) == Some(&false)
+                                    && att.matches_response_item(item(*i).0)
+                            }) {
+                                if let Some(u) = used.get_mut(i) {
+                                    *u = true;
+                                }
                                 out.push(item(i));
                             }
                         }
@@ -925,10 +949,13 @@ impl Flow {
                             if *slot == Slot::Uid && !s.uid_cmd {
                                 continue;
                             }
-                            if let Some(i) = (0..parsed.items.len())
-                                .find(|i| !used[*i] && item(*i).0.eq_ignore_ascii_case(want))
-                            {
-                                used[i] = true;
+                            if let Some(i) = (0..parsed.items.len()).find(|i| {
+                                used.get(*i) == Some(&false)
+                                    && item(*i).0.eq_ignore_ascii_case(want)
+                            }) {
+                                if let Some(u) = used.get_mut(i) {
+                                    *u = true;
+                                }
                                 out.push(item(i));
                             }
                         }
@@ -1009,6 +1036,13 @@ impl Hook for Flow {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 mod template_tests {
     use super::*;
 

@@ -90,6 +90,13 @@ impl Framer {
         }
     }
 
+    /// The bound on a retained line part. A line whose LF arrives in the
+    /// same read may come out whole although longer: callers that refuse
+    /// long lines compare with this.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// True between messages (nothing partial pending).
     pub fn at_boundary(&self) -> bool {
         self.literal_left == 0 && self.at_message_start && !self.oversized && self.scanned == 0
@@ -152,14 +159,14 @@ impl Framer {
             return None;
         }
         let start = self.scanned.min(data.len());
-        match memchr::memchr(b'\n', &data[start..]) {
+        match memchr::memchr(b'\n', data.get(start..).unwrap_or_default()) {
             Some(pos) => {
                 let end = start + pos + 1;
                 let first = self.at_message_start;
                 let oversized = self.oversized;
                 self.scanned = 0;
                 self.oversized = false;
-                let literal = literal_at_end(&data[..end]);
+                let literal = data.get(..end).and_then(literal_at_end);
                 if let Some(spec) = literal {
                     self.literal_left = spec.len;
                     self.at_message_start = false;
@@ -221,17 +228,23 @@ pub fn literal_at_end(line: &[u8]) -> Option<LiteralSpec> {
         .iter()
         .rposition(|b| !b.is_ascii_digit())
         .map_or(0, |p| p + 1);
-    let digits = &l[digits_start..];
+    let digits = l.get(digits_start..)?;
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let before = l[..digits_start].strip_suffix(b"{")?;
+    let before = l.get(..digits_start)?.strip_suffix(b"{")?;
     let binary = before.ends_with(b"~");
     let len: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
     Some(LiteralSpec { len, sync, binary })
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

@@ -62,7 +62,7 @@ pub fn kind_of(line: &[u8]) -> Option<Kind> {
         return Some(Kind::Continuation);
     }
     let sp = line.iter().position(|b| *b == b' ')?;
-    let tag = std::str::from_utf8(&line[..sp]).ok()?;
+    let tag = std::str::from_utf8(line.get(..sp)?).ok()?;
     if tag.is_empty() {
         return None;
     }
@@ -134,6 +134,12 @@ pub fn sanitize_text(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

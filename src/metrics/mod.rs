@@ -36,6 +36,7 @@ use crate::cache::FetchCache;
 use crate::config::ListenerMode;
 use crate::relay::Counters;
 use crate::route::Router;
+use crate::session::end::EndReason;
 
 /// A metrics registration or encoding problem (a bug, not bad input).
 #[derive(Debug, Error)]
@@ -503,10 +504,12 @@ impl Metrics {
         self.live_bytes.add(counters)
     }
 
-    /// A client connection ended. `reason` is one of the fixed end words
-    /// (`logout`, `client_closed`, `preauth_timeout`, …).
-    pub fn session_ended(&self, reason: &'static str, duration: Duration) {
-        self.sessions_ended.with_label_values(&[reason]).inc();
+    /// A client connection ended; `reason` gives the label
+    /// ([`EndReason::as_str`]: `logout`, `client_closed`, …).
+    pub fn session_ended(&self, reason: EndReason, duration: Duration) {
+        self.sessions_ended
+            .with_label_values(&[reason.as_str()])
+            .inc();
         self.session_duration.observe(duration.as_secs_f64());
     }
 
@@ -607,7 +610,7 @@ mod tests {
         m.command_done("idle", CommandResult::Ok, 600.0);
         m.command_done("user-chosen", CommandResult::Bad, 0.01);
         m.tls_handshake_failed(ListenerMode::Starttls, true);
-        m.session_ended("logout", Duration::from_secs(3));
+        m.session_ended(EndReason::Logout, Duration::from_secs(3));
         m.connection_rejected(RejectReason::PerIpPreauth);
         m.preauth_shortened();
         let b = m.backend_connection("b1");
@@ -672,6 +675,7 @@ mod tests {
             E::Refused("r".into()),
             E::Protocol("p".into()),
             E::Closed,
+            E::Login(Box::new(E::Timeout("login"))),
         ] {
             assert!(E::KINDS.contains(&e.kind()), "{}", e.kind());
         }

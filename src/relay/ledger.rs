@@ -3,6 +3,19 @@
 //! connection) and kept until the backend's tagged answer. Features read
 //! the parsed [`Command`] instead of re-parsing the line.
 
+// Sans-I/O and fed by peers: no panics on input, no clock (time is
+// passed in). See Cargo.toml [lints] and clippy.toml.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::disallowed_methods
+)]
+#![warn(unreachable_pub)]
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -40,7 +53,7 @@ impl Command {
     /// lines that are not `tag SP verb` (IDLE's `DONE`, SASL data).
     pub fn parse(line: &[u8], literal: bool) -> Option<Command> {
         let tag = tag_of(line).filter(|t| t.len() <= MAX_TAG)?;
-        let rest = &line[tag.len() + 1..];
+        let rest = line.get(tag.len() + 1..)?;
         let (verb, after) = word(rest)?;
         let args_at = (line.len() - after.len()).min(line.len());
         let verb = if verb.eq_ignore_ascii_case(b"UID") {
@@ -79,7 +92,7 @@ fn word(s: &[u8]) -> Option<(&[u8], &[u8])> {
         return None;
     }
     let after = s.get(end + 1..).unwrap_or_default();
-    Some((&s[..end], after))
+    Some((s.get(..end)?, after))
 }
 
 /// Commands whose effect outlives the session on the backend connection
@@ -146,7 +159,11 @@ impl Ledger {
 
     /// The only command in flight is the IDLE tagged `tag`.
     pub fn only_idle(&self, tag: &str) -> bool {
-        self.entries.len() == 1 && self.entries[0].idle && &*self.entries[0].tag == tag
+        self.entries.len() == 1
+            && self
+                .entries
+                .front()
+                .is_some_and(|e| e.idle && &*e.tag == tag)
     }
 
     /// A backend line: when it is the tagged answer of a command in the
@@ -154,7 +171,7 @@ impl Ledger {
     pub fn answer(&mut self, line: &[u8], now: Instant) -> Option<Completed> {
         let tag = tag_of(line)?;
         let pos = self.entries.iter().position(|e| &*e.tag == tag)?;
-        let rest = &line[tag.len() + 1..];
+        let rest = line.get(tag.len() + 1..)?;
         let (w, _) = word(rest)?;
         let result = CommandResult::from_word(w)?;
         let e = self.entries.remove(pos)?;
@@ -169,6 +186,13 @@ impl Ledger {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,19 @@
 //! copy), small ones are coalesced so that a burst of short responses is
 //! written with few system calls.
 
+// Sans-I/O and fed by peers: no panics on input, no clock (time is
+// passed in). See Cargo.toml [lints] and clippy.toml.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::disallowed_methods
+)]
+#![warn(unreachable_pub)]
+
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
@@ -10,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 const COALESCE: usize = 4096;
 
 #[derive(Debug, Default)]
-pub struct OutQueue {
+pub(crate) struct OutQueue {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
     len: usize,
@@ -18,11 +31,11 @@ pub struct OutQueue {
 
 impl OutQueue {
     /// Bytes queued.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn push(&mut self, bytes: Bytes) {
+    pub(crate) fn push(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
         }
@@ -35,7 +48,7 @@ impl OutQueue {
         }
     }
 
-    pub fn push_slice(&mut self, bytes: &[u8]) {
+    pub(crate) fn push_slice(&mut self, bytes: &[u8]) {
         if bytes.len() < COALESCE {
             self.len += bytes.len();
             self.tail.extend_from_slice(bytes);
@@ -52,7 +65,7 @@ impl OutQueue {
     }
 
     /// The next bytes to write.
-    pub fn front(&self) -> Option<&[u8]> {
+    pub(crate) fn front(&self) -> Option<&[u8]> {
         match self.chunks.front() {
             Some(c) => Some(&c[..]),
             None => (!self.tail.is_empty()).then_some(&self.tail[..]),
@@ -60,7 +73,7 @@ impl OutQueue {
     }
 
     /// `n` bytes of [`OutQueue::front`] were written.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
         self.len -= n;
         match self.chunks.front_mut() {
@@ -83,6 +96,13 @@ impl OutQueue {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 mod tests {
     use super::*;
 

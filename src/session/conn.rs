@@ -22,7 +22,7 @@ use crate::backend::{self, client_capabilities, LoggedIn, LoginOutcome};
 use crate::config::{Config, ListenerMode};
 use crate::listener::limits::Admission;
 use crate::metrics::{LoginResult, Metrics, RejectReason};
-use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig};
+use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome};
 use crate::route::{Backend, Router};
 
 /// Everything a connection needs, shared by all connections.
@@ -51,7 +51,7 @@ pub struct Context {
 pub(super) struct Summary {
     user: Option<String>,
     backend: Option<String>,
-    end: &'static str,
+    end: EndReason,
     /// Backend login name and credential key, for the reuse pool.
     reuse: Option<(String, CredKey)>,
     /// The backend and the credentials that logged in to it, kept while
@@ -83,7 +83,7 @@ pub async fn serve(
         bytes_in = counters.client_to_backend.load(std::sync::atomic::Ordering::Relaxed),
         bytes_out = counters.backend_to_client.load(std::sync::atomic::Ordering::Relaxed),
         duration_ms = started.elapsed().as_millis() as u64,
-        end = summary.end,
+        end = summary.end.as_str(),
         "session ended"
     );
 }
@@ -96,8 +96,8 @@ async fn handshake(
     tcp: TcpStream,
     mode: ListenerMode,
     deadline: Instant,
-) -> Result<ClientStream, &'static str> {
-    let acceptor = ctx.tls.as_ref().ok_or("no_tls_config")?;
+) -> Result<ClientStream, EndReason> {
+    let acceptor = ctx.tls.as_ref().ok_or(EndReason::NoTlsConfig)?;
     let limit = ctx
         .config
         .timeouts
@@ -108,11 +108,11 @@ async fn handshake(
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             ctx.metrics.tls_handshake_failed(mode, false);
-            Err("tls_handshake_failed")
+            Err(EndReason::TlsHandshakeFailed)
         }
         Err(_) => {
             ctx.metrics.tls_handshake_failed(mode, true);
-            Err("tls_handshake_timeout")
+            Err(EndReason::TlsHandshakeTimeout)
         }
     }
 }
@@ -128,7 +128,7 @@ async fn run(
     let mut summary = Summary {
         user: None,
         backend: None,
-        end: "client_closed",
+        end: EndReason::ClientClosed,
         reuse: None,
         retained: None,
     };
@@ -200,75 +200,103 @@ async fn run(
         ))
         .await;
         drop(backend_conn);
-        let caps = || {
-            capabilities
-                .as_deref()
-                .unwrap_or("")
-                .split(' ')
-                .map(String::from)
-                .collect::<Vec<_>>()
+        let Some((client_next, li_next)) = Box::pin(after_relay(
+            ctx,
+            client,
+            counters,
+            &mut summary,
+            out,
+            (capabilities, logged_in_at),
+        ))
+        .await
+        else {
+            break;
         };
-        match (out.finish, out.backend, out.client) {
-            (Finish::Release, Some((stream, buf)), _) => {
-                summary.end = EndReason::Logout.as_str();
-                let li = LoggedIn {
-                    stream,
-                    buf,
-                    capabilities: caps(),
-                    logged_in_at,
-                };
-                release(ctx, &mut summary, li).await;
-                break;
-            }
-            (Finish::Park(parked), Some((bstream, bbuf)), Some((cstream, cbuf))) => {
-                let Some((backend, creds, user)) = summary.retained.clone() else {
-                    break;
-                };
-                let old = LoggedIn {
-                    stream: bstream,
-                    buf: bbuf,
-                    capabilities: caps(),
-                    logged_in_at,
-                };
-                let p = super::park::Parking {
-                    ctx,
-                    client_info: client,
-                    backend,
-                    creds,
-                    reuse: summary.reuse.clone(),
-                    user,
-                    counters,
-                };
-                let parked = (parked.mailbox, parked.read_only, parked.idle_tag);
-                match Box::pin(p.park((cstream, cbuf), old, parked)).await {
-                    super::park::Outcome::Resumed {
-                        client,
-                        pipelined,
-                        backend,
-                    } => {
-                        client_side = (client, pipelined);
-                        li = backend;
-                    }
-                    super::park::Outcome::Ended(end) => {
-                        summary.end = end;
-                        break;
-                    }
-                }
-            }
-            (finish, _, _) => {
-                let end = match finish {
-                    Finish::End(r) => r,
-                    Finish::Release | Finish::Park(_) => EndReason::BackendError,
-                };
-                summary.end = end.as_str();
-                if ctx.pool.is_some() && end == EndReason::Logout {
-                    ctx.metrics.pool.released(false);
-                }
-                break;
-            }
-        }
+        client_side = client_next;
+        li = li_next;
     }
     summary
+}
+
+/// After a relay: a session that parked and resumed goes on (its client
+/// side and new backend connection); any other end stops it, with
+/// `summary.end` set.
+async fn after_relay(
+    ctx: &Context,
+    client: &ClientInfo,
+    counters: &Counters,
+    summary: &mut Summary,
+    out: RelayOutcome<ClientStream, backend::BoxStream>,
+    (capabilities, logged_in_at): (Option<String>, Instant),
+) -> Option<((ClientStream, BytesMut), LoggedIn)> {
+    let caps = || {
+        capabilities
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    match (out.finish, out.backend, out.client) {
+        (Finish::Park(parked), Some((bstream, bbuf)), Some((cstream, cbuf)))
+            if summary.retained.is_some() =>
+        {
+            let (backend, creds, user) = summary.retained.clone()?;
+            let old = LoggedIn {
+                stream: bstream,
+                buf: bbuf,
+                capabilities: caps(),
+                logged_in_at,
+            };
+            let p = super::park::Parking {
+                ctx,
+                client_info: client,
+                backend,
+                creds,
+                reuse: summary.reuse.clone(),
+                user,
+                counters,
+            };
+            let parked = (parked.mailbox, parked.read_only, parked.idle_tag);
+            match Box::pin(p.park((cstream, cbuf), old, parked)).await {
+                super::park::Outcome::Resumed {
+                    client,
+                    pipelined,
+                    backend,
+                } => Some(((client, pipelined), backend)),
+                super::park::Outcome::Ended(end) => {
+                    summary.end = end;
+                    None
+                }
+            }
+        }
+        (finish, backend, _) => {
+            // The relay's end stops the session here (and only here).
+            summary.end = match &finish {
+                Finish::End(r) => *r,
+                Finish::Release => EndReason::Logout,
+                // Parking without what parking needs (never: the core
+                // parks only when the session may be parked).
+                Finish::Park(_) => EndReason::BackendError,
+            };
+            match (finish, backend) {
+                (Finish::Release, Some((stream, buf))) => {
+                    let li = LoggedIn {
+                        stream,
+                        buf,
+                        capabilities: caps(),
+                        logged_in_at,
+                    };
+                    release(ctx, summary, li).await;
+                }
+                (Finish::End(EndReason::Logout), _) if ctx.pool.is_some() => {
+                    ctx.metrics.pool.released(false)
+                }
+                _ => {}
+            }
+            None
+        }
+    }
 }
 
 /// A pooled connection for this login (backend login name and credential
@@ -371,7 +399,7 @@ async fn preauth(
         }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                summary.end = "client_error";
+                summary.end = EndReason::ClientError;
                 return None;
             }
             counters
@@ -381,12 +409,12 @@ async fn preauth(
         }
         if let Some(reason) = close {
             let _ = stream.shutdown().await;
-            summary.end = reason.as_str();
+            summary.end = reason.into();
             return None;
         }
         if start_tls {
             let ClientStream::Plain(tcp) = stream else {
-                summary.end = "protocol_error";
+                summary.end = EndReason::ProtocolError;
                 return None;
             };
             stream = match handshake(ctx, tcp, mode, deadline).await {
@@ -472,8 +500,8 @@ async fn preauth(
         // Wait for input, the pre-auth deadline, or shutdown.
         tokio::select! {
             r = stream.read(&mut rbuf) => match r {
-                Ok(0) => { summary.end = "client_closed"; return None; }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = "client_closed"; return None; }
+                Ok(0) => { summary.end = EndReason::ClientClosed; return None; }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => { summary.end = EndReason::ClientClosed; return None; }
                 Ok(n) => {
                     counters.client_to_backend.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     pre.input(&rbuf[..n]);
@@ -484,13 +512,13 @@ async fn preauth(
                         tokio::task::yield_now().await;
                     }
                 }
-                Err(_) => { summary.end = "client_error"; return None; }
+                Err(_) => { summary.end = EndReason::ClientError; return None; }
             },
             _ = tokio::time::sleep_until(pre.deadline().into()) => pre.timeout(Instant::now()),
             _ = close_now.changed() => {
                 let _ = stream.write_all(b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
                 let _ = stream.shutdown().await;
-                summary.end = "shutdown";
+                summary.end = EndReason::Shutdown;
                 return None;
             }
         }
@@ -502,7 +530,7 @@ async fn preauth(
         }
     }
     if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-        summary.end = "client_error";
+        summary.end = EndReason::ClientError;
         return None;
     }
     counters
@@ -678,77 +706,103 @@ async fn login_unguarded(
             Vec::new()
         }),
     };
-    let t = &ctx.config.timeouts;
     let mut last = None;
     for b in candidates.iter().take(3) {
         last = Some(b.name.clone());
-        // Master login only for logins imapmux verified itself.
-        let backend_creds = match (&b.master, verified) {
-            (Some(m), true) => m.credentials_for(&user_creds.user),
-            _ => user_creds.clone(),
+        let who = Who {
+            client,
+            creds,
+            user_creds: &user_creds,
+            verified,
+            owner: &owner,
         };
-        let m = &ctx.metrics;
-        let reuse_id = ctx
-            .pool
-            .as_ref()
-            .map(|p| (owner.clone(), p.key(creds, &backend_creds)));
-        if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
-            tracing::debug!(session = %client.session_id, backend = %b.name, "reusing a pooled backend connection");
-            return Ok(LoginOk {
-                conn: li,
-                backend: b.clone(),
-                reuse: reuse_id,
-                backend_creds,
-                owner,
-            });
+        if let Some(done) = login_at(ctx, &who, b).await {
+            return done;
         }
-        let t0 = Instant::now();
-        let conn = match backend::connect(b, t.backend_connect, t.backend_response).await {
-            Ok(c) => {
-                m.backend_connected(&b.name, t0.elapsed().as_secs_f64());
-                c
-            }
-            Err(e) => {
-                m.backend_error(&b.name, "connect", e.kind());
-                tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend connect failed");
-                continue; // nothing was sent yet: the next candidate may serve
-            }
-        };
-        let info = b.cfg.trusted.then_some(client);
-        let t0 = Instant::now();
-        let answer = conn.login(&backend_creds, info).await;
-        if answer.is_ok() {
-            m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
-        }
-        return match answer {
-            Ok(LoginOutcome::Ok(li)) => Ok(LoginOk {
-                conn: li,
-                backend: b.clone(),
-                reuse: reuse_id,
-                backend_creds,
-                owner,
-            }),
-            Ok(LoginOutcome::Rejected { status, code, text }) => {
-                if verified {
-                    // imapmux accepted the password; the backend refused its
-                    // login: a configuration problem, not the user's fault.
-                    tracing::error!(session = %client.session_id, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
-                    return Err(unavailable(Some(b.name.clone())));
-                }
-                Err(LoginFail {
-                    status,
-                    code,
-                    text,
-                    backend: Some(b.name.clone()),
-                    result: LoginResult::Failed,
-                })
-            }
-            Err(e) => {
-                m.backend_error(&b.name, "login", e.kind());
-                tracing::warn!(session = %client.session_id, backend = %b.name, error = %e, "backend login failed");
-                Err(unavailable(Some(b.name.clone())))
-            }
-        };
     }
     Err(unavailable(last))
+}
+
+/// Who is logging in: the client, what it presented, what the auth source
+/// made of it, and whose mailbox it is.
+struct Who<'a> {
+    client: &'a ClientInfo,
+    /// The credentials the client presented.
+    creds: &'a Credentials,
+    /// The credentials after the auth source (rewrites, tokens).
+    user_creds: &'a Credentials,
+    /// imapmux verified the password itself.
+    verified: bool,
+    owner: &'a str,
+}
+
+/// Log in on one candidate backend: `None` when it failed before any
+/// credentials were sent ([`backend::BackendError::retry`]), so the next
+/// candidate may be tried; else the login's result.
+async fn login_at(
+    ctx: &Context,
+    who: &Who<'_>,
+    b: &Arc<Backend>,
+) -> Option<Result<LoginOk, LoginFail>> {
+    let session = &who.client.session_id;
+    // Master login only for logins imapmux verified itself.
+    let backend_creds = match (&b.master, who.verified) {
+        (Some(m), true) => m.credentials_for(&who.user_creds.user),
+        _ => who.user_creds.clone(),
+    };
+    let m = &ctx.metrics;
+    let reuse_id = ctx
+        .pool
+        .as_ref()
+        .map(|p| (who.owner.to_string(), p.key(who.creds, &backend_creds)));
+    let ok = |conn, reuse, backend_creds| LoginOk {
+        conn,
+        backend: b.clone(),
+        reuse,
+        backend_creds,
+        owner: who.owner.to_string(),
+    };
+    if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
+        tracing::debug!(session = %session, backend = %b.name, "reusing a pooled backend connection");
+        return Some(Ok(ok(li, reuse_id, backend_creds)));
+    }
+    let t = &ctx.config.timeouts;
+    let t0 = Instant::now();
+    let answer = match backend::connect(b, t.backend_connect, t.backend_response).await {
+        Ok(conn) => {
+            m.backend_connected(&b.name, t0.elapsed().as_secs_f64());
+            let info = b.cfg.trusted.then_some(who.client);
+            let t0 = Instant::now();
+            let answer = conn.login(&backend_creds, info).await;
+            if answer.is_ok() {
+                m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
+            }
+            answer.map_err(|e| ("login", e))
+        }
+        Err(e) => Err(("connect", e)),
+    };
+    match answer {
+        Ok(LoginOutcome::Ok(li)) => Some(Ok(ok(li, reuse_id, backend_creds))),
+        Ok(LoginOutcome::Rejected { status, code, text }) => {
+            if who.verified {
+                // imapmux accepted the password; the backend refused its
+                // login: a configuration problem, not the user's fault.
+                tracing::error!(session = %session, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
+                return Some(Err(unavailable(Some(b.name.clone()))));
+            }
+            Some(Err(LoginFail {
+                status,
+                code,
+                text,
+                backend: Some(b.name.clone()),
+                result: LoginResult::Failed,
+            }))
+        }
+        Err((stage, e)) => {
+            m.backend_error(&b.name, stage, e.kind());
+            tracing::warn!(session = %session, backend = %b.name, error = %e, retry = e.retry(), "backend {stage} failed");
+            // Nothing was sent yet: the next candidate may serve.
+            (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
+        }
+    }
 }

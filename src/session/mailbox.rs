@@ -6,6 +6,19 @@
 //! any event the tracker cannot follow exactly makes it forget (it never
 //! guesses). Callers forward to the backend whatever is not known.
 
+// Sans-I/O and fed by peers: no panics on input, no clock (time is
+// passed in). See Cargo.toml [lints] and clippy.toml.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::disallowed_methods
+)]
+#![warn(unreachable_pub)]
+
 use crate::imap::command::trim_crlf;
 
 /// The selected mailbox.
@@ -57,11 +70,11 @@ impl Selected {
         let (mut lo, mut hi) = (0usize, self.uids.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let Some(k) = (mid..hi).find(|&i| self.uids[i] != 0) else {
+            let Some(k) = (mid..hi).find(|&i| self.uids.get(i).is_some_and(|u| *u != 0)) else {
                 hi = mid;
                 continue;
             };
-            match self.uids[k].cmp(&uid) {
+            match self.uids.get(k)?.cmp(&uid) {
                 std::cmp::Ordering::Equal => return Some(k as u32 + 1),
                 std::cmp::Ordering::Less => lo = k + 1,
                 std::cmp::Ordering::Greater => hi = mid,
@@ -94,7 +107,9 @@ impl Selected {
             // Contradiction: forget everything rather than guess.
             self.uids.iter_mut().for_each(|u| *u = 0);
         }
-        self.uids[i] = uid;
+        if let Some(slot) = self.uids.get_mut(i) {
+            *slot = uid;
+        }
     }
 
     fn expunge(&mut self, seq: u32) -> Option<u32> {
@@ -368,7 +383,7 @@ impl Tracker {
 /// `UID <n>` among the items of a FETCH response's first line.
 pub fn uid_in_line(line: &[u8]) -> Option<u32> {
     let open = line.iter().position(|c| *c == b'(')?;
-    let text = std::str::from_utf8(&line[open + 1..]).ok()?;
+    let text = std::str::from_utf8(line.get(open + 1..)?).ok()?;
     let mut words = text.split([' ', ')', '\r', '\n']);
     while let Some(w) = words.next() {
         if w.eq_ignore_ascii_case("UID") {
@@ -403,6 +418,13 @@ pub fn expand_uid_set(set: &str) -> Option<Vec<u32>> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 mod tests {
     use super::*;
 

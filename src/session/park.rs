@@ -13,10 +13,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::Context;
+use super::end::EndReason;
 use super::parked::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
-use crate::backend::pool::{run, CredKey};
+use crate::backend::command::run;
+use crate::backend::pool::CredKey;
 use crate::backend::watch::uid_search_all;
 use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::imap::command::quote;
@@ -31,8 +33,8 @@ pub enum Outcome {
         pipelined: BytesMut,
         backend: LoggedIn,
     },
-    /// The session is over (reason for the log line).
-    Ended(&'static str),
+    /// The session is over.
+    Ended(EndReason),
 }
 
 /// What parking one session needs.
@@ -120,7 +122,8 @@ impl Parking<'_> {
             },
         )
         .await
-        .ok()?;
+        .ok()?
+        .is_ok();
         if !ok {
             return None;
         }
@@ -150,7 +153,8 @@ impl Parking<'_> {
                 },
             )
             .await
-            .ok()?;
+            .ok()?
+            .is_ok();
             let flags = super::parked::FlagSnapshot::from_pairs(&pairs);
             view.uids = flags.uids();
             view.flags = Some(flags);
@@ -238,7 +242,8 @@ impl Parking<'_> {
             },
         )
         .await
-        .ok()?;
+        .ok()?
+        .is_ok();
         if !ok {
             return None;
         }
@@ -256,7 +261,7 @@ impl Parking<'_> {
         let ctx = self.ctx;
         let m = &ctx.metrics.park;
         let Some(registry) = ctx.watch.clone() else {
-            return Outcome::Ended("protocol_error");
+            return Outcome::Ended(EndReason::ProtocolError);
         };
         let mut to_client = Vec::new();
         let view = self
@@ -265,14 +270,14 @@ impl Parking<'_> {
         // The old connection has CONDSTORE on now: never reused.
         tokio::spawn(backend::pool::logout(old, self.timeout()));
         if !self.send(&mut client, &to_client).await {
-            return Outcome::Ended("client_error");
+            return Outcome::Ended(EndReason::ClientError);
         }
         let Some(mut view) = view else {
             tracing::warn!(session = %self.client_info.session_id, "could not park: the backend did not describe the mailbox");
             let _ = self
                 .send(&mut client, b"* BYE [UNAVAILABLE] Please reconnect.\r\n")
                 .await;
-            return Outcome::Ended("backend_error");
+            return Outcome::Ended(EndReason::BackendError);
         };
         let watcher = registry.join(&self.backend, &self.user, &self.creds);
         let mut changes = watcher.subscribe(&mailbox, view.modseq);
@@ -301,16 +306,16 @@ impl Parking<'_> {
                         .await;
                 }
                 if !self.send(&mut client, b"* BAD Expected DONE.\r\n").await {
-                    return Outcome::Ended("client_error");
+                    return Outcome::Ended(EndReason::ClientError);
                 }
                 continue;
             }
             if cbuf.len() > 1024 {
-                return Outcome::Ended("protocol_error");
+                return Outcome::Ended(EndReason::ProtocolError);
             }
             tokio::select! {
                 r = client.read_buf(&mut cbuf) => match r {
-                    Ok(0) | Err(_) => return Outcome::Ended("client_closed"),
+                    Ok(0) | Err(_) => return Outcome::Ended(EndReason::ClientClosed),
                     Ok(n) => {
                         self.counters.client_to_backend.fetch_add(n as u64, Ordering::Relaxed);
                         last_input = tokio::time::Instant::now();
@@ -318,19 +323,19 @@ impl Parking<'_> {
                 },
                 changed = changes.changed() => {
                     if changed.is_err() {
-                        return Outcome::Ended("backend_error");
+                        return Outcome::Ended(EndReason::BackendError);
                     }
                     match Box::pin(watcher.snapshot(&mailbox, view.modseq)).await {
                         Ok(now) => match catch_up(&view, &now) {
                             Some((bytes, next)) => {
                                 if !self.send(&mut client, &bytes).await {
-                                    return Outcome::Ended("client_error");
+                                    return Outcome::Ended(EndReason::ClientError);
                                 }
                                 view = next;
                             }
                             None => {
                                 let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Mailbox was recreated; please reconnect.\r\n").await;
-                                return Outcome::Ended("uidvalidity_changed");
+                                return Outcome::Ended(EndReason::UidvalidityChanged);
                             }
                         },
                         Err(e) => tracing::warn!(session = %self.client_info.session_id, error = %e, "resync of a parked session failed; retrying at the next change"),
@@ -338,11 +343,11 @@ impl Parking<'_> {
                 }
                 _ = tokio::time::sleep_until(last_input + idle) => {
                     let _ = self.send(&mut client, b"* BYE Autologout; idle for too long.\r\n").await;
-                    return Outcome::Ended("idle_timeout");
+                    return Outcome::Ended(EndReason::IdleTimeout);
                 }
                 _ = close_now.changed() => {
                     let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
-                    return Outcome::Ended("shutdown");
+                    return Outcome::Ended(EndReason::Shutdown);
                 }
             }
         }
@@ -369,14 +374,14 @@ impl Parking<'_> {
                     b"* BYE [UNAVAILABLE] Mail server temporarily unavailable.\r\n",
                 )
                 .await;
-            return Outcome::Ended("backend_error");
+            return Outcome::Ended(EndReason::BackendError);
         };
         let Some((uidvalidity, uids)) = self.reselect(&mut li, view).await else {
             fail("select");
             let _ = self
                 .send(&mut client, b"* BYE [UNAVAILABLE] Please reconnect.\r\n")
                 .await;
-            return Outcome::Ended("backend_error");
+            return Outcome::Ended(EndReason::BackendError);
         };
         // Flags changed while parked come from the watcher (CONDSTORE).
         let changed = match watcher.snapshot(&view.mailbox, view.modseq).await {
@@ -399,11 +404,11 @@ impl Parking<'_> {
                     b"* BYE [UNAVAILABLE] Mailbox was recreated; please reconnect.\r\n",
                 )
                 .await;
-            return Outcome::Ended("uidvalidity_changed");
+            return Outcome::Ended(EndReason::UidvalidityChanged);
         };
         bytes.extend_from_slice(format!("{idle_tag} OK Idle completed.\r\n").as_bytes());
         if !self.send(&mut client, &bytes).await {
-            return Outcome::Ended("client_error");
+            return Outcome::Ended(EndReason::ClientError);
         }
         // What the client sent after DONE goes to the new connection.
         Outcome::Resumed {

@@ -3,6 +3,7 @@
 //! Sans-I/O: feed client bytes with [`PreAuth::input`], then drain
 //! [`PreAuth::poll`] for events (bytes to send, start TLS, log in, close).
 //! Time is passed in; nothing here touches a socket.
+#![deny(clippy::disallowed_methods)] // no clock reads: see clippy.toml
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 
+use super::end::EndReason;
 use crate::imap::command::{parse_command, tag_of, trim_crlf, Arg, Command, ParseError};
 use crate::imap::framing::{Frame, Framer};
 use crate::imap::response::sanitize_text;
@@ -100,14 +102,14 @@ pub enum CloseReason {
     ProtocolError,
 }
 
-impl CloseReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CloseReason::Logout => "logout",
-            CloseReason::Timeout => "preauth_timeout",
-            CloseReason::TooManyErrors => "too_many_errors",
-            CloseReason::AuthFailures => "auth_failures",
-            CloseReason::ProtocolError => "protocol_error",
+impl From<CloseReason> for EndReason {
+    fn from(r: CloseReason) -> EndReason {
+        match r {
+            CloseReason::Logout => EndReason::Logout,
+            CloseReason::Timeout => EndReason::PreauthTimeout,
+            CloseReason::TooManyErrors => EndReason::TooManyErrors,
+            CloseReason::AuthFailures => EndReason::AuthFailures,
+            CloseReason::ProtocolError => EndReason::ProtocolError,
         }
     }
 }
@@ -827,4 +829,5 @@ impl PreAuth {
 
 #[cfg(test)]
 #[path = "preauth_tests.rs"]
+#[allow(clippy::disallowed_methods)] // the tests make deadlines from the clock
 mod tests;

@@ -687,3 +687,16 @@ fn saslname_decoding() {
     assert_eq!(decode_saslname(b"a=2c"), None);
     assert_eq!(decode_saslname(b"a,b"), None);
 }
+
+#[test]
+fn close_reasons_keep_their_labels() {
+    for (r, label) in [
+        (CloseReason::Logout, "logout"),
+        (CloseReason::Timeout, "preauth_timeout"),
+        (CloseReason::TooManyErrors, "too_many_errors"),
+        (CloseReason::AuthFailures, "auth_failures"),
+        (CloseReason::ProtocolError, "protocol_error"),
+    ] {
+        assert_eq!(EndReason::from(r).as_str(), label);
+    }
+}

@@ -52,10 +52,13 @@ impl RelaySession {
                     == Disposition::Hold;
             }
             if held {
-                for i in 0..self.hooks.len() {
-                    if let Some(out) = self.hooks[i].take_output() {
-                        self.pass_to_client(out);
-                    }
+                let outs: Vec<Bytes> = self
+                    .hooks
+                    .iter_mut()
+                    .filter_map(|h| h.take_output())
+                    .collect();
+                for out in outs {
+                    self.pass_to_client(out);
                 }
             } else if to_client {
                 self.pass_to_client(frame);

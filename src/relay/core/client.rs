@@ -37,7 +37,8 @@ impl RelaySession {
                     literal,
                     ..
                 } => {
-                    let cmd = Command::parse(&self.client_in[..len], literal.is_some());
+                    let first = self.client_in.get(..len).unwrap_or_default();
+                    let cmd = Command::parse(first, literal.is_some());
                     if cmd.is_some() && !self.room_for_command() {
                         // Enough commands wait for answers, or enough
                         // answers for the client: no further until there
@@ -65,7 +66,8 @@ impl RelaySession {
 
     fn forward_client(&mut self, len: usize) {
         if len < 4096 {
-            self.to_backend.push_slice(&self.client_in[..len]);
+            self.to_backend
+                .push_slice(self.client_in.get(..len).unwrap_or_default());
             self.client_in.advance(len);
         } else {
             let b = self.client_in.split_to(len).freeze();

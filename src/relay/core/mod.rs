@@ -14,6 +14,19 @@
 //! for the backend's `+`, and the answers imapmux gives itself (sent only
 //! between two backend messages). Features are [`Hook`]s.
 
+// Sans-I/O and fed by peers: no panics on input, no clock (time is
+// passed in). See Cargo.toml [lints] and clippy.toml.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::disallowed_methods
+)]
+#![warn(unreachable_pub)]
+
 pub(crate) mod backend;
 mod client;
 
@@ -532,4 +545,11 @@ fn take_into(to: &mut BytesMut, from: &mut BytesMut) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 mod tests;
