@@ -1,8 +1,21 @@
 //! imapmux: an IMAP front proxy and connection multiplexer.
 //!
+//! Sans-I/O state machines in thin tokio drivers (docs/architecture.md):
+//!
+//! ```text
+//! listener ─▶ session::conn (driver) ─▶ session::preauth::PreAuth ─login─▶ auth ─▶ route ─▶ backend
+//!                    │                                                                 │
+//!                    └──────────── relay::RelaySession (authenticated phase) ◀─────────┘
+//!                                   ledger · mailbox view · IDLE/parking · literals
+//!                                   hooks: cache::flow (FETCH cache), relay::MetricsHook
+//!                                   Finish: End(EndReason) | Release (reuse pool) | Park (session::park)
+//! ```
+//!
 //! Data flows one way: [`listener`] → [`session`] → [`auth`] → [`route`] →
-//! [`backend`], with [`relay`] carrying the authenticated session.
-//! [`metrics`] counts what happens; [`admin`] serves it over HTTP.
+//! [`backend`]; [`relay`] carries the authenticated session, with [`cache`]
+//! and [`metrics`] as hooks beside it; [`admin`] serves metrics over HTTP.
+//! Each command is parsed once ([`relay::Command`]); features hook into
+//! that one ledger ([`relay::Hook`]); time is passed in to every core.
 #![forbid(unsafe_code)]
 
 pub mod admin;

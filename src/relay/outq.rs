@@ -86,8 +86,8 @@ impl OutQueue {
             }
             None => {
                 let _ = self.tail.split_to(n);
-                if self.tail.is_empty() && self.tail.capacity() > 4 * COALESCE {
-                    // Give a burst's memory back.
+                if self.tail.is_empty() {
+                    // Nothing kept while idle (memory per idle client).
                     self.tail = BytesMut::new();
                 }
             }

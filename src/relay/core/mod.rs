@@ -272,6 +272,7 @@ impl RelaySession {
         take_into(&mut self.client_in, buf);
         self.last_client = now;
         self.process_client(now);
+        release_if_empty(&mut self.client_in);
     }
 
     /// Backend bytes arrived in the driver's `buf` (taken).
@@ -280,6 +281,7 @@ impl RelaySession {
         self.process_backend(now);
         // Answers may have unblocked client commands (ledger, prefetch).
         self.process_client(now);
+        release_if_empty(&mut self.backend_in);
     }
 
     /// Feed client bytes (tests, simple drivers).
@@ -531,6 +533,14 @@ impl RelaySession {
     /// Client bytes that arrived but are not processed yet.
     fn client_buf_for_test(&mut self) -> &mut BytesMut {
         &mut self.client_in
+    }
+}
+
+/// Drop an empty input buffer's memory: the driver keeps one read buffer
+/// per side, the core keeps none while idle (memory per idle client).
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
     }
 }
 
