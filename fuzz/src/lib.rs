@@ -111,6 +111,8 @@ fn alt_signal_stack() -> bool {
         std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
     let stack: &'static mut [u8] = Box::leak(vec![0u8; SIZE].into_boxed_slice());
     ALT_STACK.store(stack.as_mut_ptr(), std::sync::atomic::Ordering::Relaxed);
+    // A static that is only written may lose the store to the optimizer.
+    std::hint::black_box(&ALT_STACK);
     let ss = libc::stack_t {
         ss_sp: stack.as_mut_ptr().cast(),
         ss_flags: 0,
