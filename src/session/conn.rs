@@ -259,7 +259,6 @@ async fn after_relay(
                 user,
                 counters,
             };
-            let parked = (parked.mailbox, parked.read_only, parked.idle_tag);
             match Box::pin(p.park((cstream, cbuf), old, parked)).await {
                 super::park::Outcome::Resumed {
                     client,
