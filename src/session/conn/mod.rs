@@ -118,36 +118,11 @@ async fn run(
     else {
         return summary;
     };
-    let cfg = &ctx.config;
     let mut client_side = (stream, pipelined);
     let mut li = logged_in;
     loop {
-        let has = |c: &str| crate::imap::response::has_capability(&li.capabilities, c);
-        let reusable = ctx.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
-        let parkable = ctx.watch.is_some()
-            && summary.retained.is_some()
-            && !cfg.multiplex.idle_offload_after.is_zero();
-        let relay_cfg = RelayConfig {
-            max_line: cfg.server.max_line_length,
-            idle_timeout: cfg.timeouts.idle,
-            bye_grace: std::time::Duration::from_secs(5),
-            prefetch_timeout: cfg.timeouts.backend_response,
-            release_on_logout: reusable,
-            park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
-        };
-        // Features hook into the relay core: the FETCH cache, metrics.
-        let mut hooks: Vec<Box<dyn Hook>> = Vec::with_capacity(2);
-        if let (Some((cache, templates)), Some(backend), Some(user)) =
-            (&ctx.cache, &summary.backend, &summary.user)
-        {
-            hooks.push(Box::new(crate::cache::flow::Flow::new(
-                cache.clone(),
-                templates.clone(),
-                backend,
-                user,
-            )));
-        }
-        hooks.push(Box::new(MetricsHook::new(ctx.metrics.clone())));
+        let (relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
+        let hooks = hooks(ctx, &summary);
         // Counted open for as long as the relay runs.
         let backend_conn = summary
             .backend
@@ -189,6 +164,43 @@ async fn run(
         li = li_next;
     }
     summary
+}
+
+/// The relay's settings for the session as it stands, and whether its
+/// backend connection may be reused (released on logout) and parked.
+fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig, bool, bool) {
+    let cfg = &ctx.config;
+    let has = |c: &str| crate::imap::response::has_capability(&li.capabilities, c);
+    let reusable = ctx.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
+    let parkable = ctx.watch.is_some()
+        && summary.retained.is_some()
+        && !cfg.multiplex.idle_offload_after.is_zero();
+    let relay_cfg = RelayConfig {
+        max_line: cfg.server.max_line_length,
+        idle_timeout: cfg.timeouts.idle,
+        bye_grace: std::time::Duration::from_secs(5),
+        prefetch_timeout: cfg.timeouts.backend_response,
+        release_on_logout: reusable,
+        park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
+    };
+    (relay_cfg, reusable, parkable)
+}
+
+/// Features hook into the relay core: the FETCH cache, metrics.
+fn hooks(ctx: &Context, summary: &Summary) -> Vec<Box<dyn Hook>> {
+    let mut hooks: Vec<Box<dyn Hook>> = Vec::with_capacity(2);
+    if let (Some((cache, templates)), Some(backend), Some(user)) =
+        (&ctx.cache, &summary.backend, &summary.user)
+    {
+        hooks.push(Box::new(crate::cache::flow::Flow::new(
+            cache.clone(),
+            templates.clone(),
+            backend,
+            user,
+        )));
+    }
+    hooks.push(Box::new(MetricsHook::new(ctx.metrics.clone())));
+    hooks
 }
 
 /// After a relay: a session that parked and resumed goes on (its client
