@@ -17,7 +17,7 @@ use crate::imap::fetch::{
     build_fetch_response as build_fetch, parse_fetch_command, FetchAtt, FetchCommand,
 };
 use crate::relay::Command;
-use crate::session::mailbox::Tracker;
+use crate::session::mailbox::{Selected, Tracker};
 
 /// Most messages one served FETCH may cover.
 const MAX_SERVE_MESSAGES: usize = 1000;
@@ -230,71 +230,14 @@ impl Flow {
             self.count_miss();
             return Some((fill(atts), Upstream::Forward));
         };
-        // Which messages: explicit UIDs, or sequence numbers we can map.
-        // Which messages. With the whole sequence → UID map known (learned
-        // from the backend's own responses and kept through EXPUNGE and
-        // EXISTS), UID ranges and `*` resolve exactly; otherwise only an
-        // explicit UID list or mapped sequence numbers can be served.
         let sel = view.selected.as_ref()?;
-        let uids: Vec<u32> = if cmd.uid {
-            match sel.complete_uids() {
-                Some(all) => {
-                    let star = all.iter().copied().max().unwrap_or(0);
-                    let v: Vec<u32> = all
-                        .iter()
-                        .copied()
-                        .filter(|u| cmd.set.contains(*u, star))
-                        .collect();
-                    if v.len() > MAX_SERVE_MESSAGES {
-                        Vec::new()
-                    } else {
-                        v
-                    }
-                }
-                None if !cmd.set.has_star() => cmd
-                    .set
-                    .iter_resolved(u32::MAX, MAX_SERVE_MESSAGES)
-                    .map(|i| i.collect())
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            }
-        } else {
-            let seqs: Option<Vec<u32>> = cmd
-                .set
-                .iter_resolved(sel.exists(), MAX_SERVE_MESSAGES)
-                .map(|i| i.collect());
-            seqs.and_then(|s| {
-                s.iter()
-                    .map(|q| sel.uid_of(*q))
-                    .collect::<Option<Vec<u32>>>()
-            })
-            .unwrap_or_default()
-        };
+        let uids = uids_of(&cmd, sel);
         if uids.is_empty() {
             self.count_miss();
             return Some((fill(atts), Upstream::Forward));
         }
-        let mut pinned = HashMap::with_capacity(uids.len());
-        for uid in &uids {
-            if let Some(items) = self.cache.get(&MessageKey {
-                mailbox: mailbox.clone(),
-                uid: *uid,
-            }) {
-                pinned.insert(*uid, items);
-            }
-        }
-        let injected: Vec<bool> = cmd
-            .items
-            .iter()
-            .map(|a| {
-                a.cacheable()
-                    && uids.iter().all(|u| {
-                        pinned
-                            .get(u)
-                            .is_some_and(|m| m.get(&a.cache_key()).is_some())
-                    })
-            })
-            .collect();
+        let pinned = self.pin(&mailbox, &uids);
+        let injected = injected(&cmd, &uids, &pinned);
         let any_seen = cmd
             .items
             .iter()
@@ -310,53 +253,9 @@ impl Flow {
             .iter()
             .zip(&injected)
             .any(|(a, inj)| !*inj && is_body_data(a));
-        // Split by message: items cached for some of the messages only.
-        // Fetch just what those messages miss (PEEK, alone in flight), then
-        // plan again with everything cached.
         if may_prefetch && template_ok && !clash {
-            let partial: Vec<&FetchAtt> = cmd
-                .items
-                .iter()
-                .zip(&injected)
-                .filter(|(a, inj)| {
-                    !**inj
-                        && a.cacheable()
-                        && uids.iter().any(|u| {
-                            pinned
-                                .get(u)
-                                .is_some_and(|m| m.get(&a.cache_key()).is_some())
-                        })
-                })
-                .map(|(a, _)| a)
-                .collect();
-            let peeks: Option<Vec<FetchAtt>> = partial.iter().map(|a| a.as_peek()).collect();
-            if let (false, Some(peeks)) = (partial.is_empty(), peeks) {
-                let missing: Vec<u32> = uids
-                    .iter()
-                    .copied()
-                    .filter(|u| {
-                        partial.iter().any(|a| {
-                            !pinned
-                                .get(u)
-                                .is_some_and(|m| m.get(&a.cache_key()).is_some())
-                        })
-                    })
-                    .collect();
-                // Worth it only when most messages are cached already.
-                if !missing.is_empty() && missing.len() * 2 <= uids.len() {
-                    let body = format!(
-                        "UID FETCH {} (UID {})",
-                        crate::imap::fetch::SequenceSet::from_sorted(&missing),
-                        peeks.iter().map(cmd_str).collect::<Vec<_>>().join(" ")
-                    );
-                    return Some((
-                        Kind::Prefetch(Prefetch {
-                            mailbox: mailbox.clone(),
-                            atts: peeks,
-                        }),
-                        Upstream::Prefetch(body.into_bytes()),
-                    ));
-                }
+            if let Some(planned) = prefetch(&cmd, &uids, &pinned, &injected, &mailbox) {
+                return Some(planned);
             }
         }
         if !injected.iter().any(|i| *i) || !template_ok || clash || big_rest {
@@ -372,21 +271,7 @@ impl Flow {
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             return Some((Kind::Other, Upstream::Answer(answer)));
         }
-        // The rewritten command: what is not injected, plus the marker.
-        let mut parts: Vec<String> = cmd
-            .items
-            .iter()
-            .zip(&injected)
-            .filter(|(_, inj)| !**inj)
-            .map(|(a, _)| cmd_str(a))
-            .collect();
-        parts.push(if any_seen { MARKER_SEEN } else { MARKER_PEEK }.to_string());
-        let body = format!(
-            "{}FETCH {} ({})",
-            if cmd.uid { "UID " } else { "" },
-            cmd.set,
-            parts.join(" ")
-        );
+        let body = rewritten(&cmd, &injected, any_seen);
         self.cache.counters.hits.fetch_add(1, Ordering::Relaxed);
         Some((
             Kind::Serve(Serve {
@@ -401,7 +286,146 @@ impl Flow {
         ))
     }
 
+    /// The cache entries of those of `uids` that have one, pinned for the
+    /// command's life.
+    fn pin(&self, mailbox: &MailboxKey, uids: &[u32]) -> Pinned {
+        let mut pinned = HashMap::with_capacity(uids.len());
+        for uid in uids {
+            if let Some(items) = self.cache.get(&MessageKey {
+                mailbox: mailbox.clone(),
+                uid: *uid,
+            }) {
+                pinned.insert(*uid, items);
+            }
+        }
+        pinned
+    }
+
     fn count_miss(&self) {
         self.cache.counters.misses.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Cache entries pinned for a command, by UID.
+type Pinned = HashMap<u32, Arc<MessageItems>>;
+
+/// Is `att` cached for `uid`?
+fn cached(pinned: &Pinned, uid: &u32, att: &FetchAtt) -> bool {
+    pinned
+        .get(uid)
+        .is_some_and(|m| m.get(&att.cache_key()).is_some())
+}
+
+/// Which messages. With the whole sequence → UID map known (learned from
+/// the backend's own responses and kept through EXPUNGE and EXISTS), UID
+/// ranges and `*` resolve exactly; otherwise only an explicit UID list or
+/// mapped sequence numbers can be served. Empty when none can.
+fn uids_of(cmd: &FetchCommand, sel: &Selected) -> Vec<u32> {
+    if cmd.uid {
+        match sel.complete_uids() {
+            Some(all) => {
+                let star = all.iter().copied().max().unwrap_or(0);
+                let v: Vec<u32> = all
+                    .iter()
+                    .copied()
+                    .filter(|u| cmd.set.contains(*u, star))
+                    .collect();
+                if v.len() > MAX_SERVE_MESSAGES {
+                    Vec::new()
+                } else {
+                    v
+                }
+            }
+            None if !cmd.set.has_star() => cmd
+                .set
+                .iter_resolved(u32::MAX, MAX_SERVE_MESSAGES)
+                .map(|i| i.collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    } else {
+        let seqs: Option<Vec<u32>> = cmd
+            .set
+            .iter_resolved(sel.exists(), MAX_SERVE_MESSAGES)
+            .map(|i| i.collect());
+        seqs.and_then(|s| {
+            s.iter()
+                .map(|q| sel.uid_of(*q))
+                .collect::<Option<Vec<u32>>>()
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// For each att: can it be injected from the cache (cacheable, and cached
+/// for every message)?
+fn injected(cmd: &FetchCommand, uids: &[u32], pinned: &Pinned) -> Vec<bool> {
+    cmd.items
+        .iter()
+        .map(|a| a.cacheable() && uids.iter().all(|u| cached(pinned, u, a)))
+        .collect()
+}
+
+/// Split by message: items cached for some of the messages only. Fetch
+/// just what those messages miss (PEEK, alone in flight), then plan again
+/// with everything cached. `None` when there is no such split or it is
+/// not worth it.
+fn prefetch(
+    cmd: &FetchCommand,
+    uids: &[u32],
+    pinned: &Pinned,
+    injected: &[bool],
+    mailbox: &MailboxKey,
+) -> Option<(Kind, Upstream)> {
+    let partial: Vec<&FetchAtt> = cmd
+        .items
+        .iter()
+        .zip(injected)
+        .filter(|(a, inj)| !**inj && a.cacheable() && uids.iter().any(|u| cached(pinned, u, a)))
+        .map(|(a, _)| a)
+        .collect();
+    let peeks: Option<Vec<FetchAtt>> = partial.iter().map(|a| a.as_peek()).collect();
+    let (false, Some(peeks)) = (partial.is_empty(), peeks) else {
+        return None;
+    };
+    let missing: Vec<u32> = uids
+        .iter()
+        .copied()
+        .filter(|u| partial.iter().any(|a| !cached(pinned, u, a)))
+        .collect();
+    // Worth it only when most messages are cached already.
+    if missing.is_empty() || missing.len() * 2 > uids.len() {
+        return None;
+    }
+    let body = format!(
+        "UID FETCH {} (UID {})",
+        crate::imap::fetch::SequenceSet::from_sorted(&missing),
+        peeks.iter().map(cmd_str).collect::<Vec<_>>().join(" ")
+    );
+    Some((
+        Kind::Prefetch(Prefetch {
+            mailbox: mailbox.clone(),
+            atts: peeks,
+        }),
+        Upstream::Prefetch(body.into_bytes()),
+    ))
+}
+
+/// The command asked of the backend for a served FETCH: what is not
+/// injected, plus the marker.
+fn rewritten(cmd: &FetchCommand, injected: &[bool], any_seen: bool) -> String {
+    let mut parts: Vec<String> = cmd
+        .items
+        .iter()
+        .zip(injected)
+        .filter(|(_, inj)| !**inj)
+        .map(|(a, _)| cmd_str(a))
+        .collect();
+    parts.push(if any_seen { MARKER_SEEN } else { MARKER_PEEK }.to_string());
+    format!(
+        "{}FETCH {} ({})",
+        if cmd.uid { "UID " } else { "" },
+        cmd.set,
+        parts.join(" ")
+    )
 }
