@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{is_marker_name, Cmd, Disposition, Flow, Kind, Resp};
-use crate::cache::split::parse_fetch;
-use crate::cache::templates::Slot;
-use crate::cache::{CachedItem, MessageKey};
+use super::{is_marker_name, Cmd, Disposition, Fill, Flow, Kind, Prefetch, Resp, Serve};
+use crate::cache::split::{parse_fetch, FetchResponse};
+use crate::cache::templates::{Slot, Templates};
+use crate::cache::{CachedItem, FetchCache, MessageItems, MessageKey};
 use crate::imap::fetch::{build_fetch_response as build_fetch, fetch_seq};
 use crate::session::mailbox::{Change, Tracker};
 
@@ -174,15 +174,12 @@ impl Flow {
             }
             return;
         };
-        let item = |i: usize| -> (&[u8], &[u8]) {
-            let Some(r) = parsed.items.get(i) else {
-                return (&[][..], &[][..]);
-            };
-            let part = |range: std::ops::Range<usize>| resp.get(range).unwrap_or_default();
-            (part(r.name.clone()), part(r.value.clone()))
+        let items = Items {
+            resp: &resp,
+            parsed: &parsed,
         };
-        let uid = (0..parsed.items.len()).find_map(|i| {
-            let (n, v) = item(i);
+        let uid = (0..items.len()).find_map(|i| {
+            let (n, v) = items.get(i);
             n.eq_ignore_ascii_case(b"UID")
                 .then(|| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
                 .flatten()
@@ -191,55 +188,71 @@ impl Flow {
             view.on_fetch_uid(parsed.seq, uid);
         }
         let uid = uid.or_else(|| view.selected.as_ref()?.uid_of(parsed.seq));
-        let mut hold: Option<(MessageKey, Vec<CachedItem>)> = None;
         let head = self.inflight.front().map(|c| &c.kind);
-        match head {
+        let keep = match head {
             Some(Kind::Fill(f)) => {
                 let Some(uid) = uid.filter(|_| !f.tainted) else {
                     return;
                 };
-                let mut new = Vec::new();
-                let mut order = Vec::new();
-                for i in 0..parsed.items.len() {
-                    let (n, v) = item(i);
-                    match f.atts.iter().position(|a| a.matches_response_item(n)) {
-                        Some(ai) => {
-                            order.push(Slot::Att(ai));
-                            let att = f.atts.get(ai).filter(|a| a.cacheable());
-                            if let Some(att) = att.filter(|_| v.len() <= self.cache.max_item_size) {
-                                new.push(CachedItem {
-                                    key: att.cache_key().into(),
-                                    name: Bytes::copy_from_slice(n),
-                                    value: Bytes::copy_from_slice(v),
-                                });
-                            }
-                        }
-                        None if n.eq_ignore_ascii_case(b"UID") && f.uid_cmd => {
-                            order.push(Slot::Uid)
-                        }
-                        None if n.eq_ignore_ascii_case(b"FLAGS") => order.push(Slot::Flags),
-                        None => {
-                            order.clear();
-                            break;
-                        }
-                    }
-                }
-                // A complete answer (every att present) teaches the order.
-                let complete = (0..f.atts.len()).all(|ai| order.contains(&Slot::Att(ai)));
-                if complete {
-                    self.templates.learn(f.template_key.clone(), order);
-                }
-                let key = MessageKey {
-                    mailbox: f.mailbox.clone(),
-                    uid,
-                };
-                hold = Some((key, new));
+                Some(f.filled(&items, uid, &self.templates, self.cache.max_item_size))
             }
-            Some(Kind::Prefetch(p)) => {
-                let mut new = Vec::new();
-                for i in 0..parsed.items.len() {
-                    let (n, v) = item(i);
-                    if let Some(att) = p.atts.iter().find(|a| a.matches_response_item(n)) {
+            Some(Kind::Prefetch(p)) => p.prefetched(&items, uid, &mut self.output),
+            Some(Kind::Serve(s)) => s.served(&items, uid, &mut self.output, &self.cache),
+            _ => None,
+        };
+        if let (Some((key, items)), Some(cmd)) = (keep, self.inflight.front_mut()) {
+            cmd.hold_for_cache(key, items);
+        }
+    }
+}
+
+/// A response item: its name and value.
+type Item<'a> = (&'a [u8], &'a [u8]);
+
+/// A parsed FETCH response over its bytes.
+struct Items<'a> {
+    resp: &'a [u8],
+    parsed: &'a FetchResponse,
+}
+
+impl<'a> Items<'a> {
+    fn len(&self) -> usize {
+        self.parsed.items.len()
+    }
+
+    /// Item `i`'s name and value (empty when there is no such item).
+    fn get(&self, i: usize) -> Item<'a> {
+        let Some(r) = self.parsed.items.get(i) else {
+            return (&[][..], &[][..]);
+        };
+        let resp: &'a [u8] = self.resp;
+        let part = |range: std::ops::Range<usize>| resp.get(range).unwrap_or_default();
+        (part(r.name.clone()), part(r.value.clone()))
+    }
+}
+
+/// What a response holds back for the cache: the message and its items.
+type Keep = (MessageKey, Vec<CachedItem>);
+
+impl Fill {
+    /// A response to a forwarded FETCH: its cacheable items, and (from a
+    /// complete answer) the item order it teaches.
+    fn filled(
+        &self,
+        items: &Items<'_>,
+        uid: u32,
+        templates: &Templates,
+        max_item_size: usize,
+    ) -> Keep {
+        let mut new = Vec::new();
+        let mut order = Vec::new();
+        for i in 0..items.len() {
+            let (n, v) = items.get(i);
+            match self.atts.iter().position(|a| a.matches_response_item(n)) {
+                Some(ai) => {
+                    order.push(Slot::Att(ai));
+                    let att = self.atts.get(ai).filter(|a| a.cacheable());
+                    if let Some(att) = att.filter(|_| v.len() <= max_item_size) {
                         new.push(CachedItem {
                             key: att.cache_key().into(),
                             name: Bytes::copy_from_slice(n),
@@ -247,115 +260,174 @@ impl Flow {
                         });
                     }
                 }
-                match uid {
-                    // Ours: kept for the cache, never shown to the client.
-                    Some(uid) if !new.is_empty() => {
-                        hold = Some((
-                            MessageKey {
-                                mailbox: p.mailbox.clone(),
-                                uid,
-                            },
-                            new,
-                        ));
-                    }
-                    // Anything else (an unsolicited update) goes through.
-                    _ => self.output.extend_from_slice(&resp),
+                None if n.eq_ignore_ascii_case(b"UID") && self.uid_cmd => order.push(Slot::Uid),
+                None if n.eq_ignore_ascii_case(b"FLAGS") => order.push(Slot::Flags),
+                None => {
+                    order.clear();
+                    break;
                 }
             }
-            Some(Kind::Serve(s)) => {
-                let marker = (0..parsed.items.len()).find(|i| is_marker_name(item(*i).0));
-                let (Some(marker), Some(uid)) = (marker, uid) else {
-                    // Not an answer to our command (unsolicited update).
-                    self.output.extend_from_slice(&resp);
-                    return;
-                };
-                let Some(cached) = s.pinned.get(&uid) else {
-                    // Cannot happen for UIDs we planned; never invent data.
-                    self.output.extend_from_slice(&resp);
-                    return;
-                };
-                let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(s.template.len());
-                let mut used = vec![false; parsed.items.len()];
-                if let Some(u) = used.get_mut(marker) {
-                    *u = true;
-                }
-                let mut served = 0u64;
-                for slot in s.template.iter() {
-                    match *slot {
-                        Slot::Att(ai) => {
-                            let Some(att) = s.atts.get(ai) else { continue };
-                            if s.injected.get(ai).copied().unwrap_or(false) {
-                                if let Some(ci) = cached.get(&att.cache_key()) {
-                                    served += (ci.name.len() + ci.value.len()) as u64;
-                                    out.push((&ci.name[..], &ci.value[..]));
-                                }
-                            } else if let Some(i) = (0..parsed.items.len()).find(|i| {
-                                used.get(*i) == Some(&false)
-                                    && att.matches_response_item(item(*i).0)
-                            }) {
-                                if let Some(u) = used.get_mut(i) {
-                                    *u = true;
-                                }
-                                out.push(item(i));
-                            }
-                        }
-                        Slot::Uid | Slot::Flags => {
-                            let want: &[u8] = if *slot == Slot::Uid { b"UID" } else { b"FLAGS" };
-                            if *slot == Slot::Uid && !s.uid_cmd {
-                                continue;
-                            }
-                            if let Some(i) = (0..parsed.items.len()).find(|i| {
-                                used.get(*i) == Some(&false)
-                                    && item(*i).0.eq_ignore_ascii_case(want)
-                            }) {
-                                if let Some(u) = used.get_mut(i) {
-                                    *u = true;
-                                }
-                                out.push(item(i));
-                            }
-                        }
-                    }
-                }
-                // Anything the template did not place (should not happen).
-                for (i, u) in used.iter().enumerate() {
-                    if !u {
-                        out.push(item(i));
-                    }
-                }
-                // Cacheable items the backend sent now are kept for next time.
-                let mut new = Vec::new();
-                for (ai, att) in s.atts.iter().enumerate() {
-                    if att.cacheable() && !s.injected.get(ai).copied().unwrap_or(true) {
-                        if let Some(i) =
-                            (0..parsed.items.len()).find(|i| att.matches_response_item(item(*i).0))
-                        {
-                            let (n, v) = item(i);
-                            new.push(CachedItem {
-                                key: att.cache_key().into(),
-                                name: Bytes::copy_from_slice(n),
-                                value: Bytes::copy_from_slice(v),
-                            });
-                        }
-                    }
-                }
-                let key = MessageKey {
-                    mailbox: s.mailbox.clone(),
+        }
+        // A complete answer (every att present) teaches the order.
+        let complete = (0..self.atts.len()).all(|ai| order.contains(&Slot::Att(ai)));
+        if complete {
+            templates.learn(self.template_key.clone(), order);
+        }
+        let key = MessageKey {
+            mailbox: self.mailbox.clone(),
+            uid,
+        };
+        (key, new)
+    }
+}
+
+impl Prefetch {
+    /// A response to our prefetch: kept for the cache, never shown to the
+    /// client; anything else (an unsolicited update) goes to `output`.
+    fn prefetched(
+        &self,
+        items: &Items<'_>,
+        uid: Option<u32>,
+        output: &mut BytesMut,
+    ) -> Option<Keep> {
+        let mut new = Vec::new();
+        for i in 0..items.len() {
+            let (n, v) = items.get(i);
+            if let Some(att) = self.atts.iter().find(|a| a.matches_response_item(n)) {
+                new.push(CachedItem {
+                    key: att.cache_key().into(),
+                    name: Bytes::copy_from_slice(n),
+                    value: Bytes::copy_from_slice(v),
+                });
+            }
+        }
+        match uid {
+            // Ours: kept for the cache, never shown to the client.
+            Some(uid) if !new.is_empty() => Some((
+                MessageKey {
+                    mailbox: self.mailbox.clone(),
                     uid,
-                };
-                if !new.is_empty() {
-                    hold = Some((key, new));
-                }
-                self.cache
-                    .counters
-                    .bytes_served
-                    .fetch_add(served, Ordering::Relaxed);
-                self.output
-                    .extend_from_slice(&build_fetch(parsed.seq, &out));
+                },
+                new,
+            )),
+            // Anything else (an unsolicited update) goes through.
+            _ => {
+                output.extend_from_slice(items.resp);
+                None
             }
-            _ => {}
         }
-        if let (Some((key, items)), Some(cmd)) = (hold, self.inflight.front_mut()) {
-            cmd.hold_for_cache(key, items);
+    }
+}
+
+impl Serve {
+    /// A response to a served FETCH (it has the marker): rebuilt into
+    /// `output` from the cached and the backend's items, in the template's
+    /// order; the cacheable items the backend sent are kept. Anything else
+    /// goes to `output` as it came.
+    fn served(
+        &self,
+        items: &Items<'_>,
+        uid: Option<u32>,
+        output: &mut BytesMut,
+        cache: &FetchCache,
+    ) -> Option<Keep> {
+        let marker = (0..items.len()).find(|i| is_marker_name(items.get(*i).0));
+        let (Some(marker), Some(uid)) = (marker, uid) else {
+            // Not an answer to our command (unsolicited update).
+            output.extend_from_slice(items.resp);
+            return None;
+        };
+        let Some(cached) = self.pinned.get(&uid) else {
+            // Cannot happen for UIDs we planned; never invent data.
+            output.extend_from_slice(items.resp);
+            return None;
+        };
+        let (out, served) = self.rebuilt(items, marker, cached);
+        // Cacheable items the backend sent now are kept for next time.
+        let mut new = Vec::new();
+        for (ai, att) in self.atts.iter().enumerate() {
+            if att.cacheable() && !self.injected.get(ai).copied().unwrap_or(true) {
+                if let Some(i) =
+                    (0..items.len()).find(|i| att.matches_response_item(items.get(*i).0))
+                {
+                    let (n, v) = items.get(i);
+                    new.push(CachedItem {
+                        key: att.cache_key().into(),
+                        name: Bytes::copy_from_slice(n),
+                        value: Bytes::copy_from_slice(v),
+                    });
+                }
+            }
         }
+        let key = MessageKey {
+            mailbox: self.mailbox.clone(),
+            uid,
+        };
+        cache
+            .counters
+            .bytes_served
+            .fetch_add(served, Ordering::Relaxed);
+        output.extend_from_slice(&build_fetch(items.parsed.seq, &out));
+        (!new.is_empty()).then_some((key, new))
+    }
+
+    /// The items of the rebuilt response, in the template's order (the
+    /// marker, item `marker`, left out), and the bytes served from the
+    /// cache.
+    fn rebuilt<'a>(
+        &'a self,
+        items: &Items<'a>,
+        marker: usize,
+        cached: &'a MessageItems,
+    ) -> (Vec<Item<'a>>, u64) {
+        let mut out: Vec<Item<'_>> = Vec::with_capacity(self.template.len());
+        let mut used = vec![false; items.len()];
+        if let Some(u) = used.get_mut(marker) {
+            *u = true;
+        }
+        let mut served = 0u64;
+        for slot in self.template.iter() {
+            match *slot {
+                Slot::Att(ai) => {
+                    let Some(att) = self.atts.get(ai) else {
+                        continue;
+                    };
+                    if self.injected.get(ai).copied().unwrap_or(false) {
+                        if let Some(ci) = cached.get(&att.cache_key()) {
+                            served += (ci.name.len() + ci.value.len()) as u64;
+                            out.push((&ci.name[..], &ci.value[..]));
+                        }
+                    } else if let Some(i) = (0..items.len()).find(|i| {
+                        used.get(*i) == Some(&false) && att.matches_response_item(items.get(*i).0)
+                    }) {
+                        if let Some(u) = used.get_mut(i) {
+                            *u = true;
+                        }
+                        out.push(items.get(i));
+                    }
+                }
+                Slot::Uid | Slot::Flags => {
+                    let want: &[u8] = if *slot == Slot::Uid { b"UID" } else { b"FLAGS" };
+                    if *slot == Slot::Uid && !self.uid_cmd {
+                        continue;
+                    }
+                    if let Some(i) = (0..items.len()).find(|i| {
+                        used.get(*i) == Some(&false) && items.get(*i).0.eq_ignore_ascii_case(want)
+                    }) {
+                        if let Some(u) = used.get_mut(i) {
+                            *u = true;
+                        }
+                        out.push(items.get(i));
+                    }
+                }
+            }
+        }
+        // Anything the template did not place (should not happen).
+        for (i, u) in used.iter().enumerate() {
+            if !u {
+                out.push(items.get(i));
+            }
+        }
+        (out, served)
     }
 }
