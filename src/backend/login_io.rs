@@ -5,7 +5,7 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::{login, BackendError, Connected, LoggedIn, LoginOutcome, LoginStep};
+use super::{login, BackendError, Connected, LoggedIn, LoginOutcome, LoginStep, LOG_TARGET};
 use crate::imap::response::{parse_capability_data, parse_status, Kind, Status, StatusLine};
 use crate::session::{ClientInfo, Credentials};
 
@@ -112,6 +112,7 @@ impl Connected {
                         // the reason) or an unexpected one: answer it so
                         // that the backend finishes with its tagged status.
                         tracing::debug!(
+                            target: LOG_TARGET,
                             challenge = %login::describe_challenge(&line),
                             "backend sent a SASL error challenge"
                         );

@@ -28,6 +28,10 @@ pub use command::Answer;
 pub use connect::connect;
 pub use login::LoginStep;
 
+/// The log target of the backend connection's lines, also those logged
+/// from `login_io.rs`: `imapmux::backend`.
+const LOG_TARGET: &str = module_path!();
+
 /// A byte stream to a backend (TCP or TLS over TCP).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::conn::{take_pooled, Context};
+use super::conn::{take_pooled, Context, LOG_TARGET};
 use super::{ClientInfo, Credentials};
 use crate::auth::penalty::Gate;
 use crate::auth::{AuthDecision, Request};
@@ -50,7 +50,7 @@ pub(super) async fn login(
     let attempt = match ctx.penalty.check(ip, &creds.user, Instant::now()) {
         Gate::Refuse => {
             ctx.metrics.auth.penalty("refused");
-            tracing::warn!(session = %client.session_id, rip = %ip, user = creds.user.as_str(), "login refused: too many failed logins");
+            tracing::warn!(target: LOG_TARGET, session = %client.session_id, rip = %ip, user = creds.user.as_str(), "login refused: too many failed logins");
             return Err(LoginFail {
                 status: "NO",
                 code: Some("UNAVAILABLE".into()),
@@ -147,16 +147,16 @@ async fn login_unguarded(
         Some(spec) => match ctx.router.backend_for(spec) {
             Some(b) if b.is_up() => vec![b],
             Some(b) => {
-                tracing::warn!(session = %client.session_id, backend = %b.name, "the directory's backend for this user is down");
+                tracing::warn!(target: LOG_TARGET, session = %client.session_id, backend = %b.name, "the directory's backend for this user is down");
                 Vec::new()
             }
             None => {
-                tracing::error!(session = %client.session_id, backend = %spec, "the directory named a backend that is not configured; add it to a [[pool.backend]] (name or address)");
+                tracing::error!(target: LOG_TARGET, session = %client.session_id, backend = %spec, "the directory named a backend that is not configured; add it to a [[pool.backend]] (name or address)");
                 Vec::new()
             }
         },
         None => ctx.router.candidates(&owner).unwrap_or_else(|e| {
-            tracing::warn!(session = %client.session_id, error = %e, "no backend for login");
+            tracing::warn!(target: LOG_TARGET, session = %client.session_id, error = %e, "no backend for login");
             Vec::new()
         }),
     };
@@ -217,7 +217,7 @@ async fn login_at(
         owner: who.owner.to_string(),
     };
     if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
-        tracing::debug!(session = %session, backend = %b.name, "reusing a pooled backend connection");
+        tracing::debug!(target: LOG_TARGET, session = %session, backend = %b.name, "reusing a pooled backend connection");
         return Some(Ok(ok(li, reuse_id, backend_creds)));
     }
     let t = &ctx.config.timeouts;
@@ -241,7 +241,7 @@ async fn login_at(
             if who.verified {
                 // imapmux accepted the password; the backend refused its
                 // login: a configuration problem, not the user's fault.
-                tracing::error!(session = %session, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
+                tracing::error!(target: LOG_TARGET, session = %session, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
                 return Some(Err(unavailable(Some(b.name.clone()))));
             }
             Some(Err(LoginFail {
@@ -254,7 +254,7 @@ async fn login_at(
         }
         Err((stage, e)) => {
             m.backend_error(&b.name, stage, e.kind());
-            tracing::warn!(session = %session, backend = %b.name, error = %e, retry = e.retry(), "backend {stage} failed");
+            tracing::warn!(target: LOG_TARGET, session = %session, backend = %b.name, error = %e, retry = e.retry(), "backend {stage} failed");
             // Nothing was sent yet: the next candidate may serve.
             (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
         }

@@ -27,6 +27,11 @@ use crate::metrics::Metrics;
 use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome};
 use crate::route::{Backend, Router};
 
+/// The log target of the session's lines, also those logged from
+/// `preauth.rs` and `session/login.rs`: `imapmux::session::conn`, which the
+/// fail2ban filter (config/fail2ban) and log filters match.
+pub(super) const LOG_TARGET: &str = module_path!();
+
 /// Everything a connection needs, shared by all connections.
 pub struct Context {
     pub config: Arc<Config>,

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{Context, Summary};
+use super::{Context, Summary, LOG_TARGET};
 use crate::backend::{self, client_capabilities, LoggedIn};
 use crate::config::ListenerMode;
 use crate::listener::limits::Admission;
@@ -40,7 +40,7 @@ async fn handshake(
     match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
+            tracing::debug!(target: LOG_TARGET, error = %e, "TLS handshake failed");
             ctx.metrics.tls_handshake_failed(mode, false);
             Err(EndReason::TlsHandshakeFailed)
         }
@@ -293,12 +293,13 @@ async fn on_login(
                 summary.retained = Some((backend.clone(), backend_creds, owner.clone()));
             }
             pre.login_ok(&tag, &client_capabilities(&li.capabilities));
-            tracing::info!(session = %client.session_id, user = owner.as_str(), auth_user = creds.user.as_str(), backend = %backend.name, method = creds.mechanism.as_str(), "login");
+            tracing::info!(target: LOG_TARGET, session = %client.session_id, user = owner.as_str(), auth_user = creds.user.as_str(), backend = %backend.name, method = creds.mechanism.as_str(), "login");
             Some(li)
         }
         Err(fail) => {
             summary.backend = fail.backend.clone();
             tracing::warn!(
+                target: LOG_TARGET,
                 session = %client.session_id,
                 rip = %client.peer.ip(),
                 // Quoted and escaped (Debug), as in the session-end
@@ -330,6 +331,6 @@ fn count_session(
     }
     ctx.metrics.connection_rejected(RejectReason::PerUserIp);
     // Not "login failed": fail2ban must not ban a user's own devices.
-    tracing::warn!(session = %client.session_id, rip = %ip, user = user, limit = max, "login refused: too many sessions of this user from this address");
+    tracing::warn!(target: LOG_TARGET, session = %client.session_id, rip = %ip, user = user, limit = max, "login refused: too many sessions of this user from this address");
     false
 }
