@@ -10,6 +10,7 @@
 
 pub mod flow;
 pub mod split;
+mod templates;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,11 @@
 //! One client connection: the sans-I/O pre-auth state machine
-//! ([`preauth`]), the client stream type ([`stream`]) and the thin driver
-//! that runs them over sockets ([`conn`]).
+//! ([`preauth`]), the client stream type ([`stream`]), the thin driver
+//! that runs them over sockets ([`conn`]) and the login flow it calls
+//! (`login`: auth → route → backend login).
 
 pub mod conn;
 pub mod end;
+mod login;
 pub mod mailbox;
 pub mod park;
 pub mod parked;

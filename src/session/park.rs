@@ -22,7 +22,7 @@ use crate::backend::pool::CredKey;
 use crate::backend::watch::uid_search_all;
 use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::imap::command::quote;
-use crate::relay::Counters;
+use crate::relay::{Counters, Parked};
 use crate::route::Backend;
 
 /// How a parked session continued.
@@ -256,7 +256,11 @@ impl Parking<'_> {
         self,
         (mut client, mut cbuf): (ClientStream, BytesMut),
         mut old: LoggedIn,
-        (mailbox, read_only, idle_tag): (String, bool, String),
+        Parked {
+            mailbox,
+            read_only,
+            idle_tag,
+        }: Parked,
     ) -> Outcome {
         let ctx = self.ctx;
         let m = &ctx.metrics.park;

@@ -1,0 +1,330 @@
+//! The I/O driver of one client connection: the not-authenticated phase
+//! (`preauth.rs`: TLS at the edge, the pre-auth state machine fed from the
+//! socket, the login), then the relay, parking and resuming, and the
+//! backend connection's release to the reuse pool. One log line when the
+//! session ends.
+
+mod preauth;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::end::EndReason;
+use super::stream::ClientStream;
+use super::{ClientInfo, Credentials};
+use crate::auth::penalty::Penalty;
+use crate::auth::Authenticator;
+use crate::backend::pool::{BackendPool, CredKey};
+use crate::backend::{self, LoggedIn};
+use crate::config::{Config, ListenerMode};
+use crate::listener::limits::Admission;
+use crate::metrics::Metrics;
+use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome};
+use crate::route::{Backend, Router};
+
+/// The log target of the session's lines, also those logged from
+/// `preauth.rs` and `session/login.rs`: `imapmux::session::conn`, which the
+/// fail2ban filter (config/fail2ban) and log filters match.
+pub(super) const LOG_TARGET: &str = module_path!();
+
+/// Everything a connection needs, shared by all connections.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub router: Arc<Router>,
+    pub auth: Arc<dyn Authenticator>,
+    /// Failed-login counters (kept across reloads).
+    pub penalty: Arc<Penalty>,
+    pub tls: Option<TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
+    /// The FETCH cache and its learned response orders, when enabled.
+    pub cache: Option<(
+        Arc<crate::cache::FetchCache>,
+        Arc<crate::cache::flow::Templates>,
+    )>,
+    /// Flips to true when sessions must end (end of the drain time).
+    pub close_now: watch::Receiver<bool>,
+    /// Logged-in backend connections kept for reuse after logout.
+    pub pool: Option<Arc<BackendPool>>,
+    /// Watchers of parked IDLE clients' mailboxes (IDLE offload on).
+    pub watch: Option<Arc<crate::backend::watch::Registry>>,
+}
+
+/// How a session ended, for the log line.
+pub(super) struct Summary {
+    user: Option<String>,
+    backend: Option<String>,
+    end: EndReason,
+    /// Backend login name and credential key, for the reuse pool.
+    reuse: Option<(String, CredKey)>,
+    /// The backend and the credentials that logged in to it, kept while
+    /// IDLE offload may need to log in again.
+    retained: Option<(Arc<Backend>, Credentials, String)>,
+}
+
+/// Serve one accepted client connection to its end. `admission` (the
+/// listener's decisions and the connection's slots in the per-address
+/// limits) lives as long as the session.
+pub async fn serve(
+    ctx: Arc<Context>,
+    tcp: TcpStream,
+    client: ClientInfo,
+    mode: ListenerMode,
+    mut admission: Admission,
+) {
+    let started = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let bytes = ctx.metrics.session_bytes(counters.clone());
+    let summary = run(&ctx, tcp, &client, mode, &counters, &mut admission).await;
+    drop(bytes);
+    ctx.metrics.session_ended(summary.end, started.elapsed());
+    tracing::info!(
+        session = %client.session_id,
+        client = %client.peer,
+        user = summary.user.as_deref().unwrap_or("-"),
+        backend = summary.backend.as_deref().unwrap_or("-"),
+        bytes_in = counters.client_to_backend.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_out = counters.backend_to_client.load(std::sync::atomic::Ordering::Relaxed),
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = summary.end.as_str(),
+        "session ended"
+    );
+}
+
+async fn run(
+    ctx: &Context,
+    tcp: TcpStream,
+    client: &ClientInfo,
+    mode: ListenerMode,
+    counters: &Counters,
+    admission: &mut Admission,
+) -> Summary {
+    let mut summary = Summary {
+        user: None,
+        backend: None,
+        end: EndReason::ClientClosed,
+        reuse: None,
+        retained: None,
+    };
+    let Some((stream, pipelined, logged_in)) = Box::pin(preauth::phase(
+        ctx,
+        tcp,
+        client,
+        mode,
+        counters,
+        &mut summary,
+        admission,
+    ))
+    .await
+    else {
+        return summary;
+    };
+    let mut client_side = (stream, pipelined);
+    let mut li = logged_in;
+    loop {
+        let (relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
+        let hooks = hooks(ctx, &summary);
+        // Counted open for as long as the relay runs.
+        let backend_conn = summary
+            .backend
+            .as_deref()
+            .map(|b| ctx.metrics.backend_connection(b));
+        // Only the stream and its buffered bytes live on in the relay.
+        let LoggedIn {
+            stream: backend_stream,
+            buf: backend_buf,
+            capabilities,
+            logged_in_at,
+        } = li;
+        // Kept only when the connection may be reused or parked (one string).
+        let capabilities = (reusable || parkable).then(|| capabilities.join(" "));
+        // Boxed: while the session is parked, the relay's state is freed.
+        let out = Box::pin(relay(
+            client_side,
+            (backend_stream, backend_buf),
+            relay_cfg,
+            counters,
+            hooks,
+            ctx.close_now.clone(),
+        ))
+        .await;
+        drop(backend_conn);
+        let Some((client_next, li_next)) = Box::pin(after_relay(
+            ctx,
+            client,
+            counters,
+            &mut summary,
+            out,
+            (capabilities, logged_in_at),
+        ))
+        .await
+        else {
+            break;
+        };
+        client_side = client_next;
+        li = li_next;
+    }
+    summary
+}
+
+/// The relay's settings for the session as it stands, and whether its
+/// backend connection may be reused (released on logout) and parked.
+fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig, bool, bool) {
+    let cfg = &ctx.config;
+    let has = |c: &str| crate::imap::response::has_capability(&li.capabilities, c);
+    let reusable = ctx.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
+    let parkable = ctx.watch.is_some()
+        && summary.retained.is_some()
+        && !cfg.multiplex.idle_offload_after.is_zero();
+    let relay_cfg = RelayConfig {
+        max_line: cfg.server.max_line_length,
+        idle_timeout: cfg.timeouts.idle,
+        bye_grace: std::time::Duration::from_secs(5),
+        prefetch_timeout: cfg.timeouts.backend_response,
+        release_on_logout: reusable,
+        park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
+    };
+    (relay_cfg, reusable, parkable)
+}
+
+/// Features hook into the relay core: the FETCH cache, metrics.
+fn hooks(ctx: &Context, summary: &Summary) -> Vec<Box<dyn Hook>> {
+    let mut hooks: Vec<Box<dyn Hook>> = Vec::with_capacity(2);
+    if let (Some((cache, templates)), Some(backend), Some(user)) =
+        (&ctx.cache, &summary.backend, &summary.user)
+    {
+        hooks.push(Box::new(crate::cache::flow::Flow::new(
+            cache.clone(),
+            templates.clone(),
+            backend,
+            user,
+        )));
+    }
+    hooks.push(Box::new(MetricsHook::new(ctx.metrics.clone())));
+    hooks
+}
+
+/// After a relay: a session that parked and resumed goes on (its client
+/// side and new backend connection); any other end stops it, with
+/// `summary.end` set.
+async fn after_relay(
+    ctx: &Context,
+    client: &ClientInfo,
+    counters: &Counters,
+    summary: &mut Summary,
+    out: RelayOutcome<ClientStream, backend::BoxStream>,
+    (capabilities, logged_in_at): (Option<String>, Instant),
+) -> Option<((ClientStream, BytesMut), LoggedIn)> {
+    let caps = || {
+        capabilities
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    match (out.finish, out.backend, out.client) {
+        (Finish::Park(parked), Some((bstream, bbuf)), Some((cstream, cbuf)))
+            if summary.retained.is_some() =>
+        {
+            let (backend, creds, user) = summary.retained.clone()?;
+            let old = LoggedIn {
+                stream: bstream,
+                buf: bbuf,
+                capabilities: caps(),
+                logged_in_at,
+            };
+            let p = super::park::Parking {
+                ctx,
+                client_info: client,
+                backend,
+                creds,
+                reuse: summary.reuse.clone(),
+                user,
+                counters,
+            };
+            match Box::pin(p.park((cstream, cbuf), old, parked)).await {
+                super::park::Outcome::Resumed {
+                    client,
+                    pipelined,
+                    backend,
+                } => Some(((client, pipelined), backend)),
+                super::park::Outcome::Ended(end) => {
+                    summary.end = end;
+                    None
+                }
+            }
+        }
+        (finish, backend, _) => {
+            // The relay's end stops the session here (and only here).
+            summary.end = match &finish {
+                Finish::End(r) => *r,
+                Finish::Release => EndReason::Logout,
+                // Parking without what parking needs (never: the core
+                // parks only when the session may be parked).
+                Finish::Park(_) => EndReason::BackendError,
+            };
+            match (finish, backend) {
+                (Finish::Release, Some((stream, buf))) => {
+                    let li = LoggedIn {
+                        stream,
+                        buf,
+                        capabilities: caps(),
+                        logged_in_at,
+                    };
+                    release(ctx, summary, li).await;
+                }
+                (Finish::End(EndReason::Logout), _) if ctx.pool.is_some() => {
+                    ctx.metrics.pool.released(false)
+                }
+                _ => {}
+            }
+            None
+        }
+    }
+}
+
+/// A pooled connection for this login (backend login name and credential
+/// key), if one is kept and answers its NOOP probe.
+pub(super) async fn take_pooled(
+    ctx: &Context,
+    backend: &str,
+    reuse: Option<&(String, CredKey)>,
+) -> Option<LoggedIn> {
+    let (pool, (user, key)) = (ctx.pool.as_ref()?, reuse?);
+    let m = &ctx.metrics.pool;
+    let mut li = pool.take(backend, user, key, Instant::now())?;
+    m.pooled.set(pool.len() as i64);
+    if backend::pool::probe(&mut li, ctx.config.timeouts.backend_response).await {
+        m.reuses.inc();
+        return Some(li);
+    }
+    m.discarded("probe_failed", 1);
+    None
+}
+
+/// A logged-out client's backend connection: clean it and pool it.
+async fn release(ctx: &Context, summary: &mut Summary, mut li: LoggedIn) {
+    let (Some(pool), Some((user, key)), Some(backend)) =
+        (&ctx.pool, summary.reuse.take(), summary.backend.as_deref())
+    else {
+        return;
+    };
+    let m = &ctx.metrics.pool;
+    let t = ctx.config.timeouts.backend_response;
+    if backend::pool::clean(&mut li, t).await.is_ok() {
+        m.released(true);
+        let evicted = pool.put(backend, &user, key, li, Instant::now());
+        m.discarded("evicted", evicted.len());
+        m.pooled.set(pool.len() as i64);
+        for old in evicted {
+            tokio::spawn(backend::pool::logout(old, t));
+        }
+    } else {
+        m.released(false);
+    }
+}

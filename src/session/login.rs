@@ -1,0 +1,262 @@
+//! The login flow of a client session: penalty gate → auth → route →
+//! backend login, trying up to three candidate backends while nothing was
+//! sent to them. Failed logins feed the brute-force defence. The session
+//! driver ([`super::conn`]) calls [`login`] and acts on its outcome.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::conn::{take_pooled, Context, LOG_TARGET};
+use super::{ClientInfo, Credentials};
+use crate::auth::penalty::Gate;
+use crate::auth::{AuthDecision, Request};
+use crate::backend::pool::CredKey;
+use crate::backend::{self, LoggedIn, LoginOutcome};
+use crate::metrics::LoginResult;
+use crate::route::Backend;
+
+/// A failed login: what the client is told, and for the log and metrics.
+pub(super) struct LoginFail {
+    pub(super) status: &'static str,
+    pub(super) code: Option<String>,
+    pub(super) text: String,
+    pub(super) backend: Option<String>,
+    pub(super) result: LoginResult,
+}
+
+fn unavailable(backend: Option<String>) -> LoginFail {
+    LoginFail {
+        status: "NO",
+        code: Some("UNAVAILABLE".into()),
+        text: "Mail server temporarily unavailable; try again later.".into(),
+        backend,
+        result: LoginResult::Unavailable,
+    }
+}
+
+/// Penalty gate → auth → route → backend login. Failed logins feed the
+/// brute-force defence; one log line per failure names the client address
+/// (`rip=`) for fail2ban.
+pub(super) async fn login(
+    ctx: &Context,
+    creds: &Credentials,
+    client: &ClientInfo,
+    attempt_no: u32,
+    tls: bool,
+) -> Result<LoginOk, LoginFail> {
+    let ip = client.peer.ip();
+    // The attempt counts as in flight until its outcome is known (or it is
+    // dropped: no verdict), so parallel guesses cannot pass the gate at once.
+    let attempt = match ctx.penalty.check(ip, &creds.user, Instant::now()) {
+        Gate::Refuse => {
+            ctx.metrics.auth.penalty("refused");
+            tracing::warn!(target: LOG_TARGET, session = %client.session_id, rip = %ip, user = creds.user.as_str(), "login refused: too many failed logins");
+            return Err(LoginFail {
+                status: "NO",
+                code: Some("UNAVAILABLE".into()),
+                text: "Too many failed logins; try again later.".into(),
+                backend: None,
+                result: LoginResult::Failed,
+            });
+        }
+        Gate::Proceed { delay, attempt } => {
+            if !delay.is_zero() {
+                ctx.metrics.auth.penalty("delayed");
+                tokio::time::sleep(delay).await;
+            }
+            attempt
+        }
+    };
+    let result = login_unguarded(ctx, creds, client, attempt_no, tls).await;
+    match &result {
+        Ok(_) => attempt.succeeded(),
+        Err(f) if f.result == LoginResult::Failed => attempt.failed(Instant::now()),
+        Err(_) => drop(attempt),
+    }
+    result
+}
+
+fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
+    LoginFail {
+        status: "NO",
+        code: Some(code.to_string()),
+        text,
+        backend,
+        result: LoginResult::Failed,
+    }
+}
+
+/// A successful login: the logged-in backend connection and who it is.
+pub(super) struct LoginOk {
+    pub(super) conn: LoggedIn,
+    pub(super) backend: Arc<Backend>,
+    /// Identity in the reuse pool: mailbox owner and credential key.
+    pub(super) reuse: Option<(String, CredKey)>,
+    /// The credentials that logged in to the backend (kept to log in again
+    /// when a parked client resumes).
+    pub(super) backend_creds: Credentials,
+    /// The mailbox owner the backend logged in: see [`mailbox_owner`].
+    pub(super) owner: String,
+}
+
+/// The mailbox owner a backend login acts for, the key of everything kept
+/// per user (FETCH cache, reuse pool, watchers and parked state, routing).
+///
+/// The authorization identity when the client gave one (SASL PLAIN or
+/// OAUTHBEARER `a=`): RFC 4616 §2 says the server acts as that identity or
+/// refuses the login, so after a successful login it is whose mailbox the
+/// session sees (a master user acting for alice sees alice's mail, never
+/// the master's). Otherwise the login name, after the auth source's
+/// rewrite (`backend_user`). A login name the backend maps further (Dovecot
+/// `user*master`, case folding) stays as typed: such sessions share nothing
+/// with the plain name's, which costs sharing but never mixes users.
+pub(crate) fn mailbox_owner(creds: &Credentials) -> &str {
+    creds.authzid.as_deref().unwrap_or(&creds.user)
+}
+
+async fn login_unguarded(
+    ctx: &Context,
+    creds: &Credentials,
+    client: &ClientInfo,
+    attempt: u32,
+    tls: bool,
+) -> Result<LoginOk, LoginFail> {
+    let req = Request {
+        credentials: creds,
+        client,
+        attempt,
+        tls,
+    };
+    let (user_creds, hint, verified) = match ctx.auth.authenticate(req).await {
+        AuthDecision::Login {
+            credentials,
+            backend,
+            verified,
+        } => (credentials, backend, verified),
+        AuthDecision::Reject { code, text, wait } => {
+            if let Some(w) = wait {
+                tokio::time::sleep(w.min(ctx.config.auth.max_wait())).await;
+            }
+            return Err(rejected(&code, text, None));
+        }
+        AuthDecision::Unavailable => return Err(unavailable(None)),
+    };
+    // Route, cache and pool by whose mailbox it is, not by who typed it.
+    let owner = mailbox_owner(&user_creds).to_string();
+    let candidates = match &hint {
+        Some(spec) => match ctx.router.backend_for(spec) {
+            Some(b) if b.is_up() => vec![b],
+            Some(b) => {
+                tracing::warn!(target: LOG_TARGET, session = %client.session_id, backend = %b.name, "the directory's backend for this user is down");
+                Vec::new()
+            }
+            None => {
+                tracing::error!(target: LOG_TARGET, session = %client.session_id, backend = %spec, "the directory named a backend that is not configured; add it to a [[pool.backend]] (name or address)");
+                Vec::new()
+            }
+        },
+        None => ctx.router.candidates(&owner).unwrap_or_else(|e| {
+            tracing::warn!(target: LOG_TARGET, session = %client.session_id, error = %e, "no backend for login");
+            Vec::new()
+        }),
+    };
+    let mut last = None;
+    for b in candidates.iter().take(3) {
+        last = Some(b.name.clone());
+        let who = Who {
+            client,
+            creds,
+            user_creds: &user_creds,
+            verified,
+            owner: &owner,
+        };
+        if let Some(done) = login_at(ctx, &who, b).await {
+            return done;
+        }
+    }
+    Err(unavailable(last))
+}
+
+/// Who is logging in: the client, what it presented, what the auth source
+/// made of it, and whose mailbox it is.
+struct Who<'a> {
+    client: &'a ClientInfo,
+    /// The credentials the client presented.
+    creds: &'a Credentials,
+    /// The credentials after the auth source (rewrites, tokens).
+    user_creds: &'a Credentials,
+    /// imapmux verified the password itself.
+    verified: bool,
+    owner: &'a str,
+}
+
+/// Log in on one candidate backend: `None` when it failed before any
+/// credentials were sent ([`backend::BackendError::retry`]), so the next
+/// candidate may be tried; else the login's result.
+async fn login_at(
+    ctx: &Context,
+    who: &Who<'_>,
+    b: &Arc<Backend>,
+) -> Option<Result<LoginOk, LoginFail>> {
+    let session = &who.client.session_id;
+    // Master login only for logins imapmux verified itself.
+    let backend_creds = match (&b.master, who.verified) {
+        (Some(m), true) => m.credentials_for(&who.user_creds.user),
+        _ => who.user_creds.clone(),
+    };
+    let m = &ctx.metrics;
+    let reuse_id = ctx
+        .pool
+        .as_ref()
+        .map(|p| (who.owner.to_string(), p.key(who.creds, &backend_creds)));
+    let ok = |conn, reuse, backend_creds| LoginOk {
+        conn,
+        backend: b.clone(),
+        reuse,
+        backend_creds,
+        owner: who.owner.to_string(),
+    };
+    if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
+        tracing::debug!(target: LOG_TARGET, session = %session, backend = %b.name, "reusing a pooled backend connection");
+        return Some(Ok(ok(li, reuse_id, backend_creds)));
+    }
+    let t = &ctx.config.timeouts;
+    let t0 = Instant::now();
+    let answer = match backend::connect(b, t.backend_connect, t.backend_response).await {
+        Ok(conn) => {
+            m.backend_connected(&b.name, t0.elapsed().as_secs_f64());
+            let info = b.cfg.trusted.then_some(who.client);
+            let t0 = Instant::now();
+            let answer = conn.login(&backend_creds, info).await;
+            if answer.is_ok() {
+                m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
+            }
+            answer.map_err(|e| ("login", e))
+        }
+        Err(e) => Err(("connect", e)),
+    };
+    match answer {
+        Ok(LoginOutcome::Ok(li)) => Some(Ok(ok(li, reuse_id, backend_creds))),
+        Ok(LoginOutcome::Rejected { status, code, text }) => {
+            if who.verified {
+                // imapmux accepted the password; the backend refused its
+                // login: a configuration problem, not the user's fault.
+                tracing::error!(target: LOG_TARGET, session = %session, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
+                return Some(Err(unavailable(Some(b.name.clone()))));
+            }
+            Some(Err(LoginFail {
+                status,
+                code,
+                text,
+                backend: Some(b.name.clone()),
+                result: LoginResult::Failed,
+            }))
+        }
+        Err((stage, e)) => {
+            m.backend_error(&b.name, stage, e.kind());
+            tracing::warn!(target: LOG_TARGET, session = %session, backend = %b.name, error = %e, retry = e.retry(), "backend {stage} failed");
+            // Nothing was sent yet: the next candidate may serve.
+            (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
+        }
+    }
+}
