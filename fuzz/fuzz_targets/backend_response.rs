@@ -4,7 +4,7 @@
 //! `backend::login` / `backend::client_capabilities` (capabilities and
 //! challenges come from the backend), the selected-mailbox tracker of
 //! `session::mailbox` (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY, tagged
-//! completions) and the command metrics' `CommandTracker`.
+//! completions) and the relay's command ledger (`relay::Ledger`).
 //!
 //! Input: a session transcript. Lines starting `C: ` are client command
 //! lines (the rest of the line, CRLF included); everything else is backend
@@ -23,7 +23,7 @@ use imapmux::backend::client_capabilities;
 use imapmux::backend::login::{describe_challenge, login_steps, LoginStep};
 use imapmux::imap::framing::{Frame, Framer};
 use imapmux::imap::response::{kind_of, parse_capability_data, parse_status, sanitize_text};
-use imapmux::metrics::CommandTracker;
+use imapmux::relay::{Command, Ledger, MAX_IN_FLIGHT};
 use imapmux::session::mailbox::{expand_uid_set, Tracker};
 use imapmux::session::{Credentials, Mechanism};
 use imapmux_fuzz::assert_line_safe;
@@ -70,7 +70,7 @@ fn check_login(caps: &[String]) {
     }
 }
 
-fn backend_line(line: &[u8], tracker: &mut Tracker, meter: &mut CommandTracker, now: Instant) {
+fn backend_line(line: &[u8], tracker: &mut Tracker, ledger: &mut Ledger, now: Instant) {
     let _ = kind_of(line);
     if line.starts_with(b"+") {
         let d = describe_challenge(line);
@@ -102,21 +102,25 @@ fn backend_line(line: &[u8], tracker: &mut Tracker, meter: &mut CommandTracker, 
             s.complete_uids().map(<[u32]>::len),
         );
     }
-    let _ = meter.backend_line(line, now);
+    let _ = ledger.answer(line, now);
 }
 
 fuzz_target!(|data: &[u8]| {
     imapmux_fuzz::report_stack_overflows();
     let now = Instant::now();
     let mut tracker = Tracker::default();
-    let mut meter = CommandTracker::new();
+    let mut ledger = Ledger::default();
     let mut framer = Framer::new(65_536);
     let mut buf = BytesMut::new();
     for piece in data.split_inclusive(|b| *b == b'\n') {
         if let Some(cmd) = piece.strip_prefix(b"C: ") {
             tracker.on_command(cmd);
-            meter.client_line(cmd, now);
-            assert!(meter.pending() <= CommandTracker::MAX_PENDING);
+            if let Some(c) = Command::parse(cmd, false) {
+                if !ledger.is_full() {
+                    ledger.push(&c, now);
+                }
+            }
+            assert!(ledger.len() <= MAX_IN_FLIGHT);
             continue;
         }
         buf.extend_from_slice(piece);
@@ -125,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
                 bytes, first: true, ..
             } = &frame
             {
-                backend_line(bytes, &mut tracker, &mut meter, now);
+                backend_line(bytes, &mut tracker, &mut ledger, now);
             }
         }
     }
