@@ -72,6 +72,9 @@ impl Sizer {
     }
 }
 
+/// A deadline that never comes (the timer is re-armed before it would).
+const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
+
 /// What one turn of the loop brought.
 enum Turn {
     ClientRead(std::io::Result<usize>),
@@ -101,31 +104,43 @@ where
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut br, mut bw) = tokio::io::split(backend);
     let mut s = RelaySession::new(cfg, client_buf, backend_buf, hooks, Instant::now());
-    let (mut cbuf, mut bbuf) = (BytesMut::new(), BytesMut::new());
     let (mut csize, mut bsize) = (Sizer::new(), Sizer::new());
     let (mut c_dirty, mut b_dirty) = (false, false);
     let mut shutting = *shutdown.borrow();
     if shutting {
         s.shutdown(Instant::now());
     }
+    // One timer for the session, moved when the core's deadline moves
+    // (creating a timer per turn costs a timer-wheel registration).
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + FAR);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     while s.finished().is_none() {
         let read_c = s.wants_client_read();
         let read_b = s.wants_backend_read();
+        let deadline = s.poll_timeout();
+        if deadline != armed {
+            armed = deadline;
+            let at = deadline.map_or_else(|| tokio::time::Instant::now() + FAR, Into::into);
+            sleep.as_mut().reset(at);
+        }
+        let io = s.io();
         if read_c {
-            csize.prepare(&mut cbuf);
+            csize.prepare(io.client_in);
         }
         if read_b {
-            bsize.prepare(&mut bbuf);
+            bsize.prepare(io.backend_in);
         }
-        let deadline = s.poll_timeout();
-        let to_c = s.client_transmit();
-        let to_b = s.backend_transmit();
+        let (to_c, to_b) = (io.to_client, io.to_backend);
         let turn = tokio::select! {
+            // Writes first: a written chunk frees its read buffer, which the
+            // next read then reuses instead of allocating a fresh one.
+            biased;
             r = write_or_flush(&mut bw, to_b), if to_b.is_some() || b_dirty => Turn::Backend(r),
             r = write_or_flush(&mut cw, to_c), if to_c.is_some() || c_dirty => Turn::Client(r),
-            r = br.read_buf(&mut bbuf), if read_b => Turn::BackendRead(r),
-            r = cr.read_buf(&mut cbuf), if read_c => Turn::ClientRead(r),
-            _ = sleep_until(deadline) => Turn::Deadline,
+            r = br.read_buf(io.backend_in), if read_b => Turn::BackendRead(r),
+            r = cr.read_buf(io.client_in), if read_c => Turn::ClientRead(r),
+            _ = &mut sleep, if deadline.is_some() => Turn::Deadline,
             c = shutdown.changed(), if !shutting => match c {
                 Ok(()) if !*shutdown.borrow() => continue,
                 _ => Turn::Shutdown,
@@ -143,13 +158,13 @@ where
                 counters
                     .client_to_backend
                     .fetch_add(n as u64, Ordering::Relaxed);
-                s.client_read(&mut cbuf, now);
+                s.client_data(now);
             }
             Turn::BackendRead(Ok(0)) => s.backend_closed(false),
             Turn::BackendRead(Err(_)) => s.backend_closed(true),
             Turn::BackendRead(Ok(n)) => {
                 bsize.after_read(n);
-                s.backend_read(&mut bbuf, now);
+                s.backend_data(now);
             }
             Turn::Client(Ok(Some(n))) if n > 0 => {
                 counters
@@ -228,14 +243,19 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     data: Option<&[u8]>,
 ) -> std::io::Result<Option<usize>> {
     match data {
-        Some(d) => w.write(d).await.map(Some),
+        Some(d) => {
+            let n = w.write(d).await?;
+            if n == d.len() {
+                // All written: try to flush now, without waiting (one poll;
+                // what is left is flushed by a later turn). Nothing here
+                // can lose the count `n` if the future is dropped.
+                let _ = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::pin::Pin::new(&mut *w).poll_flush(cx))
+                })
+                .await;
+            }
+            Ok(Some(n))
+        }
         None => w.flush().await.map(|()| None),
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -10,7 +10,9 @@ mod ledger;
 mod outq;
 
 pub use self::core::backend::OWN_TAG_PREFIX;
-pub use self::core::{Finish, Parked, RelayConfig, RelaySession, INJECT_MAX, OUT_MAX};
+pub use self::core::{
+    Finish, Parked, RelayConfig, RelaySession, SelectedMailbox, INJECT_MAX, OUT_MAX,
+};
 pub use driver::{relay, Counters, RelayOutcome};
 pub use hooks::{Disposition, Hook, MetricsHook, Upstream};
 pub use ledger::{Command, Completed, Ledger, MAX_IN_FLIGHT};

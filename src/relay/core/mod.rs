@@ -67,6 +67,30 @@ pub struct RelayConfig {
     pub release_on_logout: bool,
     /// Park a client idling (IDLE) this long with nothing else in flight.
     pub park_after: Option<Duration>,
+    /// Keep the selected mailbox's sequence → UID map (a hook serves
+    /// FETCH from it).
+    pub track_uids: bool,
+    /// The mailbox already selected on the backend connection (a parked
+    /// session re-attached), so the view starts with it.
+    pub selected: Option<SelectedMailbox>,
+}
+
+/// A mailbox selected before the relay started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedMailbox {
+    pub name: String,
+    pub read_only: bool,
+    pub uidvalidity: u32,
+    /// Every message's UID, in sequence order.
+    pub uids: Vec<u32>,
+}
+
+/// The session's buffers, borrowed for one turn of the driver.
+pub struct Io<'a> {
+    pub client_in: &'a mut BytesMut,
+    pub backend_in: &'a mut BytesMut,
+    pub to_client: Option<&'a [u8]>,
+    pub to_backend: Option<&'a [u8]>,
 }
 
 /// What a parked client needs to be resumed.
@@ -187,6 +211,14 @@ impl RelaySession {
         hooks: Vec<Box<dyn Hook>>,
         now: Instant,
     ) -> Self {
+        let mut view = if cfg.track_uids {
+            Tracker::default()
+        } else {
+            Tracker::without_uid_map()
+        };
+        if let Some(m) = &cfg.selected {
+            view.assume_selected(&m.name, m.read_only, m.uidvalidity, &m.uids);
+        }
         let mut s = RelaySession {
             up: Framer::new(cfg.max_line),
             down: Framer::new(cfg.max_line),
@@ -203,7 +235,7 @@ impl RelaySession {
             client_written: 0,
             inject_pending: 0,
             ledger: Ledger::default(),
-            view: Tracker::default(),
+            view,
             hooks,
             awaiting_plus: None,
             cur_tag: "".into(),
@@ -266,32 +298,42 @@ impl RelaySession {
         self.finish.is_none() && self.to_client.len() < OUT_MAX
     }
 
-    /// Client bytes arrived in the driver's `buf` (taken, `buf` is left
-    /// empty, usually holding the capacity of an earlier buffer).
-    pub fn client_read(&mut self, buf: &mut BytesMut, now: Instant) {
-        take_into(&mut self.client_in, buf);
-        self.last_client = now;
-        self.process_client(now);
-        release_if_empty(&mut self.client_in);
+    /// The input buffers (for the driver to read into) and the output
+    /// (for it to write from), borrowed together so one `select!` can
+    /// read both sides and write both sides. After reading into a buffer,
+    /// call [`RelaySession::client_data`] / [`RelaySession::backend_data`].
+    pub fn io(&mut self) -> Io<'_> {
+        Io {
+            client_in: &mut self.client_in,
+            backend_in: &mut self.backend_in,
+            to_client: self.to_client.front(),
+            to_backend: self.to_backend.front(),
+        }
     }
 
-    /// Backend bytes arrived in the driver's `buf` (taken).
-    pub fn backend_read(&mut self, buf: &mut BytesMut, now: Instant) {
-        take_into(&mut self.backend_in, buf);
+    /// Client bytes were read into [`Io::client_in`].
+    pub fn client_data(&mut self, now: Instant) {
+        self.last_client = now;
+        self.process_client(now);
+    }
+
+    /// Backend bytes were read into [`Io::backend_in`].
+    pub fn backend_data(&mut self, now: Instant) {
         self.process_backend(now);
         // Answers may have unblocked client commands (ledger, prefetch).
         self.process_client(now);
-        release_if_empty(&mut self.backend_in);
     }
 
     /// Feed client bytes (tests, simple drivers).
     pub fn client_input(&mut self, data: &[u8], now: Instant) {
-        self.client_read(&mut BytesMut::from(data), now);
+        self.client_in.extend_from_slice(data);
+        self.client_data(now);
     }
 
     /// Feed backend bytes (tests, simple drivers).
     pub fn backend_input(&mut self, data: &[u8], now: Instant) {
-        self.backend_read(&mut BytesMut::from(data), now);
+        self.backend_in.extend_from_slice(data);
+        self.backend_data(now);
     }
 
     /// The client closed its side (`error`: it failed).
@@ -533,24 +575,6 @@ impl RelaySession {
     /// Client bytes that arrived but are not processed yet.
     fn client_buf_for_test(&mut self) -> &mut BytesMut {
         &mut self.client_in
-    }
-}
-
-/// Drop an empty input buffer's memory: the driver keeps one read buffer
-/// per side, the core keeps none while idle (memory per idle client).
-fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
-        *buf = BytesMut::new();
-    }
-}
-
-/// Append `from` to `to` without copying when `to` is empty.
-fn take_into(to: &mut BytesMut, from: &mut BytesMut) {
-    if to.is_empty() {
-        std::mem::swap(to, from);
-    } else {
-        to.extend_from_slice(from);
-        from.clear();
     }
 }
 

@@ -19,6 +19,8 @@ fn cfg() -> RelayConfig {
         prefetch_timeout: Duration::from_secs(30),
         release_on_logout: false,
         park_after: None,
+        track_uids: true,
+        selected: None,
     }
 }
 
