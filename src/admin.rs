@@ -2,7 +2,7 @@
 //! format), `/healthz` (the process is alive), `/readyz` (listeners
 //! bound, at least one backend up, not draining), all GET and HEAD only;
 //! and, when a push secret is configured, `/push` (POST or PUT, see
-//! [`crate::push`]): Dovecot's push notifications, which wake parked IDLE
+//! [`crate::multiplex::push`]): Dovecot's push notifications, which wake parked IDLE
 //! clients. HTTP/1.1 only; request heads are bounded, and only `/push`
 //! reads a body (authenticated first, at most [`MAX_BODY`] bytes).
 //!
@@ -33,10 +33,10 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::backend::wake::WakeSink;
 use crate::metrics::push::PushResult;
 use crate::metrics::Metrics;
-use crate::push::{PushSecret, MAX_BODY};
+use crate::multiplex::push::{PushSecret, MAX_BODY};
+use crate::multiplex::wake::WakeSink;
 use crate::route::Router;
 
 /// Most admin connections open at once. A new connection beyond this
@@ -377,7 +377,7 @@ fn push_head_refusal(
 
 /// An authenticated push body: parse, wake, count.
 fn push_body(state: &AdminState, body: &[u8]) -> Response<Full<Bytes>> {
-    let events = match crate::push::parse(body) {
+    let events = match crate::multiplex::push::parse(body) {
         Ok(ev) => ev,
         Err(e) => {
             tracing::debug!(error = %e, "push: bad body");

@@ -17,7 +17,7 @@ fn state() -> AdminState {
         metrics,
         readiness: Arc::new(Readiness::new(router)),
         push_secret: None,
-        wake: Arc::new(crate::backend::wake::NoWake),
+        wake: Arc::new(crate::multiplex::wake::NoWake),
     }
 }
 

@@ -73,7 +73,7 @@ pub struct Config {
     #[serde(default)]
     pub auth: crate::auth::config::AuthConfig,
     #[serde(default)]
-    pub multiplex: crate::backend::pool::MultiplexConfig,
+    pub multiplex: crate::multiplex::pool::MultiplexConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,7 +268,9 @@ impl AdminConfig {
 
     /// The secret of `/push`, reading `push_secret_file` (its first line)
     /// if that is the one set; `None` when push is off.
-    pub fn load_push_secret(&self) -> Result<Option<crate::push::PushSecret>, ConfigError> {
+    pub fn load_push_secret(
+        &self,
+    ) -> Result<Option<crate::multiplex::push::PushSecret>, ConfigError> {
         let (secret, key) = match (&self.push_secret, &self.push_secret_file) {
             (Some(s), None) => (s.as_bytes().to_vec(), "admin.push_secret"),
             (None, Some(f)) => {
@@ -291,7 +293,7 @@ impl AdminConfig {
                 ))
             }
         };
-        crate::push::PushSecret::new(&secret)
+        crate::multiplex::push::PushSecret::new(&secret)
             .map(Some)
             .ok_or_else(|| {
                 invalid(

@@ -41,7 +41,7 @@ pub fn build_parts(
 
 /// Log out pooled backend connections past their idle time, every second.
 fn start_pool_janitor(
-    pool: Arc<crate::backend::pool::BackendPool>,
+    pool: Arc<crate::multiplex::pool::BackendPool>,
     metrics: Arc<Metrics>,
     timeout: Duration,
 ) {
@@ -54,7 +54,7 @@ fn start_pool_janitor(
                 metrics.pool.discarded("expired", old.len());
                 metrics.pool.pooled.set(pool.len() as i64);
                 for c in old {
-                    tokio::spawn(crate::backend::pool::logout(c, timeout));
+                    tokio::spawn(crate::multiplex::pool::logout(c, timeout));
                 }
             }
         }
@@ -101,13 +101,13 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     let pool = cfg
         .multiplex
         .pool_config()
-        .map(|c| Arc::new(crate::backend::pool::BackendPool::new(c)));
+        .map(|c| Arc::new(crate::multiplex::pool::BackendPool::new(c)));
     if let Some(p) = &pool {
         start_pool_janitor(p.clone(), metrics.clone(), cfg.timeouts.backend_response);
     }
     let watch = (!cfg.multiplex.idle_offload_after.is_zero()).then(|| {
-        Arc::new(crate::backend::watch::Registry::new(
-            crate::backend::watch::WatchConfig {
+        Arc::new(crate::multiplex::watch::Registry::new(
+            crate::multiplex::watch::WatchConfig {
                 poll_interval: cfg.multiplex.poll_interval,
                 connect_timeout: cfg.timeouts.backend_connect,
                 response_timeout: cfg.timeouts.backend_response,
@@ -168,8 +168,8 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
             readiness: readiness.clone(),
             push_secret,
             wake: match &watch {
-                Some(w) => w.clone() as Arc<dyn crate::backend::wake::WakeSink>,
-                None => Arc::new(crate::backend::wake::NoWake),
+                Some(w) => w.clone() as Arc<dyn crate::multiplex::wake::WakeSink>,
+                None => Arc::new(crate::multiplex::wake::NoWake),
             },
         });
         tokio::spawn(crate::admin::serve(l, state, admin_stop_rx))

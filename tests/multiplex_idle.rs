@@ -126,7 +126,12 @@ async fn parked_client_sees_changes_with_the_right_numbers() {
         .await
         .unwrap();
     other.cmd_ok("EXPUNGE").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Delivered while still idling (the watcher's next poll).
+    let l = c
+        .idle_wait_for("EXPUNGE", Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(l.text(), "* 1 EXPUNGE");
     let r = c.idle_done(&tag).await.unwrap();
     assert!(r.is_ok(), "{r}");
     // Sequence numbers agree with Dovecot's: UIDs 2,4,5,6 at 1..4.
@@ -409,7 +414,8 @@ async fn many_clients_ending_idle_at_once_resume_in_turns() {
         n as f64,
         Duration::from_secs(30),
     );
-    // All DONE at the same moment: every one answered, none refused.
+    // All DONE at the same moment: every one answered, none refused, and
+    // nobody needs the backend for it (they stay parked).
     for (c, _) in clients.iter_mut() {
         c.write_raw(b"DONE\r\n").await.unwrap();
     }
@@ -417,9 +423,194 @@ async fn many_clients_ending_idle_at_once_resume_in_turns() {
         let r = c.read_tagged(tag).await.unwrap();
         assert!(r.is_ok(), "{r}");
     }
-    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 0.0);
+    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), n as f64);
     assert_eq!(
         metric(&s.admin, "imapmux_wakes_total{cause=\"done\"}"),
         n as f64
+    );
+    // Then all at once a command that needs the backend: re-attached in
+    // turns (four at a time), every one answered.
+    for (c, _) in clients.iter_mut() {
+        c.write_raw(b"f UID FETCH 1 (UID)\r\n").await.unwrap();
+    }
+    for (c, _) in clients.iter_mut() {
+        let r = c.read_tagged("f").await.unwrap();
+        assert!(
+            r.is_ok() && r.lines.iter().any(|l| l.text() == "* 1 FETCH (UID 1)"),
+            "{r}"
+        );
+    }
+    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 0.0);
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), n as f64);
+}
+
+/// Everything the client received for one command, as text, with
+/// Dovecot's timing suffix (`(0.001 + 0.000 secs)`) taken out and
+/// `* N RECENT` dropped (a parked view cannot know whether this session
+/// would have been the one to see \Recent; IMAP4rev2 dropped it).
+fn normalized(r: &Response) -> String {
+    let mut out = String::new();
+    for l in r.lines.iter().chain(std::iter::once(&r.tagged)) {
+        let mut t = l.text();
+        if let Some(rest) = t.strip_prefix(r.tag.as_str()) {
+            t = format!("TAG{rest}");
+        }
+        if t.starts_with("* ") && t.ends_with(" RECENT") {
+            continue;
+        }
+        let t = match (t.rfind(" ("), t.ends_with(" secs).")) {
+            (Some(i), true) => format!("{}.", &t[..i]),
+            _ => t,
+        };
+        out.push_str(&t);
+        out.push('\n');
+    }
+    out
+}
+
+/// The refresh cycle of a real client, with a change in the middle:
+/// IDLE, DONE, NOOP, CHECK, IDLE (new mail arrives), DONE, NOOP.
+async fn refresh_cycle(
+    c: &mut ImapClient,
+    d: &Dovecot,
+    user: &str,
+    parked: Option<&str>,
+) -> String {
+    let mut log = String::new();
+    let tag = c.idle_start().await.unwrap();
+    if let Some(admin) = parked {
+        wait_metric(
+            admin,
+            "imapmux_client_sessions_parked",
+            1.0,
+            Duration::from_secs(5),
+        );
+    }
+    log.push_str(&normalized(&c.idle_done(&tag).await.unwrap()));
+    log.push_str(&normalized(&c.cmd("NOOP").await.unwrap()));
+    log.push_str(&normalized(&c.cmd("CHECK").await.unwrap()));
+    let tag = c.idle_start().await.unwrap();
+    let mut other = direct(d, user).await;
+    other
+        .append("INBOX", None, b"Subject: refresh\r\n\r\nnew\r\n")
+        .await
+        .unwrap();
+    let l = c
+        .idle_wait_for("EXISTS", Duration::from_secs(5))
+        .await
+        .unwrap();
+    log.push_str(&format!("{}\n", l.text()));
+    log.push_str(&normalized(&c.idle_done(&tag).await.unwrap()));
+    log.push_str(&normalized(&c.cmd("NOOP").await.unwrap()));
+    log
+}
+
+#[tokio::test]
+async fn a_parked_session_refreshes_without_the_backend_and_parks_every_time() {
+    let s = setup(10);
+    let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
+    c.login("user1", "pass1").await.unwrap().ok().unwrap();
+    c.select("INBOX").await.unwrap().ok().unwrap();
+    // Direct Dovecot, same cycle, for the byte comparison.
+    let mut d = direct(&s.d, "user2").await;
+    let want = refresh_cycle(&mut d, &s.d, "user2", None).await;
+    let got = refresh_cycle(&mut c, &s.d, "user1", Some(&s.admin)).await;
+    assert_eq!(got, want);
+    // The whole cycle ran parked: no re-attach, one park.
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 0.0);
+    assert_eq!(metric(&s.admin, "imapmux_parks_total"), 1.0);
+    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 1.0);
+    // A command that needs the backend re-attaches, with the right numbers.
+    let r = c.cmd_ok("FETCH 6 (UID)").await.unwrap();
+    assert_eq!(
+        normalized(&r).lines().next(),
+        Some("* 6 FETCH (UID 6)"),
+        "{r}"
+    );
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 1.0);
+    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 0.0);
+    // Idling again parks again, three times.
+    for round in 2..=4 {
+        let tag = c.idle_start().await.unwrap();
+        wait_metric(
+            &s.admin,
+            "imapmux_parks_total",
+            round as f64,
+            Duration::from_secs(5),
+        );
+        assert!(c.idle_done(&tag).await.unwrap().is_ok());
+        let r = c.cmd_ok("UID FETCH 1 (UID)").await.unwrap();
+        assert!(
+            r.lines.iter().any(|l| l.text() == "* 1 FETCH (UID 1)"),
+            "{r}"
+        );
+    }
+    // LOGOUT while parked, as Dovecot says it.
+    let tag = c.idle_start().await.unwrap();
+    wait_metric(&s.admin, "imapmux_parks_total", 5.0, Duration::from_secs(5));
+    assert!(c.idle_done(&tag).await.unwrap().is_ok());
+    let mine = c.cmd("LOGOUT").await.unwrap();
+    let theirs = d.cmd("LOGOUT").await.unwrap();
+    assert_eq!(normalized(&mine), normalized(&theirs));
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 4.0);
+}
+
+#[tokio::test]
+async fn a_burst_of_parked_clients_ending_idle_and_logging_out_never_fails() {
+    let n = 200;
+    let s = setup_full(
+        Dovecot::builder().messages(5).max_clients(n + 50),
+        "max_concurrent_resumes = 4\n",
+    );
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let u = i % 5 + 1;
+        let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
+        c.login(&format!("user{u}"), &format!("pass{u}"))
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        c.select("INBOX").await.unwrap().ok().unwrap();
+        let tag = c.idle_start().await.unwrap();
+        clients.push((c, tag));
+    }
+    wait_metric(
+        &s.admin,
+        "imapmux_client_sessions_parked",
+        n as f64,
+        Duration::from_secs(60),
+    );
+    let logins = metric(
+        &s.admin,
+        "imapmux_backend_connect_duration_seconds_count{backend=\"b1\"}",
+    );
+    // Everyone at once: DONE and LOGOUT in one write.
+    for (c, tag) in clients.iter_mut() {
+        c.write_raw(format!("DONE\r\n{tag}z LOGOUT\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    for (c, tag) in clients.iter_mut() {
+        assert!(c.read_tagged(tag).await.unwrap().is_ok());
+        let r = c.read_tagged(&format!("{tag}z")).await.unwrap();
+        assert!(
+            r.is_ok() && r.lines.iter().any(|l| l.text() == "* BYE Logging out"),
+            "{r}"
+        );
+    }
+    wait_metric(
+        &s.admin,
+        "imapmux_client_sessions_parked",
+        0.0,
+        Duration::from_secs(10),
+    );
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 0.0);
+    assert_eq!(
+        metric(
+            &s.admin,
+            "imapmux_backend_connect_duration_seconds_count{backend=\"b1\"}"
+        ),
+        logins
     );
 }

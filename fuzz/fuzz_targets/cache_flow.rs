@@ -175,6 +175,8 @@ fuzz_target!(|data: &[u8]| {
         prefetch_timeout: Duration::from_secs(30),
         release_on_logout: mode & 2 != 0,
         park_after: Some(Duration::from_secs(60)),
+        track_uids: true,
+        selected: None,
     };
     let mut now = Instant::now();
     let mut s = RelaySession::new(relay, BytesMut::new(), BytesMut::new(), hooks, now);

@@ -10,7 +10,7 @@
 //! them; an error message never quotes the body.
 #![no_main]
 
-use imapmux::push::{parse, PushError, PushSecret, MAX_BODY, MAX_EVENTS, MAX_NAME};
+use imapmux::multiplex::push::{parse, PushError, PushSecret, MAX_BODY, MAX_EVENTS, MAX_NAME};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

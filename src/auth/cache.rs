@@ -29,7 +29,7 @@ use ring::digest;
 
 use super::config::AuthCacheConfig;
 use super::Verdict;
-use crate::session::Credentials;
+use crate::identity::Credentials;
 
 pub type Key = [u8; 32];
 
@@ -128,7 +128,7 @@ impl AuthCache {
 mod tests {
     use super::*;
     use crate::auth::Grant;
-    use crate::session::Mechanism;
+    use crate::identity::Mechanism;
 
     fn creds(u: &str, p: &str) -> Credentials {
         Credentials {

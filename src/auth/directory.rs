@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::cache::{AuthCache, ClientScope};
 use super::{AuthDecision, Authenticator, Request, Source, Verdict};
+use crate::identity::Credentials;
 use crate::metrics::Metrics;
-use crate::session::Credentials;
 
 pub struct Directory {
     source: Arc<dyn Source>,
@@ -146,7 +146,7 @@ mod tests {
     use super::*;
     use crate::auth::config::AuthCacheConfig;
     use crate::auth::{Grant, SourceError};
-    use crate::session::{ClientInfo, Mechanism};
+    use crate::identity::{ClientInfo, Mechanism};
 
     /// Accepts bob/pw only from 192.0.2.1 over TLS (like an auth_http
     /// service with a network and TLS rule); counts its calls.

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::config::HttpConfig;
 use super::{Grant, Request, Source, SourceError, Verdict};
-use crate::session::Mechanism;
+use crate::identity::Mechanism;
 
 pub struct HttpSource {
     uri: hyper::Uri,
@@ -264,7 +264,7 @@ mod tests {
         let Verdict::Accept(g) = &v else {
             panic!("{v:?}")
         };
-        let creds = crate::session::Credentials {
+        let creds = crate::identity::Credentials {
             user: "u".into(),
             password: b"client-S3CRET".to_vec(),
             authzid: None,

@@ -1,7 +1,7 @@
 //! Tests of `ldap`.
 
 use super::*;
-use crate::session::{ClientInfo, Credentials, Mechanism};
+use crate::identity::{ClientInfo, Credentials, Mechanism};
 use std::collections::HashMap;
 
 fn cfg(toml_text: &str) -> LdapConfig {

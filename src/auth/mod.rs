@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::session::{ClientInfo, Credentials};
+use crate::identity::{ClientInfo, Credentials};
 
 /// What an authenticator decided.
 #[derive(Debug, Clone)]

@@ -248,7 +248,7 @@ mod tests {
 
     use super::*;
     use crate::auth::password::{hash, Scheme};
-    use crate::session::{ClientInfo, Credentials, Mechanism};
+    use crate::identity::{ClientInfo, Credentials, Mechanism};
 
     fn bcrypt(pw: &str, cost: u32) -> String {
         format!(

@@ -3,9 +3,9 @@
 use base64::Engine;
 
 use crate::auth::config::MasterStyle;
+use crate::identity::{ClientInfo, Credentials, Mechanism};
 use crate::imap::command::quote;
 use crate::imap::response::has_capability;
-use crate::session::{ClientInfo, Credentials, Mechanism};
 
 /// A pool's master user: imapmux logs in on behalf of users it verified
 /// itself, with one service password instead of theirs. Debug never shows

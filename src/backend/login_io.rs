@@ -6,8 +6,8 @@
 use tokio::io::AsyncWriteExt;
 
 use super::{login, BackendError, Connected, LoggedIn, LoginOutcome, LoginStep, LOG_TARGET};
+use crate::identity::{ClientInfo, Credentials};
 use crate::imap::response::{parse_capability_data, parse_status, Kind, Status, StatusLine};
-use crate::session::{ClientInfo, Credentials};
 
 /// What [`Connected::login`] sends: the first write (ID, then the login
 /// command), the answers to the backend's expected `+` challenges, and the
@@ -150,7 +150,7 @@ impl Connected {
 mod tests {
     use super::*;
     use crate::backend::Reader;
-    use crate::session::Mechanism;
+    use crate::identity::Mechanism;
     use std::time::Duration;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 

@@ -10,9 +10,6 @@ mod connect;
 pub mod health;
 pub mod login;
 mod login_io;
-pub mod pool;
-pub mod wake;
-pub mod watch;
 
 use std::io;
 use std::time::Duration;

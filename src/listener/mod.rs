@@ -12,9 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::{Config, ListenerMode};
+use crate::identity::{new_session_id, ClientInfo};
 use crate::metrics::RejectReason;
 use crate::session::conn::{serve, Context};
-use crate::session::{new_session_id, ClientInfo};
 use limits::{Admission, Limits};
 
 /// A bound listener.

@@ -10,6 +10,9 @@ pub struct ParkMetrics {
     pub idling: IntGauge,
     pub watchers: IntGauge,
     pub parks: IntCounter,
+    /// Parked sessions that needed the backend again (a command DONE,
+    /// IDLE, NOOP, CHECK or LOGOUT could not answer).
+    reattaches: IntCounter,
     wakes: IntCounterVec,
     pub resync_duration: Histogram,
 }
@@ -48,10 +51,15 @@ impl ParkMetrics {
                 "imapmux_parks_total",
                 "IDLE client sessions parked (backend connection released).",
             )?,
+            reattaches: counter(
+                r,
+                "imapmux_reattaches_total",
+                "Parked client sessions re-attached to a backend connection because a command needed the backend (DONE, IDLE, NOOP, CHECK and LOGOUT are answered while parked).",
+            )?,
             wakes: counter_vec(
                 r,
                 "imapmux_wakes_total",
-                "Parked sessions woken, by cause: done (the client ended IDLE or sent a command), push (a push notification), poll (the watcher's poll saw a change).",
+                "Parked sessions woken, by cause: done (the client ended its IDLE), push (a push notification), poll (the watcher's poll saw a change).",
                 &["cause"],
             )?,
             resync_duration,
@@ -65,6 +73,10 @@ impl ParkMetrics {
     /// Counts a parked session for as long as the guard lives.
     pub fn parked_session(&self) -> super::GaugeGuard {
         super::GaugeGuard::new(self.parked.clone())
+    }
+
+    pub fn reattach(&self) {
+        self.reattaches.inc();
     }
 
     pub fn wake(&self, cause: &str) {

@@ -1,9 +1,10 @@
-//! IDLE offload, the I/O around [`super::parked`]: a client that idled
-//! long enough is parked (its backend connection released), watched
-//! through its user's shared watcher, caught up on every change while
-//! parked, and re-attached to a backend connection when it ends the IDLE.
-//! The client sees exactly the untagged responses it would have seen had
-//! it stayed attached, then its IDLE's tagged OK.
+//! IDLE offload, the I/O around [`super::parked::ParkedSession`]: a
+//! client that idled long enough is parked (its backend connection
+//! released), watched through its user's shared watcher, caught up on
+//! every change while parked, answered without the backend where it can
+//! be (DONE, IDLE, NOOP, CHECK, LOGOUT), and re-attached to a backend
+//! connection only for a command that needs one. The client sees exactly
+//! the responses it would have seen had it stayed attached.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,18 +13,19 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::conn::Context;
-use super::end::EndReason;
-use super::parked::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
-use super::stream::ClientStream;
-use super::{ClientInfo, Credentials};
+use super::parked::{ParkedFinish, ParkedSession};
 use crate::backend::command::run;
-use crate::backend::pool::CredKey;
-use crate::backend::watch::uid_search_all;
 use crate::backend::{self, LoggedIn, LoginOutcome};
+use crate::identity::{ClientInfo, Credentials};
 use crate::imap::command::quote;
-use crate::relay::{Counters, Parked};
+use crate::multiplex::pool::CredKey;
+use crate::multiplex::view::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
+use crate::multiplex::watch::uid_search_all;
+use crate::relay::{Counters, Parked, SelectedMailbox};
 use crate::route::Backend;
+use crate::session::conn::Context;
+use crate::session::end::EndReason;
+use crate::session::stream::ClientStream;
 
 /// How a parked session continued.
 pub enum Outcome {
@@ -32,6 +34,9 @@ pub enum Outcome {
         client: ClientStream,
         pipelined: BytesMut,
         backend: LoggedIn,
+        /// The mailbox the client has selected, as the new backend
+        /// connection sees it.
+        selected: Box<SelectedMailbox>,
     },
     /// The session is over.
     Ended(EndReason),
@@ -143,7 +148,7 @@ impl Parking<'_> {
                 "imapmux.s2",
                 "UID FETCH 1:* (UID FLAGS)",
                 t,
-                |l| match super::parked::fetch_uid_flags(l) {
+                |l| match crate::multiplex::view::fetch_uid_flags(l) {
                     Some(p) => pairs.push(p),
                     None => {
                         if let Some(r) = relayable(l) {
@@ -155,7 +160,7 @@ impl Parking<'_> {
             .await
             .ok()?
             .is_ok();
-            let flags = super::parked::FlagSnapshot::from_pairs(&pairs);
+            let flags = crate::multiplex::view::FlagSnapshot::from_pairs(&pairs);
             view.uids = flags.uids();
             view.flags = Some(flags);
             return ok.then_some(view);
@@ -188,7 +193,7 @@ impl Parking<'_> {
         let ctx = self.ctx;
         let t = &ctx.config.timeouts;
         if let Some(li) =
-            super::conn::take_pooled(ctx, &self.backend.name, self.reuse.as_ref()).await
+            crate::session::conn::take_pooled(ctx, &self.backend.name, self.reuse.as_ref()).await
         {
             return Some(li);
         }
@@ -224,7 +229,7 @@ impl Parking<'_> {
         &self,
         li: &mut LoggedIn,
         view: &ParkedView,
-    ) -> Option<(u32, super::parked::UidList)> {
+    ) -> Option<(u32, crate::multiplex::view::UidList)> {
         let name = quoted(&view.mailbox)?;
         let t = self.timeout();
         let verb = if view.read_only { "EXAMINE" } else { "SELECT" };
@@ -272,11 +277,11 @@ impl Parking<'_> {
             .view(&mut old, &mailbox, read_only, &mut to_client)
             .await;
         // The old connection has CONDSTORE on now: never reused.
-        tokio::spawn(backend::pool::logout(old, self.timeout()));
+        tokio::spawn(super::pool::logout(old, self.timeout()));
         if !self.send(&mut client, &to_client).await {
             return Outcome::Ended(EndReason::ClientError);
         }
-        let Some(mut view) = view else {
+        let Some(view) = view else {
             tracing::warn!(session = %self.client_info.session_id, "could not park: the backend did not describe the mailbox");
             let _ = self
                 .send(&mut client, b"* BYE [UNAVAILABLE] Please reconnect.\r\n")
@@ -284,88 +289,116 @@ impl Parking<'_> {
             return Outcome::Ended(EndReason::BackendError);
         };
         let watcher = registry.join(&self.backend, &self.user, &self.creds);
-        let mut changes = watcher.subscribe(&mailbox, view.modseq);
+        let changes = watcher.subscribe(&mailbox, view.modseq);
         // Memory per parked client: no relay buffer capacity kept around.
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
         }
         m.parks.inc();
-        let _parked = m.parked_session();
+        let guard = m.parked_session();
         tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
-        let mut close_now = ctx.close_now.clone();
         let idle = ctx.config.timeouts.idle;
-        let mut last_input = tokio::time::Instant::now();
+        let s = ParkedSession::new(view, Some(idle_tag), cbuf, idle, Instant::now());
+        let (mut client, mut s) = match self.run_parked(client, s, &watcher, changes).await {
+            Ok(done) => done,
+            Err(end) => return Outcome::Ended(end),
+        };
+        drop(guard);
+        match s.finished().cloned() {
+            Some(ParkedFinish::Reattach { idle_tag }) => {
+                m.reattach();
+                let pipelined = s.take_input();
+                let view = s.view().clone();
+                let _turn = registry.resume_turn().await;
+                self.resume(client, pipelined, view, idle_tag, &watcher)
+                    .await
+            }
+            Some(ParkedFinish::End(end)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
+                Outcome::Ended(end)
+            }
+            None => Outcome::Ended(EndReason::ClientError),
+        }
+    }
+
+    /// Drive a parked session until it finishes: client input, watcher
+    /// changes and snapshots, time, shutdown. What it queued for the client
+    /// is written before it returns.
+    async fn run_parked(
+        &self,
+        mut client: ClientStream,
+        mut s: ParkedSession,
+        watcher: &super::watch::Watcher,
+        mut changes: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<(ClientStream, ParkedSession), EndReason> {
+        let mut close_now = self.ctx.close_now.clone();
+        let mut buf = BytesMut::new();
+        let mut watching = true;
+        let mut idling = s.idling();
         loop {
-            // A whole line from the client: it may only be DONE.
-            if let Some(nl) = memchr::memchr(b'\n', &cbuf) {
-                let line = cbuf.split_to(nl + 1);
-                let text = line
-                    .strip_suffix(b"\r\n")
-                    .or(line.strip_suffix(b"\n"))
-                    .unwrap_or(&line);
-                if text.eq_ignore_ascii_case(b"DONE") {
-                    m.wake("done");
-                    return self
-                        .resume(client, cbuf, &mut view, &idle_tag, &watcher)
-                        .await;
+            if idling && !s.idling() {
+                // The client ended its IDLE (answered here).
+                self.ctx.metrics.park.wake("done");
+            }
+            idling = s.idling();
+            if let Some(out) = s.transmit() {
+                let n = out.len();
+                if !self.send(&mut client, out).await {
+                    return Err(EndReason::ClientError);
                 }
-                if !self.send(&mut client, b"* BAD Expected DONE.\r\n").await {
-                    return Outcome::Ended(EndReason::ClientError);
+                s.sent(n);
+            }
+            if s.finished().is_some() {
+                return Ok((client, s));
+            }
+            if s.wants_snapshot() {
+                let mailbox = s.view().mailbox.clone();
+                match Box::pin(watcher.snapshot(&mailbox, s.view().modseq)).await {
+                    Ok(now) => s.on_snapshot(&now),
+                    Err(e) => {
+                        tracing::warn!(session = %self.client_info.session_id, error = %e, "resync of a parked session failed");
+                        s.on_snapshot_failed();
+                    }
                 }
                 continue;
             }
-            if cbuf.len() > 1024 {
-                return Outcome::Ended(EndReason::ProtocolError);
-            }
+            let deadline = s.poll_timeout().unwrap_or_else(Instant::now);
+            let read = s.wants_client_read();
             tokio::select! {
-                r = client.read_buf(&mut cbuf) => match r {
-                    Ok(0) | Err(_) => return Outcome::Ended(EndReason::ClientClosed),
+                r = client.read_buf(&mut buf), if read => match r {
+                    Ok(0) | Err(_) => return Err(EndReason::ClientClosed),
                     Ok(n) => {
                         self.counters.client_to_backend.fetch_add(n as u64, Ordering::Relaxed);
-                        last_input = tokio::time::Instant::now();
+                        s.client_read(&mut buf, Instant::now());
+                        if buf.capacity() > 4096 {
+                            buf = BytesMut::new();
+                        }
                     }
                 },
-                changed = changes.changed() => {
+                changed = changes.changed(), if watching => {
                     if changed.is_err() {
-                        return Outcome::Ended(EndReason::BackendError);
+                        // The watcher is gone: the next command re-attaches
+                        // and synchronizes with the backend.
+                        watching = false;
                     }
-                    match Box::pin(watcher.snapshot(&mailbox, view.modseq)).await {
-                        Ok(now) => match catch_up(&view, &now) {
-                            Some((bytes, next)) => {
-                                if !self.send(&mut client, &bytes).await {
-                                    return Outcome::Ended(EndReason::ClientError);
-                                }
-                                view = next;
-                            }
-                            None => {
-                                let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Mailbox was recreated; please reconnect.\r\n").await;
-                                return Outcome::Ended(EndReason::UidvalidityChanged);
-                            }
-                        },
-                        Err(e) => tracing::warn!(session = %self.client_info.session_id, error = %e, "resync of a parked session failed; retrying at the next change"),
-                    }
+                    s.on_change();
                 }
-                _ = tokio::time::sleep_until(last_input + idle) => {
-                    let _ = self.send(&mut client, b"* BYE Autologout; idle for too long.\r\n").await;
-                    return Outcome::Ended(EndReason::IdleTimeout);
-                }
-                _ = close_now.changed() => {
-                    let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n").await;
-                    return Outcome::Ended(EndReason::Shutdown);
-                }
+                _ = tokio::time::sleep_until(deadline.into()) => s.handle_timeout(Instant::now()),
+                _ = close_now.changed() => s.shutdown(),
             }
         }
     }
 
-    /// The client sent DONE: a backend connection, the mailbox re-selected,
-    /// the client caught up, then its IDLE's tagged OK.
+    /// The client sent a command that needs the backend: a backend
+    /// connection, the mailbox re-selected, the client caught up (and its
+    /// IDLE answered, when that is still owed), then the command relayed.
     async fn resume(
         &self,
         mut client: ClientStream,
         cbuf: BytesMut,
-        view: &mut ParkedView,
-        idle_tag: &str,
-        watcher: &backend::watch::Watcher,
+        view: ParkedView,
+        idle_tag: Option<String>,
+        watcher: &super::watch::Watcher,
     ) -> Outcome {
         let fail = |why: &'static str| {
             tracing::warn!(session = %self.client_info.session_id, stage = why, "could not resume a parked session");
@@ -380,7 +413,7 @@ impl Parking<'_> {
                 .await;
             return Outcome::Ended(EndReason::BackendError);
         };
-        let Some((uidvalidity, uids)) = self.reselect(&mut li, view).await else {
+        let Some((uidvalidity, uids)) = self.reselect(&mut li, &view).await else {
             fail("select");
             let _ = self
                 .send(&mut client, b"* BYE [UNAVAILABLE] Please reconnect.\r\n")
@@ -401,7 +434,7 @@ impl Parking<'_> {
             uids,
             changed,
         };
-        let Some((mut bytes, _)) = catch_up(view, &now) else {
+        let Some((mut bytes, next)) = catch_up(&view, &now) else {
             let _ = self
                 .send(
                     &mut client,
@@ -410,15 +443,25 @@ impl Parking<'_> {
                 .await;
             return Outcome::Ended(EndReason::UidvalidityChanged);
         };
-        bytes.extend_from_slice(format!("{idle_tag} OK Idle completed.\r\n").as_bytes());
+        if let Some(tag) = idle_tag {
+            bytes.extend_from_slice(format!("{tag} OK Idle completed.\r\n").as_bytes());
+        }
         if !self.send(&mut client, &bytes).await {
             return Outcome::Ended(EndReason::ClientError);
         }
-        // What the client sent after DONE goes to the new connection.
+        // The command that needed the backend, and what followed, go to
+        // the new connection; the relay knows the mailbox is selected (so
+        // the session parks again when it idles again).
         Outcome::Resumed {
             client,
             pipelined: cbuf,
             backend: li,
+            selected: Box::new(SelectedMailbox {
+                name: next.mailbox,
+                read_only: next.read_only,
+                uidvalidity: next.uidvalidity,
+                uids: next.uids.iter().collect(),
+            }),
         }
     }
 }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use super::command::{self, Answer};
-use super::{BackendError, LoggedIn};
-use crate::session::Credentials;
+use crate::backend::command::{self, Answer};
+use crate::backend::{BackendError, LoggedIn};
+use crate::identity::Credentials;
 
 pub type CredKey = [u8; 32];
 
@@ -270,7 +270,7 @@ pub async fn logout(mut conn: LoggedIn, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Mechanism;
+    use crate::identity::Mechanism;
     use bytes::BytesMut;
     use tokio::io::AsyncReadExt;
 

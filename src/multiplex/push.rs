@@ -2,7 +2,7 @@
 //! ([`PushSecret::authorizes`]) and what they say ([`parse`]). The HTTP
 //! side is `POST`/`PUT /push` on the admin server ([`crate::admin`]); each
 //! event wakes the parked IDLE clients of `(user, mailbox)` through a
-//! [`WakeSink`](crate::backend::wake::WakeSink).
+//! [`WakeSink`](crate::multiplex::wake::WakeSink).
 //!
 //! Two body formats are understood, told apart by their keys:
 //!

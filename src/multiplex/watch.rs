@@ -16,13 +16,13 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
-use super::command::run;
 use super::wake::WakeSink;
-use super::{BackendError, LoggedIn};
+use crate::backend::command::run;
+use crate::backend::{BackendError, LoggedIn};
+use crate::identity::Credentials;
 use crate::imap::command::quote;
+use crate::multiplex::view::{fetch_uid_flags, number_after, search_uids, MailboxNow, UidList};
 use crate::route::Backend;
-use crate::session::parked::{fetch_uid_flags, number_after, search_uids, MailboxNow, UidList};
-use crate::session::Credentials;
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -195,15 +195,17 @@ impl Watcher {
         slot: &'a mut Option<LoggedIn>,
     ) -> Result<&'a mut LoggedIn, WatchError> {
         if slot.is_none() {
-            let c = super::connect(
+            let c = crate::backend::connect(
                 &self.backend,
                 self.cfg.connect_timeout,
                 self.cfg.response_timeout,
             )
             .await?;
             match c.login(&self.creds, None).await? {
-                super::LoginOutcome::Ok(li) => *slot = Some(li),
-                super::LoginOutcome::Rejected { .. } => return Err(WatchError::Refused("login")),
+                crate::backend::LoginOutcome::Ok(li) => *slot = Some(li),
+                crate::backend::LoginOutcome::Rejected { .. } => {
+                    return Err(WatchError::Refused("login"))
+                }
             }
         }
         slot.as_mut().ok_or(WatchError::Refused("login"))

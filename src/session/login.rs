@@ -10,9 +10,9 @@ use super::conn::{take_pooled, Context, LOG_TARGET};
 use super::{ClientInfo, Credentials};
 use crate::auth::penalty::Gate;
 use crate::auth::{AuthDecision, Request};
-use crate::backend::pool::CredKey;
 use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::metrics::LoginResult;
+use crate::multiplex::pool::CredKey;
 use crate::route::Backend;
 
 /// A failed login: what the client is told, and for the log and metrics.

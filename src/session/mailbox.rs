@@ -30,6 +30,9 @@ pub struct Selected {
     pub uidvalidity: Option<u32>,
     /// `uids[seq - 1]`; 0 = not known.
     uids: Vec<u32>,
+    /// Keep the sequence → UID map (only a hook that serves FETCH needs
+    /// it; without, nothing is allocated per message).
+    map: bool,
 }
 
 /// Bound on the tracked mailbox size (beyond it, nothing is tracked).
@@ -42,6 +45,7 @@ impl Selected {
             read_only: false,
             uidvalidity: None,
             uids: Vec::new(),
+            map: true,
         }
     }
 
@@ -84,6 +88,9 @@ impl Selected {
     }
 
     fn set_exists(&mut self, n: u32) {
+        if !self.map {
+            return;
+        }
         if n > MAX_TRACKED {
             self.uids.clear();
             return;
@@ -97,6 +104,9 @@ impl Selected {
     }
 
     fn learn(&mut self, seq: u32, uid: u32) {
+        if !self.map {
+            return;
+        }
         let Some(i) = seq.checked_sub(1).and_then(|i| usize::try_from(i).ok()) else {
             return;
         };
@@ -168,6 +178,8 @@ enum Pending {
 #[derive(Debug, Default)]
 pub struct Tracker {
     pub selected: Option<Selected>,
+    /// Do not keep the sequence → UID map (see [`Tracker::without_uid_map`]).
+    no_uid_map: bool,
     pending: Vec<Pending>,
     /// UIDVALIDITY seen in the mailbox being selected.
     select_uidvalidity: Option<u32>,
@@ -195,6 +207,29 @@ fn atom_or_quoted(s: &str) -> Option<(String, &str)> {
 }
 
 impl Tracker {
+    /// A tracker that follows the selected mailbox but keeps no sequence →
+    /// UID map: what the relay needs when no hook serves FETCH (memory per
+    /// session does not grow with the mailbox).
+    pub fn without_uid_map() -> Self {
+        Tracker {
+            no_uid_map: true,
+            ..Tracker::default()
+        }
+    }
+
+    /// A mailbox selected before tracking started (a parked session
+    /// re-attached to a new backend connection, which selected it).
+    pub fn assume_selected(&mut self, name: &str, read_only: bool, uidvalidity: u32, uids: &[u32]) {
+        let mut s = Selected::new(name.to_string());
+        s.read_only = read_only;
+        s.uidvalidity = Some(uidvalidity);
+        s.map = !self.no_uid_map;
+        if s.map && uids.len() <= MAX_TRACKED as usize {
+            s.uids = uids.to_vec();
+        }
+        self.selected = Some(s);
+    }
+
     /// A client command line (first line of a command): split and passed
     /// to [`Tracker::command`] (the relay core calls that directly with the
     /// parts it parsed once).
@@ -333,6 +368,7 @@ impl Tracker {
             } => {
                 if ok {
                     let mut s = Selected::new(name);
+                    s.map = !self.no_uid_map;
                     s.read_only = read_only;
                     s.uidvalidity = self.select_uidvalidity.take();
                     if let Some(n) = self.pending_exists.take() {

@@ -6,13 +6,13 @@
 #![deny(clippy::disallowed_methods)] // no clock reads: see clippy.toml
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Instant;
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 
 use super::end::EndReason;
+pub use crate::identity::{Credentials, Mechanism};
 use crate::imap::command::{parse_command, tag_of, trim_crlf, Arg, Command, ParseError};
 use crate::imap::framing::{Frame, Framer};
 use crate::imap::response::sanitize_text;
@@ -37,59 +37,6 @@ pub struct PreAuthConfig {
     pub max_bad_commands: u32,
     /// When the client must have logged in.
     pub deadline: Instant,
-}
-
-/// Client credentials. Debug output never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    /// The password, or for [`Mechanism::is_oauth`] mechanisms the OAuth
-    /// bearer token.
-    pub password: Vec<u8>,
-    /// SASL authorization identity, when it differs from `user`.
-    pub authzid: Option<String>,
-    pub mechanism: Mechanism,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .field("authzid", &self.authzid)
-            .field("mechanism", &self.mechanism)
-            .finish()
-    }
-}
-
-/// How the client authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    /// User name and password: the LOGIN command or AUTHENTICATE LOGIN.
-    Login,
-    /// AUTHENTICATE PLAIN (RFC 4616).
-    Plain,
-    /// AUTHENTICATE OAUTHBEARER (RFC 7628): the password is a bearer token.
-    OAuthBearer,
-    /// AUTHENTICATE XOAUTH2 (Google's format): the password is a bearer token.
-    XOAuth2,
-}
-
-impl Mechanism {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Mechanism::Login => "LOGIN",
-            Mechanism::Plain => "PLAIN",
-            Mechanism::OAuthBearer => "OAUTHBEARER",
-            Mechanism::XOAuth2 => "XOAUTH2",
-        }
-    }
-
-    /// True when the password is an OAuth bearer token, which only the
-    /// token's issuer (through the backend) can verify.
-    pub fn is_oauth(&self) -> bool {
-        matches!(self, Mechanism::OAuthBearer | Mechanism::XOAuth2)
-    }
 }
 
 /// Why the pre-auth phase closed the connection.

@@ -19,12 +19,14 @@ use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
 use crate::auth::penalty::Penalty;
 use crate::auth::Authenticator;
-use crate::backend::pool::{BackendPool, CredKey};
 use crate::backend::{self, LoggedIn};
 use crate::config::{Config, ListenerMode};
 use crate::listener::limits::Admission;
 use crate::metrics::Metrics;
-use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome};
+use crate::multiplex::pool::{BackendPool, CredKey};
+use crate::relay::{
+    relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome, SelectedMailbox,
+};
 use crate::route::{Backend, Router};
 
 /// The log target of the session's lines, also those logged from
@@ -51,7 +53,7 @@ pub struct Context {
     /// Logged-in backend connections kept for reuse after logout.
     pub pool: Option<Arc<BackendPool>>,
     /// Watchers of parked IDLE clients' mailboxes (IDLE offload on).
-    pub watch: Option<Arc<crate::backend::watch::Registry>>,
+    pub watch: Option<Arc<crate::multiplex::watch::Registry>>,
 }
 
 /// How a session ended, for the log line.
@@ -125,8 +127,11 @@ async fn run(
     };
     let mut client_side = (stream, pipelined);
     let mut li = logged_in;
+    // After a parked session re-attached: the mailbox it has selected.
+    let mut selected = None;
     loop {
-        let (relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
+        let (mut relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
+        relay_cfg.selected = selected.take();
         let hooks = hooks(ctx, &summary);
         // Counted open for as long as the relay runs.
         let backend_conn = summary
@@ -153,7 +158,7 @@ async fn run(
         ))
         .await;
         drop(backend_conn);
-        let Some((client_next, li_next)) = Box::pin(after_relay(
+        let Some((client_next, li_next, selected_next)) = Box::pin(after_relay(
             ctx,
             client,
             counters,
@@ -167,6 +172,7 @@ async fn run(
         };
         client_side = client_next;
         li = li_next;
+        selected = Some(selected_next);
     }
     summary
 }
@@ -187,6 +193,8 @@ fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig
         prefetch_timeout: cfg.timeouts.backend_response,
         release_on_logout: reusable,
         park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
+        track_uids: ctx.cache.is_some(),
+        selected: None,
     };
     (relay_cfg, reusable, parkable)
 }
@@ -218,7 +226,7 @@ async fn after_relay(
     summary: &mut Summary,
     out: RelayOutcome<ClientStream, backend::BoxStream>,
     (capabilities, logged_in_at): (Option<String>, Instant),
-) -> Option<((ClientStream, BytesMut), LoggedIn)> {
+) -> Option<((ClientStream, BytesMut), LoggedIn, SelectedMailbox)> {
     let caps = || {
         capabilities
             .as_deref()
@@ -238,7 +246,7 @@ async fn after_relay(
                 capabilities: caps(),
                 logged_in_at,
             };
-            let p = super::park::Parking {
+            let p = crate::multiplex::park::Parking {
                 ctx,
                 client_info: client,
                 backend,
@@ -248,12 +256,13 @@ async fn after_relay(
                 counters,
             };
             match Box::pin(p.park((cstream, cbuf), old, parked)).await {
-                super::park::Outcome::Resumed {
+                crate::multiplex::park::Outcome::Resumed {
                     client,
                     pipelined,
                     backend,
-                } => Some(((client, pipelined), backend)),
-                super::park::Outcome::Ended(end) => {
+                    selected,
+                } => Some(((client, pipelined), backend, *selected)),
+                crate::multiplex::park::Outcome::Ended(end) => {
                     summary.end = end;
                     None
                 }
@@ -290,7 +299,7 @@ async fn after_relay(
 
 /// A pooled connection for this login (backend login name and credential
 /// key), if one is kept and answers its NOOP probe.
-pub(super) async fn take_pooled(
+pub(crate) async fn take_pooled(
     ctx: &Context,
     backend: &str,
     reuse: Option<&(String, CredKey)>,
@@ -299,7 +308,7 @@ pub(super) async fn take_pooled(
     let m = &ctx.metrics.pool;
     let mut li = pool.take(backend, user, key, Instant::now())?;
     m.pooled.set(pool.len() as i64);
-    if backend::pool::probe(&mut li, ctx.config.timeouts.backend_response).await {
+    if crate::multiplex::pool::probe(&mut li, ctx.config.timeouts.backend_response).await {
         m.reuses.inc();
         return Some(li);
     }
@@ -316,13 +325,13 @@ async fn release(ctx: &Context, summary: &mut Summary, mut li: LoggedIn) {
     };
     let m = &ctx.metrics.pool;
     let t = ctx.config.timeouts.backend_response;
-    if backend::pool::clean(&mut li, t).await.is_ok() {
+    if crate::multiplex::pool::clean(&mut li, t).await.is_ok() {
         m.released(true);
         let evicted = pool.put(backend, &user, key, li, Instant::now());
         m.discarded("evicted", evicted.len());
         m.pooled.set(pool.len() as i64);
         for old in evicted {
-            tokio::spawn(backend::pool::logout(old, t));
+            tokio::spawn(crate::multiplex::pool::logout(old, t));
         }
     } else {
         m.released(false);

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{Context, Summary, LOG_TARGET};
-use crate::backend::{self, client_capabilities, LoggedIn};
+use crate::backend::{client_capabilities, LoggedIn};
 use crate::config::ListenerMode;
 use crate::listener::limits::Admission;
 use crate::metrics::{LoginResult, RejectReason};
@@ -259,7 +259,7 @@ async fn on_login(
         // unauthenticated. Not counted in imapmux_logins_total.
         if let Ok(ok) = result {
             summary.backend = Some(ok.backend.name.clone());
-            tokio::spawn(backend::pool::logout(
+            tokio::spawn(crate::multiplex::pool::logout(
                 ok.conn,
                 ctx.config.timeouts.backend_response,
             ));
