@@ -57,6 +57,25 @@ fn setup_full(b: DovecotBuilder, multiplex_extra: &str) -> Setup {
     }
 }
 
+/// `n` clients of the five users, each logged in, INBOX selected, idling;
+/// with the tag of its IDLE.
+async fn idle_clients(s: &Setup, n: u32) -> Vec<(ImapClient, String)> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let u = i % 5 + 1;
+        let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
+        c.login(&format!("user{u}"), &format!("pass{u}"))
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        c.select("INBOX").await.unwrap().ok().unwrap();
+        let tag = c.idle_start().await.unwrap();
+        clients.push((c, tag));
+    }
+    clients
+}
+
 async fn direct(d: &Dovecot, user: &str) -> ImapClient {
     let mut c = ImapClient::connect_plain(&d.addr()).await.unwrap();
     c.login(user, &format!("pass{}", &user[4..]))
@@ -395,19 +414,7 @@ async fn many_clients_ending_idle_at_once_resume_in_turns() {
         Dovecot::builder().messages(5).max_clients(n + 50),
         "max_concurrent_resumes = 4\n",
     );
-    let mut clients = Vec::new();
-    for i in 0..n {
-        let u = i % 5 + 1;
-        let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
-        c.login(&format!("user{u}"), &format!("pass{u}"))
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
-        c.select("INBOX").await.unwrap().ok().unwrap();
-        let tag = c.idle_start().await.unwrap();
-        clients.push((c, tag));
-    }
+    let mut clients = idle_clients(&s, n).await;
     wait_metric(
         &s.admin,
         "imapmux_client_sessions_parked",
@@ -562,19 +569,7 @@ async fn a_burst_of_parked_clients_ending_idle_and_logging_out_never_fails() {
         Dovecot::builder().messages(5).max_clients(n + 50),
         "max_concurrent_resumes = 4\n",
     );
-    let mut clients = Vec::new();
-    for i in 0..n {
-        let u = i % 5 + 1;
-        let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
-        c.login(&format!("user{u}"), &format!("pass{u}"))
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
-        c.select("INBOX").await.unwrap().ok().unwrap();
-        let tag = c.idle_start().await.unwrap();
-        clients.push((c, tag));
-    }
+    let mut clients = idle_clients(&s, n).await;
     wait_metric(
         &s.admin,
         "imapmux_client_sessions_parked",

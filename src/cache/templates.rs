@@ -87,13 +87,7 @@ impl Templates {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#[allow(clippy::disallowed_methods)] // tests make instants from the clock
 mod tests {
     use super::*;
 

@@ -317,11 +317,7 @@ impl ParkedSession {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::disallowed_methods,
-    clippy::indexing_slicing
-)]
+#[allow(clippy::disallowed_methods)] // tests make instants from the clock
 mod tests {
     use super::*;
     use crate::multiplex::view::UidList;

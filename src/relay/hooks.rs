@@ -8,19 +8,6 @@
 //! answers, fills) and metrics ([`MetricsHook`]: per-command latency and
 //! result, sessions idling attached).
 
-// Sans-I/O and fed by peers: no panics on input, no clock (time is
-// passed in). See Cargo.toml [lints] and clippy.toml.
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::disallowed_methods
-)]
-#![warn(unreachable_pub)]
-
 use std::sync::Arc;
 
 use bytes::Bytes;

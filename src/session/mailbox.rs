@@ -454,13 +454,7 @@ pub fn expand_uid_set(set: &str) -> Option<Vec<u32>> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::disallowed_methods
-)]
+#[allow(clippy::disallowed_methods)] // tests make instants from the clock
 mod tests {
     use super::*;
 
