@@ -76,6 +76,17 @@ async fn idle_clients(s: &Setup, n: u32) -> Vec<(ImapClient, String)> {
     clients
 }
 
+/// `n` parked clients (see [`idle_clients`]), re-attaching four at a time.
+async fn parked_clients(n: u32, within: Duration) -> (Setup, Vec<(ImapClient, String)>) {
+    let s = setup_full(
+        Dovecot::builder().messages(5).max_clients(n + 50),
+        "max_concurrent_resumes = 4\n",
+    );
+    let clients = idle_clients(&s, n).await;
+    wait_metric(&s.admin, "imapmux_client_sessions_parked", n as f64, within);
+    (s, clients)
+}
+
 async fn direct(d: &Dovecot, user: &str) -> ImapClient {
     let mut c = ImapClient::connect_plain(&d.addr()).await.unwrap();
     c.login(user, &format!("pass{}", &user[4..]))
@@ -410,17 +421,7 @@ async fn without_condstore_flags_are_compared() {
 #[tokio::test]
 async fn many_clients_ending_idle_at_once_resume_in_turns() {
     let n = 100;
-    let s = setup_full(
-        Dovecot::builder().messages(5).max_clients(n + 50),
-        "max_concurrent_resumes = 4\n",
-    );
-    let mut clients = idle_clients(&s, n).await;
-    wait_metric(
-        &s.admin,
-        "imapmux_client_sessions_parked",
-        n as f64,
-        Duration::from_secs(30),
-    );
+    let (s, mut clients) = parked_clients(n, Duration::from_secs(30)).await;
     // All DONE at the same moment: every one answered, none refused, and
     // nobody needs the backend for it (they stay parked).
     for (c, _) in clients.iter_mut() {
@@ -565,17 +566,7 @@ async fn a_parked_session_refreshes_without_the_backend_and_parks_every_time() {
 #[tokio::test]
 async fn a_burst_of_parked_clients_ending_idle_and_logging_out_never_fails() {
     let n = 200;
-    let s = setup_full(
-        Dovecot::builder().messages(5).max_clients(n + 50),
-        "max_concurrent_resumes = 4\n",
-    );
-    let mut clients = idle_clients(&s, n).await;
-    wait_metric(
-        &s.admin,
-        "imapmux_client_sessions_parked",
-        n as f64,
-        Duration::from_secs(60),
-    );
+    let (s, mut clients) = parked_clients(n, Duration::from_secs(60)).await;
     let logins = metric(
         &s.admin,
         "imapmux_backend_connect_duration_seconds_count{backend=\"b1\"}",

@@ -8,6 +8,19 @@
 //! item name bytes exactly as the backend sent them, so a hit can be
 //! answered byte-identically.
 
+// Fed by peers (backend responses, client commands): no panics on input,
+// no clock (time is passed in). See Cargo.toml [lints] and clippy.toml.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::disallowed_methods
+)]
+#![warn(unreachable_pub)]
+
 pub mod flow;
 pub mod split;
 mod templates;

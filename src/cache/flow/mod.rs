@@ -19,19 +19,6 @@
 //! `respond.rs` handles the backend's responses; the templates are in
 //! `cache/templates.rs`.
 
-// Sans-I/O and fed by peers: no panics on input, no clock (time is
-// passed in). See Cargo.toml [lints] and clippy.toml.
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::disallowed_methods
-)]
-#![warn(unreachable_pub)]
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -206,12 +193,6 @@ impl Flow {
         if let Some(pos) = self.inflight.iter().rposition(|c| c.tag == tag) {
             self.inflight.remove(pos);
         }
-    }
-
-    /// True when backend frames can pass without looking at them beyond
-    /// line starts (no FETCH of ours in flight and nothing assembling).
-    pub fn idle(&self) -> bool {
-        self.resp.is_none() && self.inflight.iter().all(|c| matches!(c.kind, Kind::Other))
     }
 }
 

@@ -35,8 +35,10 @@ impl RelaySession {
                 to_client = self.response_line(&frame, now);
             }
             let changes = if first && line {
-                if let (Some(seq), Some(uid)) = (fetch_seq(&frame), uid_in_line(&frame)) {
-                    self.view.on_fetch_uid(seq, uid);
+                if self.cfg.track_uids {
+                    if let (Some(seq), Some(uid)) = (fetch_seq(&frame), uid_in_line(&frame)) {
+                        self.view.on_fetch_uid(seq, uid);
+                    }
                 }
                 if end {
                     self.view.on_response(&frame)
