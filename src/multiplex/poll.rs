@@ -371,10 +371,21 @@ fn by_backend(targets: Vec<Target>) -> HashMap<String, (Arc<Endpoint>, Vec<Targe
 
 /// Start the batch poller of `registry` (nothing to do without a poll
 /// interval: then only push wakes watchers).
-pub fn start(registry: &Arc<Registry>, timeout: Duration, metrics: Option<Arc<Metrics>>) {
+pub fn start(
+    registry: &Arc<Registry>,
+    router: &crate::route::Router,
+    timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+) {
     let interval = registry.poll_interval();
     if interval.is_zero() {
         return;
+    }
+    if let Some(m) = &metrics {
+        let backends = router.pools.iter().flat_map(|p| &p.backends);
+        for b in backends.filter(|b| b.doveadm.is_some()) {
+            m.doveadm.backend(&b.name);
+        }
     }
     let poller = BatchPoller::new(timeout, metrics);
     tokio::spawn(poller.run(Arc::downgrade(registry), interval));

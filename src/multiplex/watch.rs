@@ -344,7 +344,9 @@ impl Watcher {
                     *slot = Some(Held {
                         li,
                         _counted: self.metrics.as_ref().map(|m| m.park.watcher_connection()),
-                    })
+                    });
+                    // The watcher task schedules the logout (LINGER).
+                    self.poke.notify_one();
                 }
                 crate::backend::LoginOutcome::Rejected { .. } => {
                     return Err(WatchError::Refused("login"))
