@@ -64,6 +64,8 @@ impl DoveadmMetrics {
         for e in crate::multiplex::doveadm::ERROR_LABELS {
             self.command_errors.with_label_values(&[backend, e]);
         }
+        self.batch.with_label_values(&[backend]);
+        self.duration.with_label_values(&[backend]);
     }
 
     /// One request of `n` mailboxes ended with `result` after `secs`.
