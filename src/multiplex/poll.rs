@@ -33,10 +33,11 @@ use thiserror::Error;
 
 pub use super::doveadm::MAX_BATCH;
 use super::doveadm::{self, Query, ResponseError, Status};
-use super::watch::{Registry, Target};
+use super::watch::{Registry, Watcher};
 use crate::config::{invalid, BackendConfig, ConfigError};
 use crate::metrics::Metrics;
 use crate::multiplex::pool::MultiplexConfig;
+use crate::route::Backend;
 
 /// Requests in flight at once to one backend's doveadm.
 pub const PARALLEL: usize = 4;
@@ -260,7 +261,7 @@ impl BatchPoller {
         loop {
             tick.tick().await;
             let Some(r) = registry.upgrade() else { return };
-            let targets = r.batch_targets();
+            let targets = targets(&r);
             drop(r);
             let mut rounds = tokio::task::JoinSet::new();
             for (name, (ep, targets)) in by_backend(targets) {
@@ -352,6 +353,35 @@ impl BatchPoller {
             }
         }
     }
+}
+
+/// One watched mailbox, as the batch poller asks for it.
+struct Target {
+    backend: Arc<Backend>,
+    /// The mailbox owner the backend logged in.
+    user: String,
+    /// As the client named it (modified UTF-7).
+    mailbox: String,
+    /// The watcher's latest value (the modseq its subscribers know).
+    value: u64,
+    watcher: Weak<Watcher>,
+}
+
+/// Every mailbox someone watches on a backend with a doveadm API.
+fn targets(r: &Registry) -> Vec<Target> {
+    let mut out = Vec::new();
+    for w in r.batch_polled() {
+        for (mailbox, value) in w.watched() {
+            out.push(Target {
+                backend: w.backend().clone(),
+                user: w.owner().to_string(),
+                mailbox,
+                value,
+                watcher: Arc::downgrade(&w),
+            });
+        }
+    }
+    out
 }
 
 /// Targets grouped by backend name, with that backend's endpoint.

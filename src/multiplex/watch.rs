@@ -147,42 +147,14 @@ impl Registry {
         self.cfg.poll_interval
     }
 
-    /// Every mailbox someone watches on a backend with a doveadm API, for
-    /// the batch poller: with the watcher's current value.
-    pub fn batch_targets(&self) -> Vec<Target> {
-        let watchers: Vec<Arc<Watcher>> = lock(&self.watchers)
+    /// The live watchers of backends with a doveadm API (batch-polled).
+    pub(super) fn batch_polled(&self) -> Vec<Arc<Watcher>> {
+        lock(&self.watchers)
             .values()
             .filter_map(Weak::upgrade)
             .filter(|w| w.backend.doveadm.is_some())
-            .collect();
-        let mut out = Vec::new();
-        for w in watchers {
-            for (mailbox, tx) in lock(&w.mailboxes).iter() {
-                if tx.receiver_count() > 0 {
-                    out.push(Target {
-                        backend: w.backend.clone(),
-                        user: w.owner.clone(),
-                        mailbox: mailbox.clone(),
-                        value: *tx.borrow(),
-                        watcher: Arc::downgrade(&w),
-                    });
-                }
-            }
-        }
-        out
+            .collect()
     }
-}
-
-/// One watched mailbox, as the batch poller asks for it.
-pub struct Target {
-    pub backend: Arc<Backend>,
-    /// The mailbox owner the backend logged in.
-    pub user: String,
-    /// As the client named it (modified UTF-7).
-    pub mailbox: String,
-    /// The watcher's latest value for it (the modseq its subscribers know).
-    pub value: u64,
-    pub watcher: Weak<Watcher>,
 }
 
 impl WakeSink for Registry {
@@ -240,6 +212,23 @@ impl Watcher {
         let (tx, rx) = watch::channel(modseq);
         map.insert(mailbox.to_string(), tx);
         rx
+    }
+
+    pub(super) fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    pub(super) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The watched mailboxes (someone subscribed) and their latest values.
+    pub(super) fn watched(&self) -> Vec<(String, u64)> {
+        lock(&self.mailboxes)
+            .iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(m, tx)| (m.clone(), *tx.borrow()))
+            .collect()
     }
 
     /// The batch poller learned `mailbox`'s modseq: wake the subscribers if
