@@ -93,6 +93,17 @@ impl Env {
         admin_metric(&self.admin, series)
     }
 
+    /// Several series from one scrape (consistent with each other).
+    fn metrics<const N: usize>(&self, series: [&str; N]) -> [f64; N] {
+        let out = run_curl(&[&format!("http://{}/metrics", self.admin)]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        series.map(|s| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(s)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{s} not in:\n{text}"))
+        })
+    }
+
     /// Dovecot's IMAP sessions now (`doveadm who`): backend connections.
     fn backend_sessions(&self) -> usize {
         let out = std::process::Command::new(require_tool("doveadm"))
@@ -206,18 +217,18 @@ async fn doveadm_polling_watches_many_users_on_a_constant_few_connections() {
     let ok = "imapmux_doveadm_poll_requests_total{backend=\"b1\",result=\"ok\"}";
     let count = "imapmux_doveadm_poll_batch_size_count{backend=\"b1\"}";
     let sum = "imapmux_doveadm_poll_batch_size_sum{backend=\"b1\"}";
-    let before = (env.metric(ok), env.metric(count), env.metric(sum));
+    let before = env.metrics([ok, count, sum]);
     let idle_max = max_sessions_over(&env, 4);
-    let after = (env.metric(ok), env.metric(count), env.metric(sum));
-    let rounds = after.0 - before.0;
+    let after = env.metrics([ok, count, sum]);
+    let rounds = after[0] - before[0];
     eprintln!("{n} parked clients of {users} users: at most {idle_max} backend sessions over {rounds} doveadm polls");
     assert!(idle_max <= 1, "{idle_max}");
     assert!(rounds >= 2.0, "{rounds} polls in 4 intervals");
     assert_eq!(env.metric("imapmux_backend_watchers"), users as f64);
     assert_eq!(env.metric("imapmux_backend_watcher_connections"), 0.0);
     // One request per round, asking for all 50 mailboxes.
-    let per_request = (after.2 - before.2) / (after.1 - before.1);
-    assert_eq!(after.1 - before.1, rounds);
+    let per_request = (after[2] - before[2]) / (after[1] - before[1]);
+    assert_eq!(after[1] - before[1], rounds);
     assert_eq!(per_request, users as f64);
 
     // Mail for users 1..=6 (9 devices): each device's EXISTS within a
