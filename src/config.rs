@@ -387,6 +387,13 @@ pub struct BackendConfig {
     pub insecure: bool,
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Dovecot's doveadm HTTP API (`http://HOST:PORT/doveadm/v1`): watchers
+    /// of parked clients poll through it in batches, holding no connection.
+    #[serde(default)]
+    pub doveadm_url: Option<String>,
+    /// File whose first line is Dovecot's `doveadm_api_key`.
+    #[serde(default)]
+    pub doveadm_api_key_file: Option<PathBuf>,
 }
 
 fn default_backend_tls() -> BackendTls {
@@ -576,6 +583,7 @@ impl Config {
                         "set weight = 1 or more (remove the backend to take it out)",
                     ));
                 }
+                crate::multiplex::poll::validate_backend(b, &key)?;
                 if let Some(ca) = &b.ca_file {
                     if b.tls == BackendTls::None {
                         return Err(invalid(
@@ -653,6 +661,7 @@ impl Config {
                         b.name
                     ));
                 }
+                w.extend(crate::multiplex::poll::warning(b, &self.multiplex));
             }
         }
         w

@@ -116,6 +116,14 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
             Some(metrics.clone()),
         ))
     });
+    if let Some(w) = &watch {
+        crate::multiplex::poll::start(
+            w,
+            &router,
+            cfg.timeouts.backend_response,
+            Some(metrics.clone()),
+        );
+    }
     let ctx = Arc::new(arc_swap::ArcSwap::from_pointee(Context {
         cache,
         config: cfg.clone(),

@@ -15,13 +15,18 @@
 //! - [`push`] and [`wake`]: the push endpoint's body format and secret
 //!   (Dovecot's push-notification plugin via Lua/OX), and the sink that
 //!   wakes watchers.
+//! - [`poll`] and [`doveadm`]: polling without a connection per user: one
+//!   batch request per backend and interval to Dovecot's doveadm HTTP API
+//!   for every watched mailbox; a change wakes its watcher as a push does.
 //!
 //! Identity (who a session is) comes from [`crate::identity`]; connections
 //! and commands from [`crate::backend`]. Sessions use this module; it does
 //! not reach back into the relay.
 
+pub mod doveadm;
 pub mod park;
 pub mod parked;
+pub mod poll;
 pub mod pool;
 pub mod push;
 pub mod view;

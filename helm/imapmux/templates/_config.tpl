@@ -92,7 +92,7 @@ master_separator = {{ . | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range .backends }}
+{{- range $j, $b := .backends }}
 
 [[pool.backend]]
 name = {{ .name | toJson }}
@@ -106,6 +106,11 @@ ca_file = {{ . | toJson }}
 insecure = {{ .insecure | default false }}
 {{- with .server_name }}
 server_name = {{ . | toJson }}
+{{- end }}
+{{- with .doveadm_url }}
+doveadm_url = {{ . | toJson }}
+# From the Secret {{ dig "doveadmApiKeySecret" "name" "" $b }} (key {{ dig "doveadmApiKeySecret" "key" "api-key" $b }}).
+doveadm_api_key_file = {{ printf "/etc/imapmux/doveadm/pool-%d-backend-%d-api-key" $i $j | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}

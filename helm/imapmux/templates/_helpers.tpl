@@ -88,6 +88,11 @@ they do).
 {{- if and $p.login (eq ($p.login.mode | default "user") "master") }}
 {{- $files = append $files (dict "secret" (dig "masterPasswordSecret" "name" "" $p.login) "key" (dig "masterPasswordSecret" "key" "password" $p.login) "path" (printf "auth/pool-%d-master-password" $i)) }}
 {{- end }}
+{{- range $j, $b := $p.backends }}
+{{- if $b.doveadm_url }}
+{{- $files = append $files (dict "secret" (dig "doveadmApiKeySecret" "name" "" $b) "key" (dig "doveadmApiKeySecret" "key" "api-key" $b) "path" (printf "doveadm/pool-%d-backend-%d-api-key" $i $j)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- toYaml $files }}
 {{- end }}
@@ -204,6 +209,11 @@ complex (then the grace-period check below is skipped).
 {{- end }}
 {{- if not (dig "masterPasswordSecret" "name" "" $p.login) }}
 {{- fail (printf "config.pools[%d] (%s): login.mode master needs login.masterPasswordSecret.name, the Secret holding the master password" $i $p.name) }}
+{{- end }}
+{{- end }}
+{{- range $j, $b := $p.backends }}
+{{- if and $b.doveadm_url (not (dig "doveadmApiKeySecret" "name" "" $b)) }}
+{{- fail (printf "config.pools[%d].backends[%d] (%s): doveadm_url needs doveadmApiKeySecret.name, the Secret holding Dovecot's doveadm_api_key" $i $j $b.name) }}
 {{- end }}
 {{- end }}
 {{- end }}
