@@ -15,11 +15,15 @@
 //! - [`push`] and [`wake`]: the push endpoint's body format and secret
 //!   (Dovecot's push-notification plugin via Lua/OX), and the sink that
 //!   wakes watchers.
+//! - [`fanout`]: a push that reaches one replica is forwarded to the
+//!   others (peers from config or DNS; bounded queues; never forwarded
+//!   twice).
 //!
 //! Identity (who a session is) comes from [`crate::identity`]; connections
 //! and commands from [`crate::backend`]. Sessions use this module; it does
 //! not reach back into the relay.
 
+pub mod fanout;
 pub mod park;
 pub mod parked;
 pub mod pool;
