@@ -12,7 +12,8 @@
 //! again, so there are no loops. A peer that turns out to be this very
 //! process (its answer carries our own [`INSTANCE_HEADER`]) is skipped from
 //! then on: in Kubernetes a pod finds itself among the headless Service's
-//! addresses.
+//! addresses. Each new peer is greeted with an empty batch at once, so
+//! that shows before the first push.
 //!
 //! The parts:
 //!

@@ -14,6 +14,11 @@
 //! DONE, a later poll). Either way a lost event only delays one mailbox's
 //! wake-up on one peer to its next change, poll or client command.
 //!
+//! A new peer is first sent an empty batch (`[]`, a hello): its answer
+//! says at once whether it is this process (its own instance id comes
+//! back), refuses our secret, or cannot be reached, instead of at the first
+//! push. The hello is retried like any batch until it gets an answer.
+//!
 //! At most one request per peer is in flight; events arriving meanwhile go
 //! into the next batch. A failed request (no answer, timeout, 5xx) puts its
 //! events back at the head of the queue and holds the peer back for a
@@ -111,6 +116,8 @@ struct Peer {
     retry_at: Option<Instant>,
     backoff: Duration,
     failing: bool,
+    /// Not answered yet: send even an empty batch.
+    hello: bool,
 }
 
 impl Peer {
@@ -122,6 +129,7 @@ impl Peer {
             retry_at: None,
             backoff: limits.backoff_min,
             failing: false,
+            hello: true,
         }
     }
 
@@ -291,13 +299,13 @@ impl Outbox {
         let limits = self.limits;
         for (addr, p) in &mut self.peers {
             let ready = p.in_flight.is_none()
-                && !p.queue.is_empty()
+                && (p.hello || !p.queue.is_empty())
                 && !matches!(p.retry_at, Some(at) if now < at);
             if !ready {
                 continue;
             }
             let (body, events) = batch(p, &limits, &mut t);
-            if events.is_empty() {
+            if events.is_empty() && !p.hello {
                 continue;
             }
             p.in_flight = Some(events.len());
@@ -320,6 +328,9 @@ impl Outbox {
         };
         p.in_flight = None;
         let was_failing = p.failing;
+        if matches!(outcome, Outcome::Delivered | Outcome::Refused) {
+            p.hello = false;
+        }
         match outcome {
             Outcome::Delivered => {
                 t.delivered = n;
@@ -381,7 +392,7 @@ impl Outbox {
     pub fn next_retry(&self) -> Option<Instant> {
         self.peers
             .values()
-            .filter(|p| p.in_flight.is_none() && !p.queue.is_empty())
+            .filter(|p| p.in_flight.is_none() && (p.hello || !p.queue.is_empty()))
             .filter_map(|p| p.retry_at)
             .min()
     }

@@ -299,3 +299,36 @@ fn an_event_larger_than_a_body_is_dropped() {
     assert_eq!(t.refused, 1);
     assert_eq!(sent(&b[0]), vec![ev("ok", "m")]);
 }
+
+#[test]
+fn new_peers_get_a_hello_until_they_answer() {
+    let t0 = Instant::now();
+    let l = limits(10);
+    let mut o = Outbox::new(l, []);
+    o.set_peers(&set(&[1, 2, 3]));
+    let (b, _) = o.take_batches(t0);
+    assert_eq!(b.len(), 3);
+    for x in &b {
+        assert!(x.is_empty());
+        assert_eq!(&x.body[..], b"[]");
+    }
+    assert_eq!(o.pending(), 0);
+    let mut b = b.into_iter();
+    // Answered: no more hellos. Refused: none either (the next events
+    // will tell). No answer: again after the backoff.
+    o.done(b.next().unwrap(), Outcome::Delivered, t0);
+    let (t, h) = o.done(b.next().unwrap(), Outcome::Refused, t0);
+    assert_eq!((t, h), (Tally::default(), Health::Failing));
+    o.done(b.next().unwrap(), Outcome::Failed, t0);
+    assert!(o.take_batches(t0).0.is_empty());
+    assert_eq!(o.next_retry(), Some(t0 + l.backoff_min));
+    let (b, _) = o.take_batches(t0 + l.backoff_min);
+    assert_eq!(b.iter().map(|b| b.peer).collect::<Vec<_>>(), vec![addr(3)]);
+    // Events queued meanwhile ride along with a hello.
+    let mut b = b.into_iter();
+    o.done(b.next().unwrap(), Outcome::Failed, t0 + l.backoff_min);
+    o.enqueue(&[ev("u", "m")]);
+    let (b, _) = o.take_batches(t0 + Duration::from_secs(10));
+    let to3 = b.iter().find(|b| b.peer == addr(3)).unwrap();
+    assert_eq!(sent(to3), vec![ev("u", "m")]);
+}
