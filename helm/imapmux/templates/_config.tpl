@@ -56,6 +56,11 @@ address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJso
 push_secret_file = "/etc/imapmux/admin/push-secret"
 {{- end }}
 {{- end }}
+{{- if include "imapmux.pushFanout" $ }}
+# Push fan-out: every ready pod of the release, from the headless Service.
+push_peers_dns = {{ printf "%s.%s.svc:%d" (include "imapmux.peersServiceName" $) $.Release.Namespace (int $c.admin.port) | toJson }}
+push_peers_refresh = {{ $c.admin.pushFanout.refresh | toJson }}
+{{- end }}
 
 [health]
 interval = {{ $c.health.interval | toJson }}
