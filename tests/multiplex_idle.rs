@@ -18,45 +18,6 @@ fn wait_metric(admin: &str, series: &str, want: f64, timeout: Duration) {
     wait_admin_metric(admin, series, want, timeout)
 }
 
-struct Setup {
-    d: Dovecot,
-    proxy: Imapmux,
-    addr: String,
-    admin: String,
-}
-
-fn setup(clients: u32) -> Setup {
-    setup_with(Dovecot::builder().messages(5).max_clients(clients + 50))
-}
-
-fn setup_with(b: DovecotBuilder) -> Setup {
-    setup_full(b, "")
-}
-
-fn setup_full(b: DovecotBuilder, multiplex_extra: &str) -> Setup {
-    let d = b.start();
-    let addr = free_addr();
-    let admin = free_addr();
-    let cfg = ProxyConfig::new()
-        .listener(&addr, "plaintext")
-        .allow_plaintext_auth(true)
-        .backend(BackendCfg::new("b1", &d.addr()))
-        .admin(&admin)
-        // Hundreds of sessions of five users, all from 127.0.0.1.
-        .no_address_limits()
-        .extra(&format!(
-            "[multiplex]\nidle_offload_after = \"1s\"\npoll_interval = \"300ms\"\n{multiplex_extra}"
-        ))
-        .to_toml();
-    let proxy = Imapmux::start(&cfg, &addr);
-    Setup {
-        d,
-        proxy,
-        addr,
-        admin,
-    }
-}
-
 /// `n` clients of the five users, each logged in, INBOX selected, idling;
 /// with the tag of its IDLE.
 async fn idle_clients(s: &Setup, n: u32) -> Vec<(ImapClient, String)> {
@@ -85,17 +46,6 @@ async fn parked_clients(n: u32, within: Duration) -> (Setup, Vec<(ImapClient, St
     let clients = idle_clients(&s, n).await;
     wait_metric(&s.admin, "imapmux_client_sessions_parked", n as f64, within);
     (s, clients)
-}
-
-async fn direct(d: &Dovecot, user: &str) -> ImapClient {
-    let mut c = ImapClient::connect_plain(&d.addr()).await.unwrap();
-    c.login(user, &format!("pass{}", &user[4..]))
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    c.select("INBOX").await.unwrap().ok().unwrap();
-    c
 }
 
 #[tokio::test]
@@ -183,15 +133,8 @@ async fn parked_client_sees_changes_with_the_right_numbers() {
 }
 
 #[tokio::test]
-async fn qresync_clients_stay_attached_and_backend_restart_while_parked() {
+async fn backend_restart_while_parked() {
     let mut s = setup(10);
-    // A QRESYNC client changed session state: never parked, sees VANISHED.
-    let mut q = ImapClient::connect_plain(&s.addr).await.unwrap();
-    q.login("user2", "pass2").await.unwrap().ok().unwrap();
-    q.cmd_ok("ENABLE QRESYNC").await.unwrap();
-    q.select("INBOX").await.unwrap().ok().unwrap();
-    let qtag = q.idle_start().await.unwrap();
-    // A plain client of user1 is parked.
     let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
     c.login("user1", "pass1").await.unwrap().ok().unwrap();
     c.select("INBOX").await.unwrap().ok().unwrap();
@@ -202,19 +145,6 @@ async fn qresync_clients_stay_attached_and_backend_restart_while_parked() {
         1.0,
         Duration::from_secs(5),
     );
-    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 1.0);
-    let mut other = direct(&s.d, "user2").await;
-    other
-        .cmd_ok("UID STORE 1 +FLAGS (\\Deleted)")
-        .await
-        .unwrap();
-    other.cmd_ok("EXPUNGE").await.unwrap();
-    let l = q
-        .idle_wait_for("VANISHED", Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert_eq!(l.text(), "* VANISHED 1");
-    assert!(q.idle_done(&qtag).await.unwrap().is_ok());
 
     // Dovecot restarts while user1 is parked; new mail still arrives and
     // DONE re-attaches with a fresh login.
@@ -404,13 +334,17 @@ async fn without_condstore_flags_are_compared() {
     let texts: Vec<String> = lines.iter().map(|l| l.text()).collect();
     assert!(texts.contains(&"* 2 EXPUNGE".to_string()), "{texts:?}");
     assert!(texts.contains(&"* 5 EXISTS".to_string()), "{texts:?}");
-    // UID 4 is sequence 3 after the expunge; only it changed flags.
+    // Only UID 4 changed flags: reported first (as Dovecot reports a flag
+    // change before the expunge that followed it), so with its sequence
+    // number before the expunge, 4.
     let fetches: Vec<&String> = texts.iter().filter(|t| t.contains("FETCH")).collect();
     assert_eq!(fetches.len(), 1, "{texts:?}");
     assert!(
-        fetches[0].starts_with("* 3 FETCH (FLAGS (") && fetches[0].contains("\\Answered"),
+        fetches[0].starts_with("* 4 FETCH (FLAGS (") && fetches[0].contains("\\Answered"),
         "{texts:?}"
     );
+    let at = |needle: &str| texts.iter().position(|t| t.contains(needle));
+    assert!(at("FETCH") < at("EXPUNGE"), "{texts:?}");
     assert!(c.idle_done(&tag).await.unwrap().is_ok());
     let r = c.cmd_ok("FETCH 1:* (UID)").await.unwrap();
     let uids: Vec<String> = r.untagged().map(|l| l.text()).collect();
@@ -450,30 +384,6 @@ async fn many_clients_ending_idle_at_once_resume_in_turns() {
     }
     assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 0.0);
     assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), n as f64);
-}
-
-/// Everything the client received for one command, as text, with
-/// Dovecot's timing suffix (`(0.001 + 0.000 secs)`) taken out and
-/// `* N RECENT` dropped (a parked view cannot know whether this session
-/// would have been the one to see \Recent; IMAP4rev2 dropped it).
-fn normalized(r: &Response) -> String {
-    let mut out = String::new();
-    for l in r.lines.iter().chain(std::iter::once(&r.tagged)) {
-        let mut t = l.text();
-        if let Some(rest) = t.strip_prefix(r.tag.as_str()) {
-            t = format!("TAG{rest}");
-        }
-        if t.starts_with("* ") && t.ends_with(" RECENT") {
-            continue;
-        }
-        let t = match (t.rfind(" ("), t.ends_with(" secs).")) {
-            (Some(i), true) => format!("{}.", &t[..i]),
-            _ => t,
-        };
-        out.push_str(&t);
-        out.push('\n');
-    }
-    out
 }
 
 /// The refresh cycle of a real client, with a change in the middle:

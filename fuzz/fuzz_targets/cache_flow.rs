@@ -177,6 +177,7 @@ fuzz_target!(|data: &[u8]| {
         park_after: Some(Duration::from_secs(60)),
         track_uids: true,
         selected: None,
+        enabled: Default::default(),
     };
     let mut now = Instant::now();
     let mut s = RelaySession::new(relay, BytesMut::new(), BytesMut::new(), hooks, now);

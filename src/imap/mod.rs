@@ -17,6 +17,7 @@
 #![warn(unreachable_pub)]
 
 pub mod command;
+pub mod enabled;
 pub mod fetch;
 pub mod framing;
 pub mod response;

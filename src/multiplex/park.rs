@@ -18,6 +18,7 @@ use crate::backend::command::run;
 use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::identity::{ClientInfo, Credentials};
 use crate::imap::command::quote;
+use crate::imap::enabled::Enabled;
 use crate::multiplex::pool::CredKey;
 use crate::multiplex::view::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use crate::multiplex::watch::uid_search_all;
@@ -37,6 +38,8 @@ pub enum Outcome {
         /// The mailbox the client has selected, as the new backend
         /// connection sees it.
         selected: Box<SelectedMailbox>,
+        /// What the client had enabled (enabled again on `backend`).
+        enabled: Enabled,
     },
     /// The session is over.
     Ended(EndReason),
@@ -55,17 +58,24 @@ pub struct Parking<'a> {
 }
 
 /// Untagged lines the backend sent while imapmux asked its own questions:
-/// the client, still in IDLE, must see them (MODSEQ removed: imapmux's
-/// STATUS HIGHESTMODSEQ enabled CONDSTORE, the client did not).
-fn relayable(line: &[u8]) -> Option<Vec<u8>> {
+/// the client, still in IDLE, must see them. MODSEQ is removed for a
+/// client that did not enable CONDSTORE (imapmux's STATUS HIGHESTMODSEQ
+/// enabled it on the connection); VANISHED and HIGHESTMODSEQ reach only a
+/// QRESYNC client (the only one the backend sends them to anyway).
+fn relayable(line: &[u8], enabled: Enabled) -> Option<Vec<u8>> {
     let text = line.get(2..)?;
-    let word = text
-        .split(|b| *b == b' ')
-        .nth(1)
-        .unwrap_or_default()
-        .to_ascii_uppercase();
+    if text.starts_with(b"OK [HIGHESTMODSEQ ") {
+        return enabled.qresync.then(|| line.to_vec());
+    }
+    let mut words = text.split(|b| *b == b' ');
+    let first = words.next().unwrap_or_default().to_ascii_uppercase();
+    if first == b"VANISHED" {
+        return enabled.qresync.then(|| line.to_vec());
+    }
+    let word = words.next().unwrap_or_default().to_ascii_uppercase();
     match word.as_slice() {
         b"EXISTS" | b"EXPUNGE" | b"RECENT" => Some(line.to_vec()),
+        b"FETCH" if enabled.modseq() => Some(line.to_vec()),
         b"FETCH" => Some(strip_modseq(line)).filter(|l| !l.is_empty()),
         _ => None,
     }
@@ -100,6 +110,7 @@ impl Parking<'_> {
         old: &mut LoggedIn,
         mailbox: &str,
         read_only: bool,
+        enabled: Enabled,
         to_client: &mut Vec<u8>,
     ) -> Option<ParkedView> {
         let name = quoted(mailbox)?;
@@ -121,7 +132,7 @@ impl Parking<'_> {
                 if l.starts_with(b"* STATUS") {
                     modseq = number_after(l, b"HIGHESTMODSEQ ");
                     uidvalidity = number_after(l, b"UIDVALIDITY ");
-                } else if let Some(r) = relayable(l) {
+                } else if let Some(r) = relayable(l, enabled) {
                     to_client.extend_from_slice(&r);
                 }
             },
@@ -139,6 +150,7 @@ impl Parking<'_> {
             modseq: if condstore { modseq? } else { 0 },
             uids: Default::default(),
             flags: None,
+            enabled,
         };
         if !condstore {
             let mut pairs = Vec::new();
@@ -151,7 +163,7 @@ impl Parking<'_> {
                 |l| match crate::multiplex::view::fetch_uid_flags(l) {
                     Some(p) => pairs.push(p),
                     None => {
-                        if let Some(r) = relayable(l) {
+                        if let Some(r) = relayable(l, enabled) {
                             to_client.extend_from_slice(&r);
                         }
                     }
@@ -171,7 +183,7 @@ impl Parking<'_> {
             let mut seen_result = false;
             let mut late = false;
             let uids = uid_search_all(old, "imapmux.s2", t, |l| {
-                if let Some(r) = relayable(l) {
+                if let Some(r) = relayable(l, enabled) {
                     late |= seen_result && !r.windows(5).any(|w| w == b"FETCH");
                     to_client.extend_from_slice(&r);
                 }
@@ -232,6 +244,23 @@ impl Parking<'_> {
     ) -> Option<(u32, crate::multiplex::view::UidList)> {
         let name = quoted(&view.mailbox)?;
         let t = self.timeout();
+        // The new connection answers the client in the shape it enabled.
+        if let Some(enable) = view.enabled.enable_command() {
+            let ok = run(
+                &mut li.stream,
+                &mut li.buf,
+                "imapmux.r0",
+                &enable,
+                t,
+                |_| {},
+            )
+            .await
+            .ok()?
+            .is_ok();
+            if !ok {
+                return None;
+            }
+        }
         let verb = if view.read_only { "EXAMINE" } else { "SELECT" };
         let mut uidvalidity = None;
         let ok = run(
@@ -265,6 +294,7 @@ impl Parking<'_> {
             mailbox,
             read_only,
             idle_tag,
+            enabled,
         }: Parked,
     ) -> Outcome {
         let ctx = self.ctx;
@@ -274,7 +304,7 @@ impl Parking<'_> {
         };
         let mut to_client = Vec::new();
         let view = self
-            .view(&mut old, &mailbox, read_only, &mut to_client)
+            .view(&mut old, &mailbox, read_only, enabled, &mut to_client)
             .await;
         // The old connection has CONDSTORE on now: never reused.
         tokio::spawn(super::pool::logout(old, self.timeout()));
@@ -421,20 +451,20 @@ impl Parking<'_> {
             return Outcome::Ended(EndReason::BackendError);
         };
         // Flags changed while parked come from the watcher (CONDSTORE).
-        let changed = match watcher.snapshot(&view.mailbox, view.modseq).await {
-            Ok(now) => now.changed,
+        let (changed, modseq) = match watcher.snapshot(&view.mailbox, view.modseq).await {
+            Ok(now) => (now.changed, now.modseq),
             Err(e) => {
                 tracing::warn!(session = %self.client_info.session_id, error = %e, "flag changes while parked are not known");
-                Vec::new()
+                (Vec::new(), view.modseq)
             }
         };
         let now = MailboxNow {
             uidvalidity,
-            modseq: view.modseq,
+            modseq,
             uids,
             changed,
         };
-        let Some((mut bytes, next)) = catch_up(&view, &now) else {
+        let Some(caught) = catch_up(&view, &now) else {
             let _ = self
                 .send(
                     &mut client,
@@ -443,6 +473,10 @@ impl Parking<'_> {
                 .await;
             return Outcome::Ended(EndReason::UidvalidityChanged);
         };
+        let (mut bytes, next) = (caught.bytes, caught.next);
+        if let Some(m) = caught.highest {
+            bytes.extend_from_slice(format!("* OK [HIGHESTMODSEQ {m}] Highest\r\n").as_bytes());
+        }
         if let Some(tag) = idle_tag {
             bytes.extend_from_slice(format!("{tag} OK Idle completed.\r\n").as_bytes());
         }
@@ -462,6 +496,7 @@ impl Parking<'_> {
                 uidvalidity: next.uidvalidity,
                 uids: next.uids.iter().collect(),
             }),
+            enabled: next.enabled,
         }
     }
 }

@@ -52,8 +52,9 @@ pub enum ParkedFinish {
 enum Waiting {
     /// DONE of the IDLE with this tag.
     Done(String),
-    /// NOOP or CHECK: tag and the completion text.
-    Sync(String, &'static str),
+    /// NOOP or CHECK: tag, the completion text, and (QRESYNC) the
+    /// HIGHESTMODSEQ its tagged OK reports.
+    Sync(String, &'static str, Option<u64>),
 }
 
 #[derive(Debug)]
@@ -158,9 +159,18 @@ impl ParkedSession {
         self.want_snapshot = false;
         self.stale = false;
         match catch_up(&self.view, now) {
-            Some((bytes, next)) => {
-                self.out.extend_from_slice(&bytes);
-                self.view = next;
+            Some(c) => {
+                self.out.extend_from_slice(&c.bytes);
+                self.view = c.next;
+                // QRESYNC: in the tagged OK of NOOP/CHECK, else untagged
+                // (as Dovecot reports it).
+                match (&mut self.waiting, c.highest) {
+                    (Some(Waiting::Sync(_, _, h)), Some(m)) => *h = Some(m),
+                    (_, Some(m)) => self.out.extend_from_slice(
+                        format!("* OK [HIGHESTMODSEQ {m}] Highest\r\n").as_bytes(),
+                    ),
+                    _ => {}
+                }
             }
             None => {
                 self.out.extend_from_slice(
@@ -186,7 +196,7 @@ impl ParkedSession {
                     idle_tag: Some(tag),
                 });
             }
-            Some(Waiting::Sync(tag, text)) => {
+            Some(Waiting::Sync(tag, text, _)) => {
                 // Put the command back: the re-attached relay runs it.
                 let mut line = BytesMut::from(format!("{tag} {text}\r\n").as_bytes());
                 line.extend_from_slice(&self.client_in);
@@ -227,9 +237,12 @@ impl ParkedSession {
                 self.out
                     .extend_from_slice(format!("{tag} OK Idle completed.\r\n").as_bytes());
             }
-            Some(Waiting::Sync(tag, text)) => {
+            Some(Waiting::Sync(tag, text, highest)) => {
+                let code = highest
+                    .map(|m| format!("[HIGHESTMODSEQ {m}] "))
+                    .unwrap_or_default();
                 self.out
-                    .extend_from_slice(format!("{tag} OK {text} completed.\r\n").as_bytes());
+                    .extend_from_slice(format!("{tag} OK {code}{text} completed.\r\n").as_bytes());
             }
             None => {}
         }
@@ -297,11 +310,11 @@ impl ParkedSession {
                 }
                 "NOOP" if bare => {
                     self.client_in.advance(nl + 1);
-                    self.sync_then(Waiting::Sync(tag, "NOOP"));
+                    self.sync_then(Waiting::Sync(tag, "NOOP", None));
                 }
                 "CHECK" if bare => {
                     self.client_in.advance(nl + 1);
-                    self.sync_then(Waiting::Sync(tag, "Check"));
+                    self.sync_then(Waiting::Sync(tag, "Check", None));
                 }
                 "LOGOUT" if bare => {
                     self.client_in.advance(nl + 1);
@@ -330,6 +343,7 @@ mod tests {
             modseq: 10,
             uids: UidList::from_uids(vec![1, 2, 3]),
             flags: None,
+            enabled: Default::default(),
         }
     }
 
@@ -382,6 +396,43 @@ mod tests {
             "i2 OK Idle completed.\r\n* BYE Logging out\r\nz OK Logout completed.\r\n"
         );
         assert_eq!(s.finished(), Some(&ParkedFinish::End(EndReason::Logout)));
+    }
+
+    #[test]
+    fn a_qresync_client_gets_vanished_and_highestmodseq_where_dovecot_puts_it() {
+        let t = Instant::now();
+        let mut v = view();
+        v.enabled.qresync = true;
+        v.enabled.condstore = true;
+        let mut s = ParkedSession::new(
+            v,
+            Some("i1".into()),
+            BytesMut::new(),
+            Duration::from_secs(1800),
+            t,
+        );
+        // In IDLE: untagged, after the changes.
+        s.on_change();
+        s.on_snapshot(&now_with(vec![1, 3, 4]));
+        assert_eq!(
+            out(&mut s),
+            "* VANISHED 2\r\n* 3 EXISTS\r\n* OK [HIGHESTMODSEQ 11] Highest\r\n"
+        );
+        s.client_read(&mut BytesMut::from(&b"DONE\r\n"[..]), t);
+        assert_eq!(out(&mut s), "i1 OK Idle completed.\r\n");
+        // NOOP: in its tagged OK.
+        s.on_change();
+        s.client_read(&mut BytesMut::from(&b"n NOOP\r\n"[..]), t);
+        let mut now = now_with(vec![1, 3, 4, 5]);
+        now.modseq = 12;
+        s.on_snapshot(&now);
+        assert_eq!(
+            out(&mut s),
+            "* 4 EXISTS\r\nn OK [HIGHESTMODSEQ 12] NOOP completed.\r\n"
+        );
+        // Nothing new: a plain tagged OK.
+        s.client_read(&mut BytesMut::from(&b"m NOOP\r\n"[..]), t);
+        assert_eq!(out(&mut s), "m OK NOOP completed.\r\n");
     }
 
     #[test]

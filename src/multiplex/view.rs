@@ -8,6 +8,8 @@
 
 use std::fmt::Write as _;
 
+use crate::imap::enabled::Enabled;
+
 /// Most messages a parked view follows (a backend claiming more is not
 /// believed: the client stays attached).
 pub const MAX_UIDS: u32 = 10_000_000;
@@ -190,6 +192,18 @@ pub struct ParkedView {
     pub uids: UidList,
     /// Without CONDSTORE: every message's flags, to compare against.
     pub flags: Option<FlagSnapshot>,
+    /// What the client enabled: the shape of the responses it gets.
+    pub enabled: Enabled,
+}
+
+/// A message whose flags changed (or, without CONDSTORE, every message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    pub uid: u32,
+    /// The FLAGS list text with parentheses.
+    pub flags: String,
+    /// Its MODSEQ (0 when the backend has no CONDSTORE).
+    pub modseq: u64,
 }
 
 /// The mailbox now, as the backend reports it.
@@ -198,44 +212,46 @@ pub struct MailboxNow {
     pub uidvalidity: u32,
     pub modseq: u64,
     pub uids: UidList,
-    /// (UID, FLAGS list text with parentheses) of messages changed since the
-    /// view's modseq.
-    pub changed: Vec<(u32, String)>,
+    /// Messages changed since the view's modseq.
+    pub changed: Vec<FlagChange>,
+}
+
+/// What catching a parked client up produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The untagged responses, in the client's shape.
+    pub bytes: Vec<u8>,
+    /// The view after them.
+    pub next: ParkedView,
+    /// With QRESYNC: the HIGHESTMODSEQ to report after them (as Dovecot
+    /// does when the responses sent do not already carry it), in the
+    /// tagged OK of NOOP/CHECK or as `* OK [HIGHESTMODSEQ n]` in IDLE.
+    pub highest: Option<u64>,
 }
 
 /// The responses that bring the client from `view` to `now`, and the new
 /// view. `None` when the UIDVALIDITY changed (the client must reselect).
-pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedView)> {
+/// With QRESYNC, expunges are one `* VANISHED` and FETCH carries UID and
+/// MODSEQ; with CONDSTORE, FETCH carries MODSEQ (Dovecot's order: UID,
+/// MODSEQ, FLAGS).
+pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<CatchUp> {
     if now.uidvalidity != view.uidvalidity {
         return None;
     }
+    let e = view.enabled;
     let mut out = String::new();
-    // Expunged messages (with their sequence numbers in the view), found
-    // in one walk; sent highest first: earlier EXPUNGEs then do not
-    // renumber the later ones.
-    let gone: Vec<u32> = view
-        .uids
-        .iter()
-        .zip(1u32..)
-        .filter(|(u, _)| !now.uids.contains(*u))
-        .map(|(_, seq)| seq)
-        .collect();
-    for seq in gone.iter().rev() {
-        let _ = write!(out, "* {seq} EXPUNGE\r\n");
-    }
-    let kept = view.uids.len() - gone.len() as u32;
-    if now.uids.len() != kept {
-        let _ = write!(out, "* {} EXISTS\r\n", now.uids.len());
-    }
-    // Sequence numbers of changed messages, in one walk of the mailbox.
-    let mut changed: Vec<&(u32, String)> = now.changed.iter().collect();
-    changed.sort_unstable_by_key(|(uid, _)| *uid);
-    let mut seqs = now.uids.iter().zip(1u32..).peekable();
-    for (uid, flags) in changed {
+    // Flag changes first, numbered as the client numbers its messages now
+    // (Dovecot reports a flag change before the expunge that follows it),
+    // in one walk of the client's view; new or gone messages are skipped.
+    let mut changed: Vec<&FlagChange> = now.changed.iter().collect();
+    changed.sort_unstable_by_key(|c| c.uid);
+    let mut seqs = view.uids.iter().zip(1u32..).peekable();
+    let mut fetch_modseq = 0;
+    for c in changed {
         let seq = loop {
             match seqs.peek() {
-                Some(&(u, s)) if u == *uid => break Some(s),
-                Some(&(u, _)) if u < *uid => {
+                Some(&(u, s)) if u == c.uid => break Some(s),
+                Some(&(u, _)) if u < c.uid => {
                     seqs.next();
                 }
                 _ => break None,
@@ -246,26 +262,76 @@ pub fn catch_up(view: &ParkedView, now: &MailboxNow) -> Option<(Vec<u8>, ParkedV
         let same = view
             .flags
             .as_ref()
-            .and_then(|f| f.get(*uid))
-            .is_some_and(|old| without_recent(old) == without_recent(flags));
-        if view.uids.contains(*uid) && !same {
-            if let Some(seq) = seq {
-                let _ = write!(out, "* {seq} FETCH (FLAGS {flags})\r\n");
-            }
+            .and_then(|f| f.get(c.uid))
+            .is_some_and(|old| without_recent(old) == without_recent(&c.flags));
+        let (Some(seq), false, true) = (seq, same, now.uids.contains(c.uid)) else {
+            continue;
+        };
+        let (uid, flags, m) = (c.uid, &c.flags, c.modseq);
+        if e.qresync {
+            let _ = write!(
+                out,
+                "* {seq} FETCH (UID {uid} MODSEQ ({m}) FLAGS {flags})\r\n"
+            );
+        } else if e.condstore {
+            let _ = write!(out, "* {seq} FETCH (MODSEQ ({m}) FLAGS {flags})\r\n");
+        } else {
+            let _ = write!(out, "* {seq} FETCH (FLAGS {flags})\r\n");
+        }
+        fetch_modseq = fetch_modseq.max(m);
+    }
+    // Expunged messages (with their sequence numbers in the view), found
+    // in one walk; EXPUNGEs sent highest first: earlier ones then do not
+    // renumber the later ones.
+    let gone: Vec<(u32, u32)> = view
+        .uids
+        .iter()
+        .zip(1u32..)
+        .filter(|(u, _)| !now.uids.contains(*u))
+        .collect();
+    if e.qresync {
+        if !gone.is_empty() {
+            let set = UidList::from_uids(gone.iter().map(|(u, _)| *u).collect());
+            let _ = write!(out, "* VANISHED {}\r\n", set.to_set());
+        }
+    } else {
+        for (_, seq) in gone.iter().rev() {
+            let _ = write!(out, "* {seq} EXPUNGE\r\n");
         }
     }
+    let kept = view.uids.len() - gone.len() as u32;
+    if now.uids.len() != kept {
+        let _ = write!(out, "* {} EXISTS\r\n", now.uids.len());
+    }
+    let modseq = now.modseq.max(view.modseq);
+    let highest =
+        (e.qresync && now.modseq > view.modseq && now.modseq > fetch_modseq).then_some(now.modseq);
     let next = ParkedView {
         mailbox: view.mailbox.clone(),
         read_only: view.read_only,
         uidvalidity: now.uidvalidity,
-        modseq: now.modseq.max(view.modseq),
+        modseq,
         uids: now.uids.clone(),
-        flags: view
-            .flags
-            .as_ref()
-            .map(|_| FlagSnapshot::from_pairs(&now.changed)),
+        flags: view.flags.as_ref().map(|_| {
+            let pairs: Vec<(u32, String)> = now
+                .changed
+                .iter()
+                .map(|c| (c.uid, c.flags.clone()))
+                .collect();
+            FlagSnapshot::from_pairs(&pairs)
+        }),
+        enabled: e,
     };
-    Some((out.into_bytes(), next))
+    Some(CatchUp {
+        bytes: out.into_bytes(),
+        next,
+        highest,
+    })
+}
+
+/// MODSEQ of a FETCH response line (`… MODSEQ (12) …`).
+pub fn fetch_modseq(line: &[u8]) -> Option<u64> {
+    number_after(line, b"MODSEQ (")
 }
 
 /// A FLAGS list without `\Recent` (a session-specific flag).
@@ -357,7 +423,22 @@ mod tests {
             modseq: 10,
             uids: list(u),
             flags: None,
+            enabled: Enabled::default(),
         }
+    }
+
+    fn change(uid: u32, flags: &str) -> FlagChange {
+        FlagChange {
+            uid,
+            flags: flags.to_string(),
+            modseq: 0,
+        }
+    }
+
+    /// The bytes and next view of a catch-up.
+    fn cu(view: &ParkedView, now: &MailboxNow) -> (Vec<u8>, ParkedView) {
+        let c = catch_up(view, now).unwrap();
+        (c.bytes, c.next)
     }
 
     fn now(u: &[u32], changed: &[(u32, &str)]) -> MailboxNow {
@@ -365,7 +446,7 @@ mod tests {
             uidvalidity: 7,
             modseq: 20,
             uids: list(u),
-            changed: changed.iter().map(|(u, f)| (*u, f.to_string())).collect(),
+            changed: changed.iter().map(|(u, f)| change(*u, f)).collect(),
         }
     }
 
@@ -388,7 +469,7 @@ mod tests {
 
     #[test]
     fn new_mail_is_exists() {
-        let (out, next) = catch_up(&view(&[1, 2, 3]), &now(&[1, 2, 3, 4, 5], &[])).unwrap();
+        let (out, next) = cu(&view(&[1, 2, 3]), &now(&[1, 2, 3, 4, 5], &[]));
         assert_eq!(out, b"* 5 EXISTS\r\n");
         assert_eq!(next.uids.len(), 5);
         assert_eq!(next.modseq, 20);
@@ -397,7 +478,7 @@ mod tests {
     #[test]
     fn expunges_highest_first_with_the_client_numbers() {
         // Client sees 1,2,3,4,5 (seq 1..5); 2 and 4 are gone, 6 arrived.
-        let (out, _) = catch_up(&view(&[1, 2, 3, 4, 5]), &now(&[1, 3, 5, 6], &[])).unwrap();
+        let (out, _) = cu(&view(&[1, 2, 3, 4, 5]), &now(&[1, 3, 5, 6], &[]));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "* 4 EXPUNGE\r\n* 2 EXPUNGE\r\n* 4 EXISTS\r\n"
@@ -406,23 +487,22 @@ mod tests {
 
     #[test]
     fn flag_changes_use_the_new_numbers_and_skip_new_or_gone_messages() {
-        let (out, _) = catch_up(
+        let (out, _) = cu(
             &view(&[10, 20, 30]),
             &now(
                 &[20, 30, 40],
                 &[(30, "(\\Seen)"), (40, "()"), (10, "(\\Deleted)")],
             ),
-        )
-        .unwrap();
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "* 1 EXPUNGE\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"
+            "* 3 FETCH (FLAGS (\\Seen))\r\n* 1 EXPUNGE\r\n* 3 EXISTS\r\n"
         );
     }
 
     #[test]
     fn nothing_changed_says_nothing_and_uidvalidity_change_is_none() {
-        let (out, _) = catch_up(&view(&[1, 2]), &now(&[1, 2], &[])).unwrap();
+        let (out, _) = cu(&view(&[1, 2]), &now(&[1, 2], &[]));
         assert!(out.is_empty());
         let mut n = now(&[1, 2], &[]);
         n.uidvalidity = 8;
@@ -446,13 +526,61 @@ mod tests {
         // Now: 1 unchanged, 2 unseen again, 3 expunged, 4 new.
         let mut n = now(&[1, 2, 4], &[]);
         n.modseq = 0;
-        n.changed = pairs(&[(1, "()"), (2, "()"), (4, "()")]);
-        let (out, next) = catch_up(&v, &n).unwrap();
+        n.changed = vec![change(1, "()"), change(2, "()"), change(4, "()")];
+        let (out, next) = cu(&v, &n);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "* 3 EXPUNGE\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS ())\r\n"
+            "* 2 FETCH (FLAGS ())\r\n* 3 EXPUNGE\r\n* 3 EXISTS\r\n"
         );
         assert_eq!(next.flags.unwrap().get(4), Some("()"));
+    }
+
+    #[test]
+    fn condstore_and_qresync_clients_get_their_shape() {
+        // Dovecot 2.3.19 in IDLE, measured: CONDSTORE
+        // `* 2 FETCH (MODSEQ (212) FLAGS ())`, QRESYNC
+        // `* 2 FETCH (UID 2 MODSEQ (216) FLAGS (\Flagged))`,
+        // `* VANISHED 7`, then `* OK [HIGHESTMODSEQ 219] Highest`.
+        let mut v = view(&[1, 2, 3, 7]);
+        let mut n = now(&[1, 2, 3, 8], &[]);
+        n.changed = vec![FlagChange {
+            uid: 2,
+            flags: "(\\Flagged)".into(),
+            modseq: 16,
+        }];
+        v.enabled.condstore = true;
+        let c = catch_up(&v, &n).unwrap();
+        assert_eq!(
+            String::from_utf8(c.bytes).unwrap(),
+            "* 2 FETCH (MODSEQ (16) FLAGS (\\Flagged))\r\n* 4 EXPUNGE\r\n* 4 EXISTS\r\n"
+        );
+        assert_eq!(c.highest, None);
+        v.enabled.qresync = true;
+        let c = catch_up(&v, &n).unwrap();
+        assert_eq!(
+            String::from_utf8(c.bytes).unwrap(),
+            "* 2 FETCH (UID 2 MODSEQ (16) FLAGS (\\Flagged))\r\n* VANISHED 7\r\n* 4 EXISTS\r\n"
+        );
+        // The FETCH said 16, the mailbox is at 20: reported.
+        assert_eq!(c.highest, Some(20));
+        assert_eq!(c.next.modseq, 20);
+        assert!(c.next.enabled.qresync);
+        // A FETCH that already carries the highest modseq: not repeated.
+        n.changed[0].modseq = 20;
+        assert_eq!(catch_up(&v, &n).unwrap().highest, None);
+        // Several expunged: one VANISHED with a compact set.
+        let v = ParkedView {
+            uids: list(&[1, 2, 3, 4, 5, 9]),
+            ..v
+        };
+        let c = catch_up(&v, &now(&[1, 5], &[])).unwrap();
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "* VANISHED 2:4,9\r\n");
+        assert_eq!(c.highest, Some(20));
+        // Nothing changed at all: nothing said, no HIGHESTMODSEQ.
+        let mut same = now(&[1, 2, 3, 4, 5, 9], &[]);
+        same.modseq = 10;
+        let c = catch_up(&v, &same).unwrap();
+        assert!(c.bytes.is_empty() && c.highest.is_none());
     }
 
     #[test]
@@ -471,6 +599,11 @@ mod tests {
             Some((12, "(\\Seen $Junk)".into()))
         );
         assert_eq!(fetch_uid_flags(b"* 5 FETCH (FLAGS ())\r\n"), None);
+        assert_eq!(
+            fetch_modseq(b"* 5 FETCH (UID 12 FLAGS (\\Seen) MODSEQ (3))\r\n"),
+            Some(3)
+        );
+        assert_eq!(fetch_modseq(b"* 5 FETCH (UID 12 FLAGS ())\r\n"), None);
         assert_eq!(
             number_after(b"* OK [HIGHESTMODSEQ 42] x", b"HIGHESTMODSEQ "),
             Some(42)
@@ -523,18 +656,19 @@ mod tests {
             modseq: 0,
             uids: view_uids,
             flags: None,
+            enabled: Enabled::default(),
         };
         let now = MailboxNow {
             uidvalidity: 1,
             modseq: 0,
             uids: now_uids,
-            changed: vec![(4, "(\\Seen)".into()), (2, "(\\Seen)".into())],
+            changed: vec![change(4, "(\\Seen)"), change(2, "(\\Seen)")],
         };
-        let (out, next) = catch_up(&view, &now).unwrap();
+        let (out, next) = cu(&view, &now);
         let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches("EXPUNGE").count(), 400);
-        assert!(out.starts_with("* 200000 EXPUNGE\r\n"), "{}", &out[..40]);
-        assert!(out.ends_with("* 1 FETCH (FLAGS (\\Seen))\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"));
+        assert!(out.contains("\r\n* 200000 EXPUNGE\r\n"), "{}", &out[..80]);
+        assert!(out.starts_with("* 1 FETCH (FLAGS (\\Seen))\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"));
         assert_eq!(next.uids.len(), 199_600);
     }
 }

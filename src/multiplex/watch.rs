@@ -35,7 +35,9 @@ use crate::backend::command::run;
 use crate::backend::{BackendError, LoggedIn};
 use crate::identity::Credentials;
 use crate::imap::command::quote;
-use crate::multiplex::view::{fetch_uid_flags, number_after, search_uids, MailboxNow, UidList};
+use crate::multiplex::view::{
+    fetch_modseq, fetch_uid_flags, number_after, search_uids, FlagChange, MailboxNow, UidList,
+};
 use crate::route::Backend;
 
 #[derive(Debug, Error)]
@@ -386,9 +388,9 @@ impl Watcher {
             let now = self.snapshot(mailbox, 0).await?;
             let mut h = xxhash_rust::xxh3::Xxh3::new();
             h.update(&now.uidvalidity.to_be_bytes());
-            for (uid, flags) in &now.changed {
-                h.update(&uid.to_be_bytes());
-                h.update(flags.as_bytes());
+            for c in &now.changed {
+                h.update(&c.uid.to_be_bytes());
+                h.update(c.flags.as_bytes());
             }
             return Ok(h.digest().max(1));
         }
@@ -454,8 +456,9 @@ impl Watcher {
         if let Some(fetch) = fetch {
             let ok = self
                 .cmd(&mut slot, &fetch, |l| {
-                    if let Some(x) = fetch_uid_flags(l) {
-                        changed.push(x);
+                    if let Some((uid, flags)) = fetch_uid_flags(l) {
+                        let modseq = fetch_modseq(l).unwrap_or(0);
+                        changed.push(FlagChange { uid, flags, modseq });
                     }
                 })
                 .await?;
@@ -470,7 +473,7 @@ impl Watcher {
             m.park.resync_duration.observe(t0.elapsed().as_secs_f64());
         }
         let uids =
-            uids.unwrap_or_else(|| UidList::from_uids(changed.iter().map(|(u, _)| *u).collect()));
+            uids.unwrap_or_else(|| UidList::from_uids(changed.iter().map(|c| c.uid).collect()));
         Ok(MailboxNow {
             uidvalidity,
             modseq,

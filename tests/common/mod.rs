@@ -18,6 +18,7 @@ pub mod client_types;
 pub mod dovecot;
 pub mod haproxy;
 pub mod messages;
+pub mod park;
 pub mod proxy;
 pub mod slapd;
 pub mod tls;
@@ -29,6 +30,7 @@ pub use client::{
 pub use dovecot::{log_field, Dovecot, DovecotBuilder};
 pub use haproxy::Haproxy;
 pub use messages::{seed_message, sized_message};
+pub use park::{direct, normalized, setup, setup_full, setup_with, Setup};
 pub use proxy::{
     hash_password, imapmux_bin, imapmux_command, proxy_config, toml_str, BackendCfg, Imapmux,
     ListenerCfg, PoolCfg, ProxyConfig,

@@ -84,7 +84,11 @@ impl RelaySession {
             }
             return true;
         }
-        if line.starts_with(b"* ") || line.starts_with(OWN_TAG_PREFIX) {
+        if line.starts_with(b"* ") {
+            self.enabled.learn(line);
+            return true;
+        }
+        if line.starts_with(OWN_TAG_PREFIX) {
             return true;
         }
         let Some(tag) = tag_of(line) else {
@@ -116,6 +120,7 @@ impl RelaySession {
                     mailbox: sel.name.clone(),
                     read_only: sel.read_only,
                     idle_tag: idle.tag.into(),
+                    enabled: self.enabled,
                 }));
                 false
             }

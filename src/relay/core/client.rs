@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes};
 
 use super::{Finish, Held, Idle, RelaySession};
 use crate::imap::command::trim_crlf;
+use crate::imap::enabled::Effect;
 use crate::imap::framing::{LiteralSpec, Piece};
 use crate::metrics::command::CommandResult;
 use crate::relay::hooks::Upstream;
@@ -99,6 +100,13 @@ impl RelaySession {
     fn command(&mut self, cmd: Command, line: Bytes, literal: Option<LiteralSpec>, now: Instant) {
         if cmd.leaves_state {
             self.dirty = true;
+            let args = line.get(cmd.args_at..).unwrap_or_default();
+            match crate::imap::enabled::effect(&cmd.verb, args, true) {
+                // Learned from the backend's `* ENABLED`.
+                Effect::Enable | Effect::None => {}
+                Effect::CondstoreByUse => self.enabled.condstore = true,
+                Effect::Unknown => self.unparkable = true,
+            }
         }
         let quiet = self.ledger.is_empty() && self.awaiting_plus.is_none() && !self.dirty;
         match &*cmd.verb {

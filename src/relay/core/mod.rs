@@ -25,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 use super::hooks::Hook;
 use super::ledger::{Command, Completed, Ledger};
 use super::outq::OutQueue;
+use crate::imap::enabled::Enabled;
 use crate::imap::framing::{Framer, LiteralSpec, Piece};
 use crate::session::end::{EndReason, Phase};
 use crate::session::mailbox::Tracker;
@@ -60,6 +61,9 @@ pub struct RelayConfig {
     /// The mailbox already selected on the backend connection (a parked
     /// session re-attached), so the view starts with it.
     pub selected: Option<SelectedMailbox>,
+    /// Extensions already enabled on the backend connection for this
+    /// client (a parked session re-attached).
+    pub enabled: Enabled,
 }
 
 /// A mailbox selected before the relay started.
@@ -102,6 +106,8 @@ pub struct Parked {
     pub read_only: bool,
     /// The tag of the client's IDLE (its tagged OK is owed).
     pub idle_tag: String,
+    /// What the client enabled (the parked view answers in that shape).
+    pub enabled: Enabled,
 }
 
 /// How the relay finished.
@@ -183,8 +189,13 @@ pub struct RelaySession {
     idle: Option<Idle>,
     /// imapmux sent DONE to park the client.
     parking: bool,
-    /// The session changed backend state that outlives it.
+    /// The session changed backend state that outlives it (the
+    /// connection is not reused).
     dirty: bool,
+    /// Of that state, some that a parked session cannot reproduce (it
+    /// does reproduce [`Enabled`]).
+    unparkable: bool,
+    enabled: Enabled,
     logout: bool,
     last_client: Instant,
     /// A closing answer is queued; the session ends at this deadline at
@@ -221,6 +232,7 @@ impl RelaySession {
         if let Some(m) = &cfg.selected {
             view.assume_selected(&m.name, m.read_only, m.uidvalidity, &m.uids);
         }
+        let cfg_enabled = cfg.enabled;
         let mut s = RelaySession {
             up: Framer::new(cfg.max_line),
             down: Framer::new(cfg.max_line),
@@ -243,7 +255,9 @@ impl RelaySession {
             cur_tag: "".into(),
             idle: None,
             parking: false,
-            dirty: false,
+            dirty: cfg_enabled.any(),
+            unparkable: false,
+            enabled: cfg_enabled,
             logout: false,
             last_client: now,
             closing: None,
@@ -495,13 +509,17 @@ impl RelaySession {
         let parkable = !self.parking
             && self.closing.is_none()
             && self.ledger.only_idle(&idle.tag)
-            && !self.dirty
+            && !self.unparkable
             && self.awaiting_plus.is_none()
             && self.held.is_none()
             && self.injects.is_empty()
             && self.inject_outstanding() == 0
             && !self.view.changing()
-            && self.view.selected.is_some();
+            && self.view.selected.as_ref().is_some_and(|m| {
+                // The watcher names mailboxes in modified UTF-7; a UTF-8
+                // name (UTF8=ACCEPT) is the same only when ASCII.
+                !self.enabled.utf8_accept || m.name.is_ascii()
+            });
         parkable.then_some(since + after)
     }
 

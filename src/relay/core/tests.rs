@@ -21,6 +21,7 @@ fn cfg() -> RelayConfig {
         park_after: None,
         track_uids: true,
         selected: None,
+        enabled: Default::default(),
     }
 }
 
@@ -274,7 +275,8 @@ fn an_idling_client_parks_after_the_delay_and_every_time() {
         Some(&Finish::Park(Parked {
             mailbox: "INBOX".into(),
             read_only: false,
-            idle_tag: "i2".into()
+            idle_tag: "i2".into(),
+            enabled: Default::default(),
         }))
     );
     let (client_left, backend_left) = t.s.take_input();
@@ -291,6 +293,64 @@ fn an_idling_client_parks_after_the_delay_and_every_time() {
             "idling false"
         ]
     );
+}
+
+#[test]
+fn condstore_and_qresync_clients_park_with_what_they_enabled() {
+    use crate::imap::enabled::Enabled;
+    let park = |t: &mut T, tag: &str| {
+        t.client(&format!("{tag} IDLE\r\n"));
+        t.backend("+ idling\r\n");
+        t.advance(Duration::from_secs(60));
+        t.backend(&format!("{tag} OK Idle completed.\r\n"));
+        match t.s.finished() {
+            Some(Finish::Park(p)) => Some(p.enabled),
+            _ => None,
+        }
+    };
+    // ENABLE QRESYNC: what the backend confirmed is what counts.
+    let mut t = T::new(parking_cfg());
+    t.client("e ENABLE QRESYNC\r\n");
+    t.backend("* ENABLED QRESYNC\r\ne OK Enabled.\r\n");
+    t.sent_to_backend();
+    t.select();
+    let e = park(&mut t, "i1").expect("a QRESYNC client parks");
+    assert!(e.qresync && e.condstore && !e.utf8_accept);
+    // CONDSTORE by use (SELECT with the parameter).
+    let mut t = T::new(parking_cfg());
+    t.client("s SELECT INBOX (CONDSTORE)\r\n");
+    t.backend("* 3 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\ns OK [READ-WRITE] done\r\n");
+    let e = park(&mut t, "i1").expect("a CONDSTORE client parks");
+    assert_eq!(
+        e,
+        Enabled {
+            condstore: true,
+            ..Enabled::default()
+        }
+    );
+    // The backend enabled nothing it was asked: a plain client.
+    let mut t = T::new(parking_cfg());
+    t.client("e ENABLE UTF8=ACCEPT\r\n");
+    t.backend("e OK Enabled.\r\n");
+    t.sent_to_backend();
+    t.select();
+    assert_eq!(park(&mut t, "i1"), Some(Enabled::default()));
+    // State imapmux cannot reproduce while parked: stays attached.
+    for cmd in ["n NOTIFY SET STATUS\r\n", "e ENABLE XFOO\r\n"] {
+        let mut t = T::new(parking_cfg());
+        t.client(cmd);
+        t.backend(&format!("{} OK done\r\n", &cmd[..1]));
+        t.sent_to_backend();
+        t.select();
+        assert_eq!(park(&mut t, "i1"), None, "{cmd}");
+    }
+    // A re-attached session keeps what it enabled for the next park.
+    let mut c = parking_cfg();
+    c.enabled.qresync = true;
+    c.enabled.condstore = true;
+    let mut t = T::new(c);
+    t.select();
+    assert!(park(&mut t, "i9").is_some_and(|e| e.qresync));
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::auth::penalty::Penalty;
 use crate::auth::Authenticator;
 use crate::backend::{self, LoggedIn};
 use crate::config::{Config, ListenerMode};
+use crate::imap::enabled::Enabled;
 use crate::listener::limits::Admission;
 use crate::metrics::Metrics;
 use crate::multiplex::pool::{BackendPool, CredKey};
@@ -127,11 +128,14 @@ async fn run(
     };
     let mut client_side = (stream, pipelined);
     let mut li = logged_in;
-    // After a parked session re-attached: the mailbox it has selected.
+    // After a parked session re-attached: the mailbox it has selected and
+    // what it enabled.
     let mut selected = None;
+    let mut enabled = Enabled::default();
     loop {
         let (mut relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
         relay_cfg.selected = selected.take();
+        relay_cfg.enabled = enabled;
         let hooks = hooks(ctx, &summary);
         // Counted open for as long as the relay runs.
         let backend_conn = summary
@@ -158,7 +162,7 @@ async fn run(
         ))
         .await;
         drop(backend_conn);
-        let Some((client_next, li_next, selected_next)) = Box::pin(after_relay(
+        let Some((client_next, li_next, (selected_next, enabled_next))) = Box::pin(after_relay(
             ctx,
             client,
             counters,
@@ -173,6 +177,7 @@ async fn run(
         client_side = client_next;
         li = li_next;
         selected = Some(selected_next);
+        enabled = enabled_next;
     }
     summary
 }
@@ -195,6 +200,7 @@ fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig
         park_after: parkable.then_some(cfg.multiplex.idle_offload_after),
         track_uids: ctx.cache.is_some(),
         selected: None,
+        enabled: Enabled::default(),
     };
     (relay_cfg, reusable, parkable)
 }
@@ -226,7 +232,11 @@ async fn after_relay(
     summary: &mut Summary,
     out: RelayOutcome<ClientStream, backend::BoxStream>,
     (capabilities, logged_in_at): (Option<String>, Instant),
-) -> Option<((ClientStream, BytesMut), LoggedIn, SelectedMailbox)> {
+) -> Option<(
+    (ClientStream, BytesMut),
+    LoggedIn,
+    (SelectedMailbox, Enabled),
+)> {
     let caps = || {
         capabilities
             .as_deref()
@@ -261,7 +271,8 @@ async fn after_relay(
                     pipelined,
                     backend,
                     selected,
-                } => Some(((client, pipelined), backend, *selected)),
+                    enabled,
+                } => Some(((client, pipelined), backend, (*selected, enabled))),
                 crate::multiplex::park::Outcome::Ended(end) => {
                     summary.end = end;
                     None
