@@ -344,6 +344,18 @@ fn condstore_and_qresync_clients_park_with_what_they_enabled() {
         t.select();
         assert_eq!(park(&mut t, "i1"), None, "{cmd}");
     }
+    // UTF8=ACCEPT enabled: a UTF-8 mailbox name the watcher could not
+    // name stays attached; an ASCII one parks.
+    for (name, parks) in [("Entw\u{fc}rfe", false), ("Drafts", true)] {
+        let mut t = T::new(parking_cfg());
+        t.client("e ENABLE UTF8=ACCEPT\r\n");
+        t.backend("* ENABLED UTF8=ACCEPT\r\ne OK Enabled.\r\n");
+        t.client(&format!("s SELECT \"{name}\"\r\n"));
+        t.backend("* 1 EXISTS\r\n* OK [UIDVALIDITY 7] x\r\ns OK [READ-WRITE] done\r\n");
+        let e = park(&mut t, "i1");
+        assert_eq!(e.is_some(), parks, "{name}");
+        assert!(e.is_none_or(|e| e.utf8_accept));
+    }
     // A re-attached session keeps what it enabled for the next park.
     let mut c = parking_cfg();
     c.enabled.qresync = true;
