@@ -24,15 +24,8 @@ async fn idle_clients(s: &Setup, n: u32) -> Vec<(ImapClient, String)> {
     let mut clients = Vec::new();
     for i in 0..n {
         let u = i % 5 + 1;
-        let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
-        c.login(&format!("user{u}"), &format!("pass{u}"))
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
-        c.select("INBOX").await.unwrap().ok().unwrap();
-        let tag = c.idle_start().await.unwrap();
-        clients.push((c, tag));
+        let c = ImapClient::connect_plain(&s.addr).await.unwrap();
+        clients.push(idling(c, &format!("user{u}"), &format!("pass{u}")).await);
     }
     clients
 }
@@ -317,19 +310,7 @@ async fn without_condstore_flags_are_compared() {
         Duration::from_secs(5),
     );
     let mut other = direct(&s.d, "user1").await;
-    other
-        .cmd_ok("UID STORE 4 +FLAGS (\\Answered)")
-        .await
-        .unwrap();
-    other
-        .cmd_ok("UID STORE 2 +FLAGS (\\Deleted)")
-        .await
-        .unwrap();
-    other.cmd_ok("EXPUNGE").await.unwrap();
-    other
-        .append("INBOX", None, b"Subject: n\r\n\r\nx\r\n")
-        .await
-        .unwrap();
+    flag_expunge_append(&mut other, (4, "\\Answered"), 2).await;
     let lines = c.read_responses_for(Duration::from_secs(2)).await.unwrap();
     let texts: Vec<String> = lines.iter().map(|l| l.text()).collect();
     assert!(texts.contains(&"* 2 EXPUNGE".to_string()), "{texts:?}");

@@ -100,19 +100,7 @@ async fn run(
     log += &normalized(&c.idle_done(&tag).await.unwrap());
     // Changes by another session while the client does not idle.
     let mut other = direct(&s.d, user).await;
-    other
-        .cmd_ok("UID STORE 2 +FLAGS (\\Flagged)")
-        .await
-        .unwrap();
-    other
-        .cmd_ok("UID STORE 3 +FLAGS (\\Deleted)")
-        .await
-        .unwrap();
-    other.cmd_ok("EXPUNGE").await.unwrap();
-    other
-        .append("INBOX", None, b"Subject: modes\r\n\r\nnew\r\n")
-        .await
-        .unwrap();
+    flag_expunge_append(&mut other, (2, "\\Flagged"), 3).await;
     // IDLE again: everything in one batch, EXISTS last (then, with
     // QRESYNC, the HIGHESTMODSEQ).
     let tag = c.idle_start().await.unwrap();

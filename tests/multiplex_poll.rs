@@ -130,14 +130,8 @@ async fn idle_devices(env: &Env, devices: impl Fn(u32) -> u32) -> Vec<Device> {
     let mut out = Vec::new();
     for u in 1..=env.users {
         for _ in 0..devices(u) {
-            let mut c = ImapClient::connect_plain(&env.addr).await.unwrap();
-            c.login(&format!("u{u}"), &format!("p{u}"))
-                .await
-                .unwrap()
-                .ok()
-                .unwrap();
-            c.select("INBOX").await.unwrap().ok().unwrap();
-            let tag = c.idle_start().await.unwrap();
+            let c = ImapClient::connect_plain(&env.addr).await.unwrap();
+            let (c, tag) = idling(c, &format!("u{u}"), &format!("p{u}")).await;
             out.push(Device { user: u, c, tag });
         }
     }

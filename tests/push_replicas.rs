@@ -148,21 +148,14 @@ fn message(n: u32) -> Vec<u8> {
 /// A client of `user` logged in (through `addr`, TLS when `tls`), INBOX
 /// selected, idling; with its IDLE tag.
 async fn idle_client(addr: &str, tls: bool, user: u32) -> (ImapClient, String) {
-    let mut c = if tls {
+    let c = if tls {
         ImapClient::connect_tls(addr, &TlsClient::insecure())
             .await
             .unwrap()
     } else {
         ImapClient::connect_plain(addr).await.unwrap()
     };
-    c.login(&format!("user{user}"), &format!("pass{user}"))
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    c.select("INBOX").await.unwrap().ok().unwrap();
-    let tag = c.idle_start().await.unwrap();
-    (c, tag)
+    idling(c, &format!("user{user}"), &format!("pass{user}")).await
 }
 
 #[tokio::test]

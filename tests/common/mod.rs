@@ -30,7 +30,9 @@ pub use client::{
 pub use dovecot::{log_field, Dovecot, DovecotBuilder};
 pub use haproxy::Haproxy;
 pub use messages::{seed_message, sized_message};
-pub use park::{direct, normalized, setup, setup_full, setup_with, Setup};
+pub use park::{
+    direct, flag_expunge_append, idling, normalized, setup, setup_full, setup_with, Setup,
+};
 pub use proxy::{
     hash_password, imapmux_bin, imapmux_command, proxy_config, toml_str, BackendCfg, Imapmux,
     ListenerCfg, PoolCfg, ProxyConfig,

@@ -78,3 +78,31 @@ pub fn normalized(r: &Response) -> String {
     }
     out
 }
+
+/// `c` logged in as `user`/`pass`, INBOX selected and idling; with the tag
+/// of its IDLE.
+pub async fn idling(mut c: ImapClient, user: &str, pass: &str) -> (ImapClient, String) {
+    c.login(user, pass).await.unwrap().ok().unwrap();
+    c.select("INBOX").await.unwrap().ok().unwrap();
+    let tag = c.idle_start().await.unwrap();
+    (c, tag)
+}
+
+/// What another session changes in a mailbox: a flag on UID `flag.0`,
+/// UID `expunge` deleted and expunged, one message appended.
+pub async fn flag_expunge_append(other: &mut ImapClient, flag: (u32, &str), expunge: u32) {
+    let (uid, name) = flag;
+    other
+        .cmd_ok(&format!("UID STORE {uid} +FLAGS ({name})"))
+        .await
+        .unwrap();
+    other
+        .cmd_ok(&format!("UID STORE {expunge} +FLAGS (\\Deleted)"))
+        .await
+        .unwrap();
+    other.cmd_ok("EXPUNGE").await.unwrap();
+    other
+        .append("INBOX", None, b"Subject: change\r\n\r\nnew\r\n")
+        .await
+        .unwrap();
+}
