@@ -39,6 +39,9 @@ use crate::session::mailbox::{Change, Tracker};
 
 mod plan;
 mod respond;
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests make instants from the clock
+mod seq_tests;
 
 #[derive(Debug)]
 struct Fill {
@@ -74,6 +77,9 @@ enum Kind {
 struct Prefetch {
     mailbox: MailboxKey,
     atts: Vec<FetchAtt>,
+    /// A FETCH of UIDs only (`atts` empty): the sequence numbers whose
+    /// UIDs it asks for.
+    map_seqs: Vec<u32>,
 }
 
 /// A client FETCH waiting for our prefetch to complete.
@@ -85,6 +91,8 @@ struct Waiting {
     proxy_tag: String,
     /// Set when the prefetch completed: true for a plain OK.
     outcome: Option<bool>,
+    /// The prefetch asked for these messages' UIDs.
+    map_seqs: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -144,6 +152,9 @@ pub struct Flow {
     uidvalidities: HashMap<String, u32>,
     waiting: Option<Waiting>,
     next_proxy_tag: u64,
+    /// Sequence FETCHes whose UIDs are not known learn them first (off
+    /// once such a FETCH taught nothing: the backend does not answer it).
+    map_prefetch: bool,
 }
 
 /// The marker: a body partial far beyond any message, so the answer is an
@@ -182,6 +193,7 @@ impl Flow {
             uidvalidities: HashMap::new(),
             waiting: None,
             next_proxy_tag: 0,
+            map_prefetch: true,
         }
     }
 

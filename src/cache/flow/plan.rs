@@ -14,7 +14,7 @@ use crate::cache::templates::Slot;
 use crate::cache::{MailboxKey, MessageItems, MessageKey};
 use crate::imap::command::trim_crlf;
 use crate::imap::fetch::{
-    build_fetch_response as build_fetch, parse_fetch_command, FetchAtt, FetchCommand,
+    build_fetch_response as build_fetch, parse_fetch_command, FetchAtt, FetchCommand, SeqNum,
 };
 use crate::relay::Command;
 use crate::session::mailbox::{Selected, Tracker};
@@ -87,12 +87,17 @@ impl Flow {
                 l.push(b' ');
                 l.extend_from_slice(&body);
                 l.extend_from_slice(b"\r\n");
+                let map_seqs = match &kind {
+                    Kind::Prefetch(p) => p.map_seqs.clone(),
+                    _ => Vec::new(),
+                };
                 self.inflight.push_back(Cmd::new(proxy_tag.clone(), kind));
                 self.waiting = Some(Waiting {
                     line: line.to_vec(),
                     tag,
                     proxy_tag,
                     outcome: None,
+                    map_seqs,
                 });
                 return Upstream::Prefetch(l);
             }
@@ -107,6 +112,13 @@ impl Flow {
     pub fn after_prefetch(&mut self, view: &Tracker) -> Option<Upstream> {
         let outcome = self.waiting.as_ref()?.outcome?;
         let w = self.waiting.take()?;
+        if let Some(sel) = view.selected.as_ref().filter(|_| outcome) {
+            if w.map_seqs.iter().any(|q| sel.uid_of(*q).is_none()) {
+                // Asked for UIDs, answered OK and still without them (a
+                // backend that does not send them): do not ask again.
+                self.map_prefetch = false;
+            }
+        }
         let sp = w.line.iter().position(|b| *b == b' ').unwrap_or(0);
         let planned = if outcome {
             w.line
@@ -210,6 +222,32 @@ impl Flow {
             return None;
         }
         let mailbox = self.mailbox_key(view)?;
+        if !cmd.uid {
+            let sel = view.selected.as_ref()?;
+            if names_beyond(&cmd, sel.exists()) {
+                // The backend judges numbers of no message (Dovecot: BAD);
+                // never answer for the part of the set that exists.
+                return None;
+            }
+            // A client asking for UIDs teaches them with the answer.
+            let asks_uid = cmd.items.iter().any(|a| matches!(a, FetchAtt::Uid));
+            if may_prefetch && self.map_prefetch && !asks_uid {
+                if let Some(seqs) = unmapped(&cmd, sel) {
+                    // Learn the UIDs first (a one-line FETCH of ours), then
+                    // plan with them: served like a UID FETCH.
+                    let body = format!(
+                        "FETCH {} (UID)",
+                        crate::imap::fetch::SequenceSet::from_sorted(&seqs)
+                    );
+                    let kind = Kind::Prefetch(Prefetch {
+                        mailbox,
+                        atts: Vec::new(),
+                        map_seqs: seqs,
+                    });
+                    return Some((kind, Upstream::Prefetch(body.into_bytes())));
+                }
+            }
+        }
         let template_key = format!(
             "{}|{}|{}",
             self.backend,
@@ -357,6 +395,27 @@ fn uids_of(cmd: &FetchCommand, sel: &Selected) -> Vec<u32> {
     }
 }
 
+/// A sequence FETCH naming a number above the mailbox's last message.
+fn names_beyond(cmd: &FetchCommand, exists: u32) -> bool {
+    cmd.set.ranges().iter().any(|(a, b)| {
+        [a, b]
+            .iter()
+            .any(|n| matches!(n, SeqNum::Num(n) if *n > exists))
+    })
+}
+
+/// The sequence numbers of a sequence FETCH whose UIDs the view does not
+/// know, when there are some and the set is small enough to serve. Only
+/// then is a FETCH of their UIDs worth a round trip.
+fn unmapped(cmd: &FetchCommand, sel: &Selected) -> Option<Vec<u32>> {
+    let seqs: Vec<u32> = cmd
+        .set
+        .iter_resolved(sel.exists(), MAX_SERVE_MESSAGES)?
+        .filter(|q| sel.uid_of(*q).is_none())
+        .collect();
+    (!seqs.is_empty()).then_some(seqs)
+}
+
 /// For each att: can it be injected from the cache (cacheable, and cached
 /// for every message)?
 fn injected(cmd: &FetchCommand, uids: &[u32], pinned: &Pinned) -> Vec<bool> {
@@ -406,6 +465,7 @@ fn prefetch(
         Kind::Prefetch(Prefetch {
             mailbox: mailbox.clone(),
             atts: peeks,
+            map_seqs: Vec::new(),
         }),
         Upstream::Prefetch(body.into_bytes()),
     ))

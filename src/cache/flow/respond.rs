@@ -290,6 +290,11 @@ impl Prefetch {
         uid: Option<u32>,
         output: &mut BytesMut,
     ) -> Option<Keep> {
+        if items.len() == 1 && items.get(0).0.eq_ignore_ascii_case(b"UID") {
+            // The answer to our FETCH of UIDs (the view learned the UID
+            // from its first line): never shown to the client.
+            return None;
+        }
         let mut new = Vec::new();
         for i in 0..items.len() {
             let (n, v) = items.get(i);
