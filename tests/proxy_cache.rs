@@ -368,3 +368,116 @@ async fn split_by_message_fetches_only_what_is_missing() {
     // the client's command itself went out once: from the direct session
     assert_eq!(log.matches(cmd).count(), 1, "{log}");
 }
+
+/// `cmd` with the tag `tag` (so the rawlog tells sessions apart), OK.
+async fn tagged(c: &mut ImapClient, tag: &str, cmd: &str) -> Response {
+    c.write_raw(format!("{tag} {cmd}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let r = c.read_tagged(tag).await.unwrap();
+    assert!(r.is_ok(), "{tag} {cmd}: {r}");
+    r
+}
+
+#[tokio::test]
+async fn sequence_fetches_on_a_fresh_session_are_served_and_follow_expunges() {
+    let (dovecot, proxy, addr) = setup(5);
+    let items = [
+        "BODY.PEEK[]",
+        "(BODY.PEEK[HEADER] RFC822.SIZE)",
+        "(FLAGS BODY.PEEK[TEXT])",
+    ];
+    // Every session EXAMINEs: nobody takes \Recent, FLAGS compare equal.
+    let mut d = direct(&dovecot, "user1").await;
+    d.cmd_ok("EXAMINE INBOX").await.unwrap();
+    // Session A reads messages 2-4 by sequence number (fills the cache).
+    let mut a = via(&addr, "user1").await;
+    a.cmd_ok("EXAMINE INBOX").await.unwrap();
+    let mut n = 0;
+    for seq in 2..=4 {
+        for item in items {
+            n += 1;
+            let cmd = format!("FETCH {seq} {item}");
+            let want = untagged(&tagged(&mut d, &format!("dq{n}"), &cmd).await);
+            let got = untagged(&tagged(&mut a, &format!("aq{n}"), &cmd).await);
+            assert_eq!(show_bytes(&got, 3000), show_bytes(&want, 3000), "{cmd}");
+        }
+    }
+    a.logout().await.unwrap();
+
+    // Session B, fresh: the same reads, byte for byte as Dovecot's, and
+    // none of them reaches Dovecot (only imapmux's FETCH of UIDs does).
+    let mut b = via(&addr, "user1").await;
+    b.cmd_ok("EXAMINE INBOX").await.unwrap();
+    let mut b_tags = Vec::new();
+    let mut read = |seq: u32, item: &str, n: &mut u32| {
+        *n += 1;
+        (
+            format!("FETCH {seq} {item}"),
+            format!("dq{n}"),
+            format!("bq{n}"),
+        )
+    };
+    for seq in [2, 4] {
+        for item in items {
+            let (cmd, dt, bt) = read(seq, item, &mut n);
+            let want = untagged(&tagged(&mut d, &dt, &cmd).await);
+            let got = untagged(&tagged(&mut b, &bt, &cmd).await);
+            assert_eq!(show_bytes(&got, 3000), show_bytes(&want, 3000), "{cmd}");
+            b_tags.push(bt);
+        }
+    }
+
+    // Another session expunges message 2 (UID 2): 3 and 4 become 2 and 3.
+    let mut x = direct(&dovecot, "user1").await;
+    x.select("INBOX").await.unwrap();
+    x.cmd_ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+        .await
+        .unwrap();
+    x.cmd_ok("EXPUNGE").await.unwrap();
+    for c in [&mut d, &mut b] {
+        let r = c.cmd_ok("NOOP").await.unwrap();
+        assert!(r.contains("* 2 EXPUNGE"), "{r}");
+    }
+    for seq in [3, 2] {
+        for item in items {
+            let (cmd, dt, bt) = read(seq, item, &mut n);
+            let want = untagged(&tagged(&mut d, &dt, &cmd).await);
+            let got = untagged(&tagged(&mut b, &bt, &cmd).await);
+            assert_eq!(show_bytes(&got, 3000), show_bytes(&want, 3000), "{cmd}");
+            b_tags.push(bt);
+        }
+    }
+    // The bodies are the right messages: UID 4 is now 3, UID 3 is now 2.
+    let r = b.cmd_ok("FETCH 3 BODY.PEEK[]").await.unwrap();
+    assert_eq!(r.literals()[0], dovecot.message("user1", 4));
+    let r = b.cmd_ok("FETCH 2 BODY.PEEK[]").await.unwrap();
+    assert_eq!(r.literals()[0], dovecot.message("user1", 3));
+
+    let log = dovecot.rawlog_in("user1");
+    for (i, t) in b_tags.iter().enumerate() {
+        let sent: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!(" {t} ")))
+            .collect();
+        if items[i % items.len()].contains("FLAGS") {
+            // FLAGS are not cached: only they (and the 1-byte marker) are
+            // asked, the body comes from the cache.
+            assert!(
+                sent.len() == 1 && sent[0].ends_with("(FLAGS BODY.PEEK[]<2147483646.1>)"),
+                "{t}: {sent:?}"
+            );
+        } else {
+            assert!(sent.is_empty(), "{t} reached Dovecot: {sent:?}");
+        }
+    }
+    // What B sent besides: its FETCHes of UIDs, once per unknown number
+    // (2 and 4 at first; after the expunge, 3 was known, 2 was not); A
+    // sent one for each of 2, 3 and 4.
+    assert_eq!(log.matches("FETCH 2 (UID)").count(), 3, "{log}");
+    assert_eq!(log.matches("FETCH 4 (UID)").count(), 2, "{log}");
+    // The client's own commands of session A went out once each.
+    assert_eq!(log.matches("aq1 FETCH 2 BODY.PEEK[]").count(), 1, "{log}");
+    let plog = proxy.log();
+    assert!(!plog.contains("panicked"), "{plog}");
+}
