@@ -246,13 +246,15 @@ async fn master_user_login_into_dovecot() {
         let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
         assert!(c.login(user, "pass1").await.unwrap().is_no());
     }
-    // Without the master user, the verified login is refused by Dovecot:
-    // the client gets UNAVAILABLE and the log says why.
+    // A wrong master password: Dovecot refuses a login the user cannot
+    // fix: the client gets UNAVAILABLE (not counted against the user) and
+    // the log says why.
     let addr = free_addr();
     let cfg = ProxyConfig::new()
         .listener(&addr, "implicit")
         .backend(BackendCfg::new("b1", &d.addr()))
         .extra(&auth_toml(&auth.url(), ""))
+        .extra("[pool.login]\nmode = \"master\"\nmaster_user = \"proxy\"\nmaster_password = \"not-it\"\n")
         .to_toml();
     let proxy = Imapmux::start(&cfg, &addr);
     let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
@@ -262,6 +264,118 @@ async fn master_user_login_into_dovecot() {
         "backend refused a login the auth source verified",
         Duration::from_secs(2)
     ));
+    assert!(!proxy.log().contains("not-it"));
+    // Without the master user, Dovecot judges the password the client
+    // typed (the web password is not Dovecot's): its verdict is relayed,
+    // as nginx does.
+    let addr = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "implicit")
+        .backend(BackendCfg::new("b1", &d.addr()))
+        .extra(&auth_toml(&auth.url(), ""))
+        .to_toml();
+    let _proxy = Imapmux::start(&cfg, &addr);
+    let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
+    let r = c.login("user1", "web-pw").await.unwrap();
+    assert!(r.is_no() && r.code("AUTHENTICATIONFAILED").is_some(), "{r}");
+}
+
+/// nginx setups where the auth service only routes: it answers OK to any
+/// password and the backend checks it. The backend's verdict is the
+/// login's: AUTHENTICATIONFAILED for a wrong password (mail clients ask
+/// for it again), counted by the brute-force limits; the backend is not
+/// blamed.
+#[tokio::test]
+async fn a_service_that_only_routes_relays_the_backends_verdict() {
+    let d = Dovecot::builder().start();
+    let auth = AuthHttp::start(json!({
+        "user1": {"password": null, "server": "127.0.0.1", "port": d.port()},
+        "user2": {"password": null, "server": "127.0.0.1", "port": d.port()},
+    }));
+    let addr = free_addr();
+    let admin = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "implicit")
+        .backend(BackendCfg::new("b1", &d.addr()))
+        .extra(&format!(
+            "[admin]\naddress = {}\n[auth]\nsource = \"http\"\n[auth.http]\nurl = {}\ntimeout = \"2s\"\n\
+             [auth.penalty]\nbase_delay = \"10ms\"\nmax_delay = \"20ms\"\nmax_failures_per_user = 3\nmax_failures_per_ip = 20\n",
+            toml_str(&admin),
+            toml_str(&auth.url())
+        ))
+        .to_toml();
+    let proxy = Imapmux::start(&cfg, &addr);
+    let tls = TlsClient::insecure();
+
+    // The right password works.
+    let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
+    assert!(c.login("user1", "pass1").await.unwrap().is_ok());
+    assert!(c.select("INBOX").await.unwrap().is_ok());
+    c.logout().await.unwrap();
+
+    // Wrong passwords: the service said OK, Dovecot said no.
+    for i in 0..3 {
+        let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
+        let r = c.login("user2", &format!("wrong-{i}")).await.unwrap();
+        assert!(r.is_no(), "{r}");
+        assert!(
+            r.text
+                .contains("[AUTHENTICATIONFAILED] Authentication failed."),
+            "{r}"
+        );
+    }
+    // Past max_failures_per_user: refused before asking anyone, even with
+    // the right password.
+    let before = auth.requests().len();
+    let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
+    let r = c.login("user2", "pass2").await.unwrap();
+    assert!(
+        r.is_no() && r.text.contains("[UNAVAILABLE] Too many failed logins"),
+        "{r}"
+    );
+    assert_eq!(auth.requests().len(), before);
+
+    // Counted as failed logins (3, and the refusal), the backend not blamed.
+    assert_eq!(
+        admin_metric(&admin, "imapmux_logins_total{result=\"failed\"}"),
+        4.0
+    );
+    assert_eq!(
+        admin_metric(&admin, "imapmux_logins_total{result=\"unavailable\"}"),
+        0.0
+    );
+    assert_eq!(
+        admin_metric(&admin, "imapmux_auth_penalty_total{action=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        admin_metric(&admin, "imapmux_backend_up{backend=\"b1\"}"),
+        1.0
+    );
+    // The same log line as any failed login: user quoted, no password.
+    let log = proxy.log();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("login failed")).collect();
+    assert_eq!(failed.len(), 4, "{log}");
+    for l in &failed {
+        assert!(
+            l.contains("rip=127.0.0.1") && l.contains("user=\"user2\""),
+            "{l}"
+        );
+    }
+    let reason = |r: &str| {
+        let r = format!("reason=\"{r}\"");
+        failed.iter().filter(|l| l.contains(&r)).count()
+    };
+    // Three by Dovecot's verdict, then the limit's refusal.
+    assert_eq!(
+        (reason("AUTHENTICATIONFAILED"), reason("UNAVAILABLE")),
+        (3, 1)
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(!log.contains("wrong-") && !log.contains("pass1"), "{log}");
+    // Other users still get in.
+    let mut c = ImapClient::connect_tls(&addr, &tls).await.unwrap();
+    assert!(c.login("user1", "pass1").await.unwrap().is_ok());
 }
 
 #[tokio::test]

@@ -410,7 +410,7 @@ async fn sequence_fetches_on_a_fresh_session_are_served_and_follow_expunges() {
     let mut b = via(&addr, "user1").await;
     b.cmd_ok("EXAMINE INBOX").await.unwrap();
     let mut b_tags = Vec::new();
-    let mut read = |seq: u32, item: &str, n: &mut u32| {
+    let read = |seq: u32, item: &str, n: &mut u32| {
         *n += 1;
         (
             format!("FETCH {seq} {item}"),

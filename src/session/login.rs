@@ -200,6 +200,7 @@ async fn login_at(
 ) -> Option<Result<LoginOk, LoginFail>> {
     let session = &who.client.session_id;
     // Master login only for logins imapmux verified itself.
+    let via_master = b.master.is_some() && who.verified;
     let backend_creds = match (&b.master, who.verified) {
         (Some(m), true) => m.credentials_for(&who.user_creds.user),
         _ => who.user_creds.clone(),
@@ -238,19 +239,8 @@ async fn login_at(
     match answer {
         Ok(LoginOutcome::Ok(li)) => Some(Ok(ok(li, reuse_id, backend_creds))),
         Ok(LoginOutcome::Rejected { status, code, text }) => {
-            if who.verified {
-                // imapmux accepted the password; the backend refused its
-                // login: a configuration problem, not the user's fault.
-                tracing::error!(target: LOG_TARGET, session = %session, backend = %b.name, code = code.as_deref().unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
-                return Some(Err(unavailable(Some(b.name.clone()))));
-            }
-            Some(Err(LoginFail {
-                status,
-                code,
-                text,
-                backend: Some(b.name.clone()),
-                result: LoginResult::Failed,
-            }))
+            let refusal = Refusal { status, code, text };
+            Some(Err(backend_refused(who, &b.name, via_master, refusal)))
         }
         Err((stage, e)) => {
             m.backend_error(&b.name, stage, e.kind());
@@ -258,5 +248,57 @@ async fn login_at(
             // Nothing was sent yet: the next candidate may serve.
             (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
         }
+    }
+}
+
+/// The backend's tagged NO/BAD to the login.
+struct Refusal {
+    status: &'static str,
+    code: Option<String>,
+    text: String,
+}
+
+/// What the client is told when the backend refused the login, and
+/// whether it counts as a failed login (brute-force limits, metrics).
+///
+/// - The backend is unable (`[UNAVAILABLE]`, `[SERVERBUG]`, or BAD to the
+///   login imapmux built): `NO [UNAVAILABLE]`, not the user's failure.
+/// - The backend got a password the client did not type (master user, or
+///   one the auth source rewrote) and refused it: a configuration problem
+///   the user cannot fix, `NO [UNAVAILABLE]` and an error in the log.
+/// - Otherwise the backend judged the client's own password: its verdict
+///   is the login's, a failed login. After an auth source that said OK
+///   (nginx-style services that only route and leave the password to the
+///   backend) a plain NO or `[AUTHENTICATIONFAILED]` becomes
+///   `NO [AUTHENTICATIONFAILED] Authentication failed.`, so mail clients ask
+///   for the password again instead of retrying; any other code
+///   (`[EXPIRED]`, `[AUTHORIZATIONFAILED]`…) is relayed as the backend said.
+fn backend_refused(who: &Who<'_>, backend: &str, via_master: bool, r: Refusal) -> LoginFail {
+    let session = &who.client.session_id;
+    let code = r.code.as_deref().map(str::to_ascii_uppercase);
+    let code = code.as_deref();
+    if r.status != "NO" || matches!(code, Some("UNAVAILABLE" | "SERVERBUG")) {
+        tracing::warn!(target: LOG_TARGET, session = %session, backend = %backend, status = r.status, code = code.unwrap_or(""), "backend could not log the user in");
+        return unavailable(Some(backend.to_string()));
+    }
+    let own_password = !via_master && who.user_creds.password == who.creds.password;
+    if who.verified && !own_password {
+        tracing::error!(target: LOG_TARGET, session = %session, backend = %backend, code = code.unwrap_or(""), "backend refused a login the auth source verified (master user or backend password wrong?)");
+        return unavailable(Some(backend.to_string()));
+    }
+    if who.verified && matches!(code, None | Some("AUTHENTICATIONFAILED")) {
+        tracing::debug!(target: LOG_TARGET, session = %session, backend = %backend, "the backend refused the password the auth source let through");
+        return rejected(
+            "AUTHENTICATIONFAILED",
+            "Authentication failed.".into(),
+            Some(backend.to_string()),
+        );
+    }
+    LoginFail {
+        status: r.status,
+        code: r.code,
+        text: r.text,
+        backend: Some(backend.to_string()),
+        result: LoginResult::Failed,
     }
 }

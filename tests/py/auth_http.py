@@ -5,6 +5,8 @@ Usage: auth_http.py PORT USERS_JSON LOG_JSONL
 
 USERS_JSON maps a login name to an object:
   {"password": "...",            # required; compared with the URL-decoded Auth-Pass
+                                 # (null: any password is OK, the service only
+                                 # routes and the backend checks the password)
    "server": "127.0.0.1", "port": 10143,   # Auth-Server / Auth-Port on success
    "user": "...", "pass": "...", # optional rewritten Auth-User / Auth-Pass
    "wait": 1,                    # Auth-Wait on failure
@@ -61,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
             while not os.path.exists(u["hold"]):
                 time.sleep(0.01)
         out = []
-        if u is not None and u["password"] == password:
+        if u is not None and u["password"] in (None, password):
             out.append(("Auth-Status", "OK"))
             if "server" in u:
                 out.append(("Auth-Server", u["server"]))
