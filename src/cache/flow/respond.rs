@@ -290,9 +290,15 @@ impl Prefetch {
         uid: Option<u32>,
         output: &mut BytesMut,
     ) -> Option<Keep> {
-        if items.len() == 1 && items.get(0).0.eq_ignore_ascii_case(b"UID") {
+        let only_ids = (0..items.len()).all(|i| {
+            let n = items.get(i).0;
+            n.eq_ignore_ascii_case(b"UID") || n.eq_ignore_ascii_case(b"MODSEQ")
+        });
+        let has_uid = (0..items.len()).any(|i| items.get(i).0.eq_ignore_ascii_case(b"UID"));
+        if has_uid && only_ids {
             // The answer to our FETCH of UIDs (the view learned the UID
-            // from its first line): never shown to the client.
+            // from its first line; CONDSTORE sessions get MODSEQ with it):
+            // never shown to the client.
             return None;
         }
         let mut new = Vec::new();

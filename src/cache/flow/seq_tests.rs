@@ -249,6 +249,18 @@ fn what_imapmux_cannot_resolve_goes_to_the_backend_as_it_came() {
     a.sent_to_client();
     a.client("d FETCH 3 (BODY.PEEK[])\r\n");
     assert_eq!(a.sent_to_backend(), "d FETCH 3 (BODY.PEEK[])\r\n");
+    // With CONDSTORE enabled, the answer carries MODSEQ: still not shown.
+    let mut m = sh.session("alice", 3);
+    m.client("e FETCH 3 (BODY.PEEK[])\r\n");
+    assert_eq!(m.sent_to_backend(), "imapmux.1 FETCH 3 (UID)\r\n");
+    m.backend("* 3 FETCH (UID 9 MODSEQ (12))\r\nimapmux.1 OK Fetch completed.\r\n");
+    assert_eq!(m.uid_of(3), Some(9));
+    assert_eq!(m.sent_to_backend(), "e FETCH 3 (BODY.PEEK[])\r\n");
+    m.backend(&format!("{}e OK Fetch completed.\r\n", body(3, "z")));
+    assert_eq!(
+        m.sent_to_client(),
+        format!("{}e OK Fetch completed.\r\n", body(3, "z"))
+    );
     // Pipelined behind another command: not planned at all.
     let mut b = sh.session("alice", 3);
     b.client("p NOOP\r\nq FETCH 1 (BODY.PEEK[])\r\n");
