@@ -481,3 +481,30 @@ async fn sequence_fetches_on_a_fresh_session_are_served_and_follow_expunges() {
     let plog = proxy.log();
     assert!(!plog.contains("panicked"), "{plog}");
 }
+
+#[tokio::test]
+async fn sequence_fetches_with_condstore_enabled_stay_byte_identical() {
+    let (dovecot, _p, addr) = setup(3);
+    let mut d = direct(&dovecot, "user1").await;
+    let mut a = via(&addr, "user1").await;
+    let mut b = via(&addr, "user1").await;
+    for c in [&mut d, &mut a, &mut b] {
+        c.cmd_ok("ENABLE CONDSTORE").await.unwrap();
+        c.cmd_ok("EXAMINE INBOX").await.unwrap();
+    }
+    // A fills; B (fresh) is served after its FETCH of UIDs.
+    for who in ["a", "b", "a", "b"] {
+        let c = if who == "a" { &mut a } else { &mut b };
+        for cmd in ["FETCH 2 BODY.PEEK[]", "FETCH 3 (FLAGS BODY.PEEK[HEADER])"] {
+            let want = untagged(&d.cmd_ok(cmd).await.unwrap());
+            let got = untagged(&c.cmd_ok(cmd).await.unwrap());
+            assert_eq!(
+                show_bytes(&got, 3000),
+                show_bytes(&want, 3000),
+                "{who}: {cmd}"
+            );
+        }
+    }
+    let log = dovecot.rawlog_in("user1");
+    assert_eq!(log.matches("FETCH 2 (UID)").count(), 2, "{log}");
+}
