@@ -404,16 +404,24 @@ fn names_beyond(cmd: &FetchCommand, exists: u32) -> bool {
     })
 }
 
-/// The sequence numbers of a sequence FETCH whose UIDs the view does not
-/// know, when there are some and the set is small enough to serve. Only
-/// then is a FETCH of their UIDs worth a round trip.
+/// When a sequence FETCH (small enough to serve) names messages whose UIDs
+/// the view does not know: the sequence numbers to ask the UIDs of. Every
+/// unknown one in a mailbox of at most [`MAX_SERVE_MESSAGES`] (one round
+/// trip per session rather than one per message read), else those of the
+/// FETCH.
 fn unmapped(cmd: &FetchCommand, sel: &Selected) -> Option<Vec<u32>> {
-    let seqs: Vec<u32> = cmd
-        .set
-        .iter_resolved(sel.exists(), MAX_SERVE_MESSAGES)?
-        .filter(|q| sel.uid_of(*q).is_none())
-        .collect();
-    (!seqs.is_empty()).then_some(seqs)
+    let exists = sel.exists();
+    let mut seqs = cmd.set.iter_resolved(exists, MAX_SERVE_MESSAGES)?;
+    seqs.find(|q| sel.uid_of(*q).is_none())?;
+    let all: Vec<u32> = if exists as usize <= MAX_SERVE_MESSAGES {
+        (1..=exists).filter(|q| sel.uid_of(*q).is_none()).collect()
+    } else {
+        cmd.set
+            .iter_resolved(exists, MAX_SERVE_MESSAGES)?
+            .filter(|q| sel.uid_of(*q).is_none())
+            .collect()
+    };
+    Some(all)
 }
 
 /// For each att: can it be injected from the cache (cacheable, and cached

@@ -111,9 +111,10 @@ fn a_fresh_session_learns_uids_first_and_is_served_like_a_uid_fetch() {
     // Session 1: nothing known. The UIDs are asked first (imapmux's own
     // command, never shown), then the client's FETCH goes as it came.
     let mut a = sh.session("alice", 3);
+    // (All of a small mailbox's UIDs at once: one round trip per session.)
     a.client("a FETCH 2 (BODY.PEEK[])\r\n");
-    assert_eq!(a.sent_to_backend(), "imapmux.1 FETCH 2 (UID)\r\n");
-    a.backend("* 2 FETCH (UID 5)\r\nimapmux.1 OK Fetch completed (0.001 + 0.000 secs).\r\n");
+    assert_eq!(a.sent_to_backend(), "imapmux.1 FETCH 1:3 (UID)\r\n");
+    a.backend("* 1 FETCH (UID 4)\r\n* 2 FETCH (UID 5)\r\n* 3 FETCH (UID 6)\r\nimapmux.1 OK Fetch completed (0.001 + 0.000 secs).\r\n");
     assert_eq!(a.uid_of(2), Some(5));
     assert_eq!(a.sent_to_backend(), "a FETCH 2 (BODY.PEEK[])\r\n");
     a.backend(&format!("{}a OK Fetch completed.\r\n", body(2, "hello")));
@@ -133,8 +134,8 @@ fn a_fresh_session_learns_uids_first_and_is_served_like_a_uid_fetch() {
     // the body comes from the cache.
     let mut b = sh.session("alice", 3);
     b.client("c FETCH 2 (BODY.PEEK[])\r\n");
-    assert_eq!(b.sent_to_backend(), "imapmux.1 FETCH 2 (UID)\r\n");
-    b.backend("* 2 FETCH (UID 5)\r\nimapmux.1 OK Fetch completed.\r\n");
+    assert_eq!(b.sent_to_backend(), "imapmux.1 FETCH 1:3 (UID)\r\n");
+    b.backend("* 1 FETCH (UID 4)\r\n* 2 FETCH (UID 5)\r\n* 3 FETCH (UID 6)\r\nimapmux.1 OK Fetch completed.\r\n");
     assert_eq!(b.sent_to_backend(), "");
     assert_eq!(
         b.sent_to_client(),
@@ -144,8 +145,8 @@ fn a_fresh_session_learns_uids_first_and_is_served_like_a_uid_fetch() {
     // Another user with the same mailbox name and UIDs: never alice's data.
     let mut c = sh.session("bob", 3);
     c.client("d FETCH 2 (BODY.PEEK[])\r\n");
-    assert_eq!(c.sent_to_backend(), "imapmux.1 FETCH 2 (UID)\r\n");
-    c.backend("* 2 FETCH (UID 5)\r\nimapmux.1 OK Fetch completed.\r\n");
+    assert_eq!(c.sent_to_backend(), "imapmux.1 FETCH 1:3 (UID)\r\n");
+    c.backend("* 1 FETCH (UID 4)\r\n* 2 FETCH (UID 5)\r\n* 3 FETCH (UID 6)\r\nimapmux.1 OK Fetch completed.\r\n");
     assert_eq!(c.sent_to_backend(), "d FETCH 2 (BODY.PEEK[])\r\n");
     c.backend(&format!("{}d OK Fetch completed.\r\n", body(2, "bob's")));
     assert_eq!(
@@ -229,7 +230,7 @@ fn what_imapmux_cannot_resolve_goes_to_the_backend_as_it_came() {
     // Unsolicited updates during imapmux's FETCH of UIDs reach the client;
     // a refused FETCH of UIDs lets the client's command go as it came.
     a.client("b FETCH 1 (BODY.PEEK[])\r\n");
-    assert_eq!(a.sent_to_backend(), "imapmux.1 FETCH 1 (UID)\r\n");
+    assert_eq!(a.sent_to_backend(), "imapmux.1 FETCH 1:3 (UID)\r\n");
     a.backend("* 3 FETCH (FLAGS (\\Seen))\r\n* 4 EXISTS\r\nimapmux.1 NO nope\r\n");
     assert_eq!(a.sent_to_backend(), "b FETCH 1 (BODY.PEEK[])\r\n");
     a.backend(&format!("{}b OK Fetch completed.\r\n", body(1, "x")));
@@ -242,7 +243,7 @@ fn what_imapmux_cannot_resolve_goes_to_the_backend_as_it_came() {
     );
     // A backend that answers without UIDs is not asked again.
     a.client("c FETCH 2 (BODY.PEEK[])\r\n");
-    assert_eq!(a.sent_to_backend(), "imapmux.2 FETCH 2 (UID)\r\n");
+    assert_eq!(a.sent_to_backend(), "imapmux.2 FETCH 1:4 (UID)\r\n");
     a.backend("imapmux.2 OK Fetch completed.\r\n");
     assert_eq!(a.sent_to_backend(), "c FETCH 2 (BODY.PEEK[])\r\n");
     a.backend(&format!("{}c OK Fetch completed.\r\n", body(2, "y")));
@@ -252,7 +253,8 @@ fn what_imapmux_cannot_resolve_goes_to_the_backend_as_it_came() {
     // With CONDSTORE enabled, the answer carries MODSEQ: still not shown.
     let mut m = sh.session("alice", 3);
     m.client("e FETCH 3 (BODY.PEEK[])\r\n");
-    assert_eq!(m.sent_to_backend(), "imapmux.1 FETCH 3 (UID)\r\n");
+    assert_eq!(m.sent_to_backend(), "imapmux.1 FETCH 1:3 (UID)\r\n");
+    m.backend("* 1 FETCH (UID 7 MODSEQ (10))\r\n* 2 FETCH (UID 8 MODSEQ (11))\r\n");
     m.backend("* 3 FETCH (UID 9 MODSEQ (12))\r\nimapmux.1 OK Fetch completed.\r\n");
     assert_eq!(m.uid_of(3), Some(9));
     assert_eq!(m.sent_to_backend(), "e FETCH 3 (BODY.PEEK[])\r\n");
@@ -261,6 +263,10 @@ fn what_imapmux_cannot_resolve_goes_to_the_backend_as_it_came() {
         m.sent_to_client(),
         format!("{}e OK Fetch completed.\r\n", body(3, "z"))
     );
+    // A large mailbox: only the FETCH's own numbers are asked.
+    let mut l = sh.session("alice", 5000);
+    l.client("g FETCH 7,4990:* (BODY.PEEK[])\r\n");
+    assert_eq!(l.sent_to_backend(), "imapmux.1 FETCH 7,4990:5000 (UID)\r\n");
     // Pipelined behind another command: not planned at all.
     let mut b = sh.session("alice", 3);
     b.client("p NOOP\r\nq FETCH 1 (BODY.PEEK[])\r\n");
