@@ -302,3 +302,102 @@ fn backend_refused(who: &Who<'_>, backend: &str, via_master: bool, r: Refusal) -
         result: LoginResult::Failed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Mechanism;
+
+    fn creds(password: &str) -> Credentials {
+        Credentials {
+            user: "alice".into(),
+            password: password.as_bytes().to_vec(),
+            authzid: None,
+            mechanism: Mechanism::Login,
+        }
+    }
+
+    /// (status, code) of the backend → what the client gets and whether
+    /// the brute-force limits count it, for each way the login went.
+    #[test]
+    fn backend_refusals_become_the_right_answer() {
+        let client = ClientInfo {
+            peer: "192.0.2.1:1000".parse().unwrap(),
+            local: "127.0.0.1:993".parse().unwrap(),
+            session_id: "s".into(),
+        };
+        let typed = creds("typed");
+        let rewritten = creds("rewritten");
+        let who = |user_creds, verified| Who {
+            client: &client,
+            creds: &typed,
+            user_creds,
+            verified,
+            owner: "alice",
+        };
+        let refusal = |status, code: Option<&str>| Refusal {
+            status,
+            code: code.map(str::to_string),
+            text: "backend says".into(),
+        };
+        let answer = |f: LoginFail| (f.status, f.code, f.text, f.result);
+        let auth_failed = (
+            "NO",
+            Some("AUTHENTICATIONFAILED".to_string()),
+            "Authentication failed.".to_string(),
+            LoginResult::Failed,
+        );
+        let unavailable_answer = answer(unavailable(None));
+        let relayed = |code: Option<&str>| {
+            (
+                "NO",
+                code.map(str::to_string),
+                "backend says".to_string(),
+                LoginResult::Failed,
+            )
+        };
+        // The auth source said OK (it may only route): the backend's
+        // refusal of the typed password is the verdict.
+        for code in [
+            None,
+            Some("AUTHENTICATIONFAILED"),
+            Some("authenticationfailed"),
+        ] {
+            let f = backend_refused(&who(&typed, true), "b1", false, refusal("NO", code));
+            assert_eq!(answer(f), auth_failed.clone(), "{code:?}");
+        }
+        let f = backend_refused(
+            &who(&typed, true),
+            "b1",
+            false,
+            refusal("NO", Some("EXPIRED")),
+        );
+        assert_eq!(answer(f), relayed(Some("EXPIRED")));
+        // The backend unable: UNAVAILABLE, not counted.
+        for (status, code) in [
+            ("NO", Some("UNAVAILABLE")),
+            ("NO", Some("SERVERBUG")),
+            ("BAD", None),
+        ] {
+            for verified in [true, false] {
+                let f = backend_refused(&who(&typed, verified), "b1", false, refusal(status, code));
+                let (s, c, _, r) = answer(f);
+                assert_eq!(
+                    (s, c, r),
+                    ("NO", Some("UNAVAILABLE".into()), LoginResult::Unavailable)
+                );
+            }
+        }
+        // A password the client did not type (master user, rewritten):
+        // the user cannot fix it, UNAVAILABLE, not counted.
+        let f = backend_refused(&who(&typed, true), "b1", true, refusal("NO", None));
+        assert_eq!(answer(f).3, unavailable_answer.3);
+        let f = backend_refused(&who(&rewritten, true), "b1", false, refusal("NO", None));
+        assert_eq!(answer(f).3, LoginResult::Unavailable);
+        // Passthrough: the backend's answer as it said it.
+        for code in [None, Some("AUTHENTICATIONFAILED"), Some("EXPIRED")] {
+            let f = backend_refused(&who(&typed, false), "b1", false, refusal("NO", code));
+            assert_eq!(answer(f), relayed(code));
+        }
+    }
+}
