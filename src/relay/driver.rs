@@ -80,9 +80,9 @@ const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
 enum Turn {
     ClientRead(std::io::Result<usize>),
     BackendRead(std::io::Result<usize>),
-    /// Wrote n bytes (`Some(n)`) or flushed (`None`).
-    Client(std::io::Result<Option<usize>>),
-    Backend(std::io::Result<Option<usize>>),
+    /// What a write or flush of that side did.
+    Client(std::io::Result<Written>),
+    Backend(std::io::Result<Written>),
     Deadline,
     Shutdown,
 }
@@ -173,19 +173,19 @@ where
                 bsize.after_read(n);
                 s.backend_data(now);
             }
-            Turn::Client(Ok(Some(n))) if n > 0 => {
+            Turn::Client(Ok(Written::Some(n, flushed))) if n > 0 => {
                 counters
                     .backend_to_client
                     .fetch_add(n as u64, Ordering::Relaxed);
                 s.client_sent(n, now);
-                c_dirty = true;
+                c_dirty = !flushed;
             }
-            Turn::Backend(Ok(Some(n))) if n > 0 => {
+            Turn::Backend(Ok(Written::Some(n, flushed))) if n > 0 => {
                 s.backend_sent(n, now);
-                b_dirty = true;
+                b_dirty = !flushed;
             }
-            Turn::Client(Ok(None)) => c_dirty = false,
-            Turn::Backend(Ok(None)) => b_dirty = false,
+            Turn::Client(Ok(Written::Flushed)) => c_dirty = false,
+            Turn::Backend(Ok(Written::Flushed)) => b_dirty = false,
             Turn::Client(_) => s.client_write_failed(),
             Turn::Backend(_) => s.backend_write_failed(),
             Turn::Deadline => s.handle_timeout(now),
@@ -247,28 +247,40 @@ where
 /// literal chunks and the next responses).
 const MAX_SLICES: usize = 16;
 
+/// What [`write_or_flush`] did.
+enum Written {
+    /// Wrote n bytes; whether the stream is flushed too.
+    Some(usize, bool),
+    /// Flushed (nothing was left to write).
+    Flushed,
+}
+
 /// Write some of `data` (one vectored write), or flush when nothing is
 /// left to write. Both are cancel-safe (a write either happened and is
 /// reported, or not).
 async fn write_or_flush<W: AsyncWrite + Unpin>(
     w: &mut W,
     data: &[IoSlice<'_>],
-) -> std::io::Result<Option<usize>> {
+) -> std::io::Result<Written> {
     match data {
-        [] => w.flush().await.map(|()| None),
+        [] => w.flush().await.map(|()| Written::Flushed),
         d => {
             let len: usize = d.iter().map(|s| s.len()).sum();
             let n = w.write_vectored(d).await?;
+            let mut flushed = false;
             if n == len {
                 // All written: try to flush now, without waiting (one poll;
                 // what is left is flushed by a later turn). Nothing here
                 // can lose the count `n` if the future is dropped.
-                let _ = std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(std::pin::Pin::new(&mut *w).poll_flush(cx))
+                flushed = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(matches!(
+                        std::pin::Pin::new(&mut *w).poll_flush(cx),
+                        std::task::Poll::Ready(Ok(()))
+                    ))
                 })
                 .await;
             }
-            Ok(Some(n))
+            Ok(Written::Some(n, flushed))
         }
     }
 }
