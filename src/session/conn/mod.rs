@@ -145,8 +145,12 @@ async fn run(
             capabilities,
             logged_in_at,
         } = li;
-        // Kept only when the connection may be reused or parked (one string).
-        let capabilities = (reusable || parkable).then(|| capabilities.join(" "));
+        // Kept only when the connection may be reused or parked (one
+        // string). The list is freed now: a shadowed binding would live on
+        // to the end of the loop body, through the relay and the parking.
+        let joined = (reusable || parkable).then(|| capabilities.join(" "));
+        drop(capabilities);
+        let capabilities = joined;
         // Boxed: while the session is parked, the relay's state is freed.
         let out = Box::pin(relay(
             client_side,
@@ -227,7 +231,9 @@ async fn after_relay(
     out: RelayOutcome<ClientStream, backend::BoxStream>,
     (capabilities, logged_in_at): (Option<String>, Instant),
 ) -> Option<((ClientStream, BytesMut), LoggedIn, SelectedMailbox)> {
-    let caps = || {
+    // Consumed where used: nothing of the relay stays allocated while the
+    // session is parked.
+    let caps = |capabilities: Option<String>| {
         capabilities
             .as_deref()
             .unwrap_or("")
@@ -243,7 +249,7 @@ async fn after_relay(
             let old = LoggedIn {
                 stream: bstream,
                 buf: bbuf,
-                capabilities: caps(),
+                capabilities: caps(capabilities),
                 logged_in_at,
             };
             let p = crate::multiplex::park::Parking {
@@ -282,10 +288,10 @@ async fn after_relay(
                     let li = LoggedIn {
                         stream,
                         buf,
-                        capabilities: caps(),
+                        capabilities: caps(capabilities),
                         logged_in_at,
                     };
-                    release(ctx, summary, li).await;
+                    Box::pin(release(ctx, summary, li)).await;
                 }
                 (Finish::End(EndReason::Logout), _) if ctx.pool.is_some() => {
                     ctx.metrics.pool.released(false)
