@@ -5,6 +5,8 @@
 //! session ends.
 
 mod preauth;
+#[cfg(test)]
+mod sizes;
 
 use std::sync::Arc;
 use std::time::Instant;
