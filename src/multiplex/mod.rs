@@ -28,6 +28,8 @@
 
 pub mod doveadm;
 pub mod fanout;
+#[cfg(test)]
+mod memory_tests;
 pub mod park;
 pub mod parked;
 pub mod poll;

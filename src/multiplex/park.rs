@@ -303,9 +303,8 @@ impl Parking<'_> {
             return Outcome::Ended(EndReason::ProtocolError);
         };
         let mut to_client = Vec::new();
-        let view = self
-            .view(&mut old, &mailbox, read_only, enabled, &mut to_client)
-            .await;
+        let view =
+            Box::pin(self.view(&mut old, &mailbox, read_only, enabled, &mut to_client)).await;
         // The old connection has CONDSTORE on now: never reused.
         tokio::spawn(super::pool::logout(old, self.timeout()));
         if !self.send(&mut client, &to_client).await {
@@ -328,7 +327,14 @@ impl Parking<'_> {
         let guard = m.parked_session();
         tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
         let idle = ctx.config.timeouts.idle;
-        let s = ParkedSession::new(view, Some(idle_tag), cbuf, idle, Instant::now());
+        // Boxed: the session's future keeps a pointer, not copies of it.
+        let s = Box::new(ParkedSession::new(
+            view,
+            Some(idle_tag),
+            cbuf,
+            idle,
+            Instant::now(),
+        ));
         let (mut client, mut s) = match self.run_parked(client, s, &watcher, changes).await {
             Ok(done) => done,
             Err(end) => return Outcome::Ended(end),
@@ -340,8 +346,7 @@ impl Parking<'_> {
                 let pipelined = s.take_input();
                 let view = s.view().clone();
                 let _turn = registry.resume_turn().await;
-                self.resume(client, pipelined, view, idle_tag, &watcher)
-                    .await
+                Box::pin(self.resume(client, pipelined, view, idle_tag, &watcher)).await
             }
             Some(ParkedFinish::End(end)) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
@@ -357,10 +362,10 @@ impl Parking<'_> {
     async fn run_parked(
         &self,
         mut client: ClientStream,
-        mut s: ParkedSession,
+        mut s: Box<ParkedSession>,
         watcher: &super::watch::Watcher,
         mut changes: tokio::sync::watch::Receiver<u64>,
-    ) -> Result<(ClientStream, ParkedSession), EndReason> {
+    ) -> Result<(ClientStream, Box<ParkedSession>), EndReason> {
         let mut close_now = self.ctx.close_now.clone();
         let mut buf = BytesMut::new();
         let mut watching = true;

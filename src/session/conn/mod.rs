@@ -5,11 +5,14 @@
 //! session ends.
 
 mod preauth;
+#[cfg(test)]
+mod sizes;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -24,10 +27,9 @@ use crate::config::{Config, ListenerMode};
 use crate::imap::enabled::Enabled;
 use crate::listener::limits::Admission;
 use crate::metrics::Metrics;
+use crate::multiplex::park::Outcome;
 use crate::multiplex::pool::{BackendPool, CredKey};
-use crate::relay::{
-    relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome, SelectedMailbox,
-};
+use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome};
 use crate::route::{Backend, Router};
 
 /// The log target of the session's lines, also those logged from
@@ -149,8 +151,12 @@ async fn run(
             capabilities,
             logged_in_at,
         } = li;
-        // Kept only when the connection may be reused or parked (one string).
-        let capabilities = (reusable || parkable).then(|| capabilities.join(" "));
+        // Kept only when the connection may be reused or parked (one
+        // string). The list is freed now: a shadowed binding would live on
+        // to the end of the loop body, through the relay and the parking.
+        let joined = (reusable || parkable).then(|| capabilities.join(" "));
+        drop(capabilities);
+        let capabilities = joined;
         // Boxed: while the session is parked, the relay's state is freed.
         let out = Box::pin(relay(
             client_side,
@@ -162,22 +168,41 @@ async fn run(
         ))
         .await;
         drop(backend_conn);
-        let Some((client_next, li_next, (selected_next, enabled_next))) = Box::pin(after_relay(
+        // What follows runs in its own box: while the session is parked,
+        // its task holds the parked state and nothing of the relay.
+        let next = match after_relay(
             ctx,
             client,
             counters,
             &mut summary,
             out,
             (capabilities, logged_in_at),
-        ))
-        .await
-        else {
-            break;
+        ) {
+            Next::Park(parking) => parking.await,
+            Next::Release(release) => {
+                release.await;
+                break;
+            }
+            Next::Stop => break,
         };
-        client_side = client_next;
-        li = li_next;
-        selected = Some(selected_next);
-        enabled = enabled_next;
+        match next {
+            Outcome::Resumed {
+                client,
+                pipelined,
+                backend,
+                selected: now,
+                enabled: on,
+            } => {
+                client_side = (client, pipelined);
+                li = backend;
+                selected = Some(*now);
+                enabled = on;
+            }
+            Outcome::Ended(end) => {
+                summary.end = end;
+                break;
+            }
+        }
     }
     summary
 }
@@ -222,22 +247,31 @@ fn hooks(ctx: &Context, summary: &Summary) -> Vec<Box<dyn Hook>> {
     hooks
 }
 
-/// After a relay: a session that parked and resumed goes on (its client
-/// side and new backend connection); any other end stops it, with
-/// `summary.end` set.
-async fn after_relay(
-    ctx: &Context,
-    client: &ClientInfo,
-    counters: &Counters,
+/// What follows a relay, each in its own box (see [`after_relay`]).
+enum Next<'a> {
+    /// The session is parked until it resumes or ends.
+    Park(Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>),
+    /// The backend connection is cleaned and pooled; the session is over.
+    Release(Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+    /// The session is over (`summary.end` set).
+    Stop,
+}
+
+/// After a relay: a session that parks goes on in [`Next::Park`] (its
+/// client side and, once it resumes, a new backend connection); any other
+/// end stops it, with `summary.end` set. Synchronous, so that what the
+/// session keeps while parked is the park future alone.
+fn after_relay<'a>(
+    ctx: &'a Context,
+    client: &'a ClientInfo,
+    counters: &'a Counters,
     summary: &mut Summary,
     out: RelayOutcome<ClientStream, backend::BoxStream>,
     (capabilities, logged_in_at): (Option<String>, Instant),
-) -> Option<(
-    (ClientStream, BytesMut),
-    LoggedIn,
-    (SelectedMailbox, Enabled),
-)> {
-    let caps = || {
+) -> Next<'a> {
+    // Consumed where used: nothing of the relay stays allocated while the
+    // session is parked.
+    let caps = |capabilities: Option<String>| {
         capabilities
             .as_deref()
             .unwrap_or("")
@@ -246,14 +280,17 @@ async fn after_relay(
             .collect::<Vec<_>>()
     };
     match (out.finish, out.backend, out.client) {
-        (Finish::Park(parked), Some((bstream, bbuf)), Some((cstream, cbuf)))
-            if summary.retained.is_some() =>
-        {
-            let (backend, creds, user) = summary.retained.clone()?;
+        (Finish::Park(parked), Some((bstream, bbuf)), Some((cstream, cbuf))) => {
+            let Some((backend, creds, user)) = summary.retained.clone() else {
+                // Parking without what parking needs (never: the core
+                // parks only when the session may be parked).
+                summary.end = EndReason::BackendError;
+                return Next::Stop;
+            };
             let old = LoggedIn {
                 stream: bstream,
                 buf: bbuf,
-                capabilities: caps(),
+                capabilities: caps(capabilities),
                 logged_in_at,
             };
             let p = crate::multiplex::park::Parking {
@@ -265,27 +302,13 @@ async fn after_relay(
                 user,
                 counters,
             };
-            match Box::pin(p.park((cstream, cbuf), old, parked)).await {
-                crate::multiplex::park::Outcome::Resumed {
-                    client,
-                    pipelined,
-                    backend,
-                    selected,
-                    enabled,
-                } => Some(((client, pipelined), backend, (*selected, enabled))),
-                crate::multiplex::park::Outcome::Ended(end) => {
-                    summary.end = end;
-                    None
-                }
-            }
+            Next::Park(Box::pin(p.park((cstream, cbuf), old, parked)))
         }
         (finish, backend, _) => {
             // The relay's end stops the session here (and only here).
             summary.end = match &finish {
                 Finish::End(r) => *r,
                 Finish::Release => EndReason::Logout,
-                // Parking without what parking needs (never: the core
-                // parks only when the session may be parked).
                 Finish::Park(_) => EndReason::BackendError,
             };
             match (finish, backend) {
@@ -293,17 +316,22 @@ async fn after_relay(
                     let li = LoggedIn {
                         stream,
                         buf,
-                        capabilities: caps(),
+                        capabilities: caps(capabilities),
                         logged_in_at,
                     };
-                    release(ctx, summary, li).await;
+                    match (summary.reuse.take(), summary.backend.clone()) {
+                        (Some(reuse), Some(backend)) => {
+                            Next::Release(Box::pin(release(ctx, backend, reuse, li)))
+                        }
+                        _ => Next::Stop,
+                    }
                 }
                 (Finish::End(EndReason::Logout), _) if ctx.pool.is_some() => {
-                    ctx.metrics.pool.released(false)
+                    ctx.metrics.pool.released(false);
+                    Next::Stop
                 }
-                _ => {}
+                _ => Next::Stop,
             }
-            None
         }
     }
 }
@@ -327,18 +355,17 @@ pub(crate) async fn take_pooled(
     None
 }
 
-/// A logged-out client's backend connection: clean it and pool it.
-async fn release(ctx: &Context, summary: &mut Summary, mut li: LoggedIn) {
-    let (Some(pool), Some((user, key)), Some(backend)) =
-        (&ctx.pool, summary.reuse.take(), summary.backend.as_deref())
-    else {
+/// A logged-out client's backend connection: clean it and pool it under
+/// its backend and (backend login name, credential key).
+async fn release(ctx: &Context, backend: String, (user, key): (String, CredKey), mut li: LoggedIn) {
+    let Some(pool) = &ctx.pool else {
         return;
     };
     let m = &ctx.metrics.pool;
     let t = ctx.config.timeouts.backend_response;
     if crate::multiplex::pool::clean(&mut li, t).await.is_ok() {
         m.released(true);
-        let evicted = pool.put(backend, &user, key, li, Instant::now());
+        let evicted = pool.put(&backend, &user, key, li, Instant::now());
         m.discarded("evicted", evicted.len());
         m.pooled.set(pool.len() as i64);
         for old in evicted {
