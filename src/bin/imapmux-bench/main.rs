@@ -219,6 +219,11 @@ pub struct Cli {
     /// the burst (late new mail still counts).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub mail_grace: Duration,
+    /// mobile: after --settle, wait at most this long for the backend's
+    /// process count (--backend-name) to stop falling (the proxy parking
+    /// its idle clients) before the steady state starts.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub settle_max: Duration,
     /// mobile: the backend's log file (Dovecot log_path): its
     /// `imap-login: … Login:` lines are counted once a second (backend
     /// logins).

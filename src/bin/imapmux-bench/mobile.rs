@@ -17,7 +17,8 @@
 //! Measured: new-mail latency (`NEWMAIL`: `EXISTS` at the client minus the
 //! APPEND's completion; an `EXISTS` that beats the APPEND's tagged OK
 //! counts as 0), deliveries no client of the user saw (`missed`), DONE
-//! latency of refreshes (`DONE`), after new mail (`DONE_MAIL`) and in the
+//! latency of refreshes (`DONE` in the steady state, `DONE_SETUP` before
+//! it), after new mail (`DONE_MAIL`) and in the
 //! burst (`BURST_DONE`, `BURST_LOGOUT`), errors by kind and phase; once a
 //! second the number of backend processes (`--backend-name` in
 //! `--proc-pgid`: Dovecot runs one `imap` process per logged-in
@@ -188,6 +189,16 @@ pub fn split_url(url: &str) -> Result<(String, String), String> {
     Ok((host.to_string(), path.to_string()))
 }
 
+/// Is a count still falling? `newest_first`: the last few once-a-second
+/// samples, newest first; falling = the oldest exceeds the newest by more
+/// than `tolerance`, or fewer than 6 samples are known.
+pub fn still_falling(newest_first: &[u64], tolerance: u64) -> bool {
+    match (newest_first.first(), newest_first.last()) {
+        (Some(&new), Some(&old)) if newest_first.len() >= 6 => old > new + tolerance,
+        _ => true,
+    }
+}
+
 /// Peak and mean of `(t, value)` samples with `from <= t <= until`.
 pub fn peak_mean(samples: &[(f64, u64)], from: f64, until: f64) -> (u64, f64) {
     let mut peak = 0;
@@ -338,6 +349,8 @@ struct Shared {
     progress: Progress,
     burst: watch::Receiver<bool>,
     burst_started: AtomicBool,
+    /// In the steady state (after settling, before the burst).
+    steady: AtomicBool,
     deliver: Option<Arc<ConnCfg>>,
     /// End of the steady state (deliveries stop).
     steady_end: OnceLock<Instant>,
@@ -425,6 +438,12 @@ async fn idle_loop(
     // clients that connected together do not refresh together.
     let mut next_refresh = Instant::now() + refresh_interval(mean, rng).mul_f64(rng.unit());
     loop {
+        // The burst first: a phone put away does not fetch what came last.
+        if *burst.borrow() {
+            conn.idle_done_with(rec, "BURST_DONE", &tag, |r| tr.on(r))
+                .await?;
+            return conn.logout_as(rec, "BURST_LOGOUT").await;
+        }
         if tr.known > tr.fetched {
             let t = Instant::now();
             conn.idle_done_with(rec, "DONE_MAIL", &tag, |r| tr.on(r))
@@ -435,11 +454,6 @@ async fn idle_loop(
             rec.lat("IDLE", t1.elapsed());
             rec.lat("NEWMAIL_CYCLE", t.elapsed());
             continue;
-        }
-        if *burst.borrow() {
-            conn.idle_done_with(rec, "BURST_DONE", &tag, |r| tr.on(r))
-                .await?;
-            return conn.logout_as(rec, "BURST_LOGOUT").await;
         }
         tokio::select! {
             r = conn.read_response() => {
@@ -454,7 +468,10 @@ async fn idle_loop(
             }
             _ = tokio::time::sleep_until(next_refresh.into()) => {
                 let t = Instant::now();
-                conn.idle_done_with(rec, "DONE", &tag, |r| tr.on(r)).await?;
+                // Refreshes of the steady state (the proxy has parked what
+                // it parks) apart from those of setup and settling.
+                let name = if sh.steady.load(Ordering::Relaxed) { "DONE" } else { "DONE_SETUP" };
+                conn.idle_done_with(rec, name, &tag, |r| tr.on(r)).await?;
                 if rng.unit() < ctx.cli.noop_share {
                     conn.ok(rec, "NOOP", "NOOP", |r| {
                         tr.on(r);
@@ -807,6 +824,9 @@ pub struct MobileReport {
     pub failed: u64,
     /// From the start until every client idled (or failed).
     pub setup_s: f64,
+    /// From the start until the backend's process count stopped falling
+    /// (after --settle): the proxy has parked what it parks.
+    pub settled_s: f64,
     /// Steady state: [start, end] in seconds since the start of the run;
     /// new mail arrives during it; its end includes --mail-grace.
     pub steady_from_s: f64,
@@ -936,6 +956,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
         progress: Progress::default(),
         burst: burst_rx,
         burst_started: AtomicBool::new(false),
+        steady: AtomicBool::new(false),
         deliver,
         steady_end: OnceLock::new(),
     });
@@ -971,10 +992,26 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     };
     let settle = ctx.cli.settle.unwrap_or(Duration::from_secs(10));
     sleep_or_stop(Instant::now() + settle).await;
+    // A proxy parks its idle clients gradually: the steady state starts
+    // once the backend's process count has stopped falling.
+    let settle_limit = Instant::now() + ctx.cli.settle_max;
+    let tolerance = (clients as u64 / 200).max(3);
+    while Instant::now() < settle_limit && !stopped(&ctx) {
+        let recent: Vec<u64> = {
+            let s = lock(&samples);
+            s.conns.iter().rev().take(6).map(|&(_, n)| n).collect()
+        };
+        if recent.is_empty() || !still_falling(&recent, tolerance) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let settled_after = start.elapsed();
 
     // Steady state.
     let side = Rec::new(Recorder::new(ctx.live.clone(), start, start + FOREVER));
     let steady_from = Instant::now();
+    sh.steady.store(true, Ordering::Relaxed);
     let steady_end = steady_from + ctx.cli.duration;
     let _ = sh.steady_end.set(steady_end);
     let m0 = kept(scrape_all(&ctx, &side).await);
@@ -991,6 +1028,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
 
     // The burst: every idling client sends DONE and LOGOUT now.
     let burst_from = Instant::now();
+    sh.steady.store(false, Ordering::Relaxed);
     sh.burst_started.store(true, Ordering::Relaxed);
     let _ = burst_tx.send(true);
     join_all(handles, ctx.cli.timeout * 3 + Duration::from_secs(5)).await;
@@ -1094,6 +1132,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
         established,
         failed,
         setup_s: setup.as_secs_f64(),
+        settled_s: settled_after.as_secs_f64(),
         steady_from_s: (s_from * 10.0).round() / 10.0,
         steady_until_s: (s_until * 10.0).round() / 10.0,
         burst_s: burst.as_secs_f64(),
@@ -1222,6 +1261,17 @@ imapmux_odd{x=\"a b}\"} 1\n";
         );
         assert_eq!(split_url("http://h:1").unwrap().1, "/metrics");
         assert!(split_url("https://h/metrics").is_err());
+    }
+
+    #[test]
+    fn settling() {
+        assert!(still_falling(&[], 3));
+        assert!(still_falling(&[10, 20, 30], 3));
+        assert!(still_falling(&[100, 150, 200, 250, 300, 350], 3));
+        assert!(!still_falling(&[60, 61, 59, 62, 60, 61], 3));
+        // Rising (new mail re-attaching) is not falling.
+        assert!(!still_falling(&[70, 66, 64, 62, 61, 60], 3));
+        assert!(!still_falling(&[2000; 6], 10));
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn rank(name: &str) -> (usize, &str) {
         "CLOSE",
         "IDLE",
         "DONE",
+        "DONE_SETUP",
         "NOOP",
         "NEWMAIL",
         "DONE_MAIL",
