@@ -3,7 +3,8 @@
 //! bound, at least one backend up, not draining), all GET and HEAD only;
 //! and, when a push secret is configured, `/push` (POST or PUT, see
 //! [`crate::multiplex::push`]): Dovecot's push notifications, which wake parked IDLE
-//! clients. HTTP/1.1 only; request heads are bounded, and only `/push`
+//! clients, and are forwarded to the other replicas unless a replica
+//! forwarded them ([`crate::multiplex::fanout`]). HTTP/1.1 only; request heads are bounded, and only `/push`
 //! reads a body (authenticated first, at most [`MAX_BODY`] bytes).
 //!
 //! Probes must always get an answer, so idle connections cannot lock the
@@ -35,6 +36,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::metrics::push::PushResult;
 use crate::metrics::Metrics;
+use crate::multiplex::fanout::{Fanout, InstanceId, Origin, FORWARDED_HEADER, INSTANCE_HEADER};
 use crate::multiplex::push::{PushSecret, MAX_BODY};
 use crate::multiplex::wake::WakeSink;
 use crate::route::Router;
@@ -122,6 +124,10 @@ pub struct AdminState {
     pub push_secret: Option<PushSecret>,
     /// Told about every accepted push event.
     pub wake: Arc<dyn WakeSink>,
+    /// This process's name among the replicas (push fan-out).
+    pub instance: InstanceId,
+    /// Forwards pushes from Dovecot to the other replicas, when configured.
+    pub fanout: Option<Arc<Fanout>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -129,6 +135,8 @@ impl std::fmt::Debug for AdminState {
         f.debug_struct("AdminState")
             .field("readiness", &self.readiness)
             .field("push", &self.push_secret.is_some())
+            .field("instance", &self.instance)
+            .field("fanout", &self.fanout.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -310,6 +318,11 @@ where
     if let Some(r) = push_head_refusal(state, &parts.method, &parts.headers) {
         return r;
     }
+    let forwarded = parts
+        .headers
+        .get(FORWARDED_HEADER)
+        .map(HeaderValue::as_bytes);
+    let origin = Origin::of(forwarded, &state.instance);
     let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
     let bytes = match read {
         Ok(Ok(c)) => c.to_bytes(),
@@ -322,7 +335,7 @@ where
         }
         Err(_) => return push_refused(state, StatusCode::REQUEST_TIMEOUT, "body too slow"),
     };
-    push_body(state, &bytes)
+    push_body(state, &bytes, origin)
 }
 
 /// The checks of a push request that need only its head: push on (else
@@ -375,8 +388,21 @@ fn push_head_refusal(
     None
 }
 
-/// An authenticated push body: parse, wake, count.
-fn push_body(state: &AdminState, body: &[u8]) -> Response<Full<Bytes>> {
+/// An authenticated push body: parse, wake, forward (a direct push only),
+/// count. The answer names this process ([`INSTANCE_HEADER`]), so a
+/// replica that finds itself among its peers learns it.
+fn push_body(state: &AdminState, body: &[u8], origin: Origin) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(INSTANCE_HEADER, state.instance.header());
+    if origin == Origin::Myself {
+        // Our own forward came back: handled before it was sent.
+        tracing::debug!("push: forwarded to this process itself; ignored");
+        return r;
+    }
     let events = match crate::multiplex::push::parse(body) {
         Ok(ev) => ev,
         Err(e) => {
@@ -402,6 +428,7 @@ fn push_body(state: &AdminState, body: &[u8]) -> Response<Full<Bytes>> {
             mailbox = ?ev.mailbox,
             event = ?ev.event,
             woken = n,
+            from_peer = origin == Origin::Peer,
             "push event"
         );
     }
@@ -410,10 +437,11 @@ fn push_body(state: &AdminState, body: &[u8]) -> Response<Full<Bytes>> {
         .push
         .events(PushResult::Accepted, events.len());
     state.metrics.push.woken(woken);
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match (origin, &state.fanout) {
+        (Origin::Direct, Some(f)) => f.forward(&events),
+        (Origin::Peer, _) => state.metrics.push.from_peers(events.len()),
+        _ => {}
+    }
     r
 }
 

@@ -18,6 +18,8 @@ fn state() -> AdminState {
         readiness: Arc::new(Readiness::new(router)),
         push_secret: None,
         wake: Arc::new(crate::multiplex::wake::NoWake),
+        instance: crate::multiplex::fanout::InstanceId::fixed("0123456789abcdef"),
+        fanout: None,
     }
 }
 
@@ -171,6 +173,69 @@ fn push_accepted_wakes() {
     let t = s.metrics.encode().unwrap();
     assert!(t.contains("imapmux_push_woken_total 6"), "{t}");
     assert!(!t.contains("u1") && !t.contains("Sent"), "{t}");
+}
+
+fn metric_line(state: &AdminState, series: &str) -> u64 {
+    let t = state.metrics.encode().unwrap();
+    let prefix = format!("{series} ");
+    t.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in\n{t}"))
+}
+
+/// A direct push is woken here and queued for the peers; a forwarded one
+/// is woken and never queued again; our own forward coming back does
+/// nothing. Every accepted answer names this process.
+#[test]
+fn push_origin_decides_forwarding() {
+    use crate::multiplex::fanout::{self, ForwardAuth, InstanceId};
+    let (mut s, rec) = push_state("s3cret");
+    let cfg = fanout::FanoutConfig {
+        targets: vec![fanout::peers::Target::parse("10.9.9.9:9143").unwrap()],
+        refresh: std::time::Duration::from_secs(15),
+        auth: ForwardAuth::new(b"s3cret"),
+        own: None,
+        limits: Default::default(),
+    };
+    let (f, _) = fanout::Fanout::new(&cfg, s.instance.clone(), s.metrics.clone());
+    s.fanout = Some(f);
+    assert_eq!(metric_line(&s, "imapmux_push_peers"), 1);
+    let body = r#"[{"user":"u1","mailbox":"INBOX","event":"MessageNew"},{"user":"u1","mailbox":"Sent","event":"MessageAppend"}]"#;
+    let send = |forwarded: Option<&str>| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/push")
+            .header(AUTHORIZATION, "Bearer s3cret");
+        if let Some(id) = forwarded {
+            b = b.header(fanout::FORWARDED_HEADER, id);
+        }
+        let req = b.body(Full::new(Bytes::from(body))).unwrap();
+        let r = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(respond(&s, req));
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let id = r.headers().get(fanout::INSTANCE_HEADER).unwrap();
+        assert_eq!(id.as_bytes(), s.instance.as_str().as_bytes());
+    };
+    send(None);
+    assert_eq!(rec.0.lock().unwrap().len(), 2);
+    assert_eq!(metric_line(&s, "imapmux_push_forward_pending"), 2);
+    assert_eq!(metric_line(&s, "imapmux_push_peer_events_total"), 0);
+    // From a peer: woken, counted, not queued.
+    send(Some(InstanceId::fixed("feedfacefeedface").as_str()));
+    assert_eq!(rec.0.lock().unwrap().len(), 4);
+    assert_eq!(metric_line(&s, "imapmux_push_forward_pending"), 2);
+    assert_eq!(metric_line(&s, "imapmux_push_peer_events_total"), 2);
+    // A malformed forwarded header still stops forwarding.
+    send(Some("?"));
+    assert_eq!(metric_line(&s, "imapmux_push_forward_pending"), 2);
+    // Our own forward: nothing at all.
+    send(Some(s.instance.as_str()));
+    assert_eq!(rec.0.lock().unwrap().len(), 6);
+    assert_eq!(push_count(&s, "accepted"), 6);
+    assert_eq!(metric_line(&s, "imapmux_push_forward_pending"), 2);
 }
 
 #[test]

@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+#[path = "config_admin.rs"]
+mod admin;
+pub use admin::AdminConfig;
+
 /// A configuration problem, naming the key.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -197,114 +201,6 @@ pub struct ListenerConfig {
     pub allow_plaintext_auth: Option<bool>,
 }
 
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    pub address: Option<String>,
-    /// Shared secret of `/push` (Dovecot push notifications).
-    pub push_secret: Option<String>,
-    /// File whose first line is the shared secret of `/push`.
-    pub push_secret_file: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field("address", &self.address)
-            .field("push_secret", &self.push_secret.as_ref().map(|_| ".."))
-            .field("push_secret_file", &self.push_secret_file)
-            .finish()
-    }
-}
-
-impl AdminConfig {
-    /// Is `/push` wanted (a secret configured)?
-    pub fn push_enabled(&self) -> bool {
-        self.push_secret.is_some() || self.push_secret_file.is_some()
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(a) = &self.address {
-            parse_addr(a, "admin.address")?;
-        }
-        match (&self.push_secret, &self.push_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "admin.push_secret",
-                    "both admin.push_secret and admin.push_secret_file are set",
-                    "set exactly one of them",
-                ))
-            }
-            (Some(s), None) if s.is_empty() => {
-                return Err(invalid(
-                    "admin.push_secret",
-                    "the secret is empty",
-                    "give a long random string, or remove the key to turn /push off",
-                ))
-            }
-            (None, Some(f)) if f.as_os_str().is_empty() => {
-                return Err(invalid(
-                    "admin.push_secret_file",
-                    "the path is empty",
-                    "give the path of a file holding the secret on its first line",
-                ))
-            }
-            _ => {}
-        }
-        if self.push_enabled() && self.address.is_none() {
-            let key = if self.push_secret.is_some() {
-                "admin.push_secret"
-            } else {
-                "admin.push_secret_file"
-            };
-            return Err(invalid(
-                key,
-                "/push is served by the admin server, but admin.address is not set",
-                "set admin.address, or remove the push secret",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The secret of `/push`, reading `push_secret_file` (its first line)
-    /// if that is the one set; `None` when push is off.
-    pub fn load_push_secret(
-        &self,
-    ) -> Result<Option<crate::multiplex::push::PushSecret>, ConfigError> {
-        let (secret, key) = match (&self.push_secret, &self.push_secret_file) {
-            (Some(s), None) => (s.as_bytes().to_vec(), "admin.push_secret"),
-            (None, Some(f)) => {
-                let text = std::fs::read_to_string(f).map_err(|e| {
-                    invalid(
-                        "admin.push_secret_file",
-                        format!("cannot read {}: {e}", f.display()),
-                        "make the file readable by imapmux",
-                    )
-                })?;
-                let line = text.lines().next().unwrap_or("").as_bytes().to_vec();
-                (line, "admin.push_secret_file")
-            }
-            (None, None) => return Ok(None),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "admin.push_secret",
-                    "both admin.push_secret and admin.push_secret_file are set",
-                    "set exactly one of them",
-                ))
-            }
-        };
-        crate::multiplex::push::PushSecret::new(&secret)
-            .map(Some)
-            .ok_or_else(|| {
-                invalid(
-                    key,
-                    "the secret is empty",
-                    "put a long random string on the first line",
-                )
-            })
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
@@ -387,6 +283,13 @@ pub struct BackendConfig {
     pub insecure: bool,
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Dovecot's doveadm HTTP API (`http://HOST:PORT/doveadm/v1`): watchers
+    /// of parked clients poll through it in batches, holding no connection.
+    #[serde(default)]
+    pub doveadm_url: Option<String>,
+    /// File whose first line is Dovecot's `doveadm_api_key`.
+    #[serde(default)]
+    pub doveadm_api_key_file: Option<PathBuf>,
 }
 
 fn default_backend_tls() -> BackendTls {
@@ -576,6 +479,7 @@ impl Config {
                         "set weight = 1 or more (remove the backend to take it out)",
                     ));
                 }
+                crate::multiplex::poll::validate_backend(b, &key)?;
                 if let Some(ca) = &b.ca_file {
                     if b.tls == BackendTls::None {
                         return Err(invalid(
@@ -653,6 +557,7 @@ impl Config {
                         b.name
                     ));
                 }
+                w.extend(crate::multiplex::poll::warning(b, &self.multiplex));
             }
         }
         w

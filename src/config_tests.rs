@@ -127,6 +127,77 @@ fn push_secret_keys() {
 }
 
 #[test]
+fn push_peer_keys() {
+    let with = |admin: &str| format!("{MINIMAL}\n[admin]\naddress = \"127.0.0.1:9143\"\n{admin}\n");
+    let ok = |admin: &str| Config::parse(&with(admin), Path::new("t")).unwrap();
+    let secret = "push_secret = \"s3cret\"\n";
+
+    let c = ok(secret);
+    assert!(!c.admin.fanout_enabled());
+    assert_eq!(c.admin.push_peers_refresh, Duration::from_secs(15));
+    let c = ok(&format!(
+        "{secret}push_peers = [\"127.0.0.1:9144\", \"[::1]:9145\", \"peer3.example:9143\"]\n\
+         push_peers_dns = \"imapmux-peers.mail.svc:9143\"\npush_peers_refresh = \"30s\""
+    ));
+    assert!(c.admin.fanout_enabled());
+    assert_eq!(c.admin.push_peers_refresh, Duration::from_secs(30));
+    let t = c.admin.peer_targets();
+    assert_eq!(t.len(), 4);
+    assert_eq!(t[1].literal, Some("[::1]:9145".parse().unwrap()));
+    assert_eq!(t[3].name, "imapmux-peers.mail.svc");
+    let (_, auth) = c.admin.load_secrets().unwrap().unwrap();
+    assert!(!format!("{c:?} {auth:?}").contains("s3cret"));
+
+    // Each error names its key and the fix.
+    let e = err(&with("push_peers = [\"127.0.0.1:9144\"]"));
+    assert!(
+        e.contains("admin.push_peers") && e.contains("push_secret"),
+        "{e}"
+    );
+    let e = err(&with("push_peers_dns = \"peers.svc:9143\""));
+    assert!(
+        e.contains("admin.push_peers_dns") && e.contains("push_secret"),
+        "{e}"
+    );
+    let e = err(&with(&format!(
+        "{secret}push_peers = [\"127.0.0.1:9144\", \"nonsense\"]"
+    )));
+    assert!(
+        e.contains("admin.push_peers[1]") && e.contains("HOST:PORT"),
+        "{e}"
+    );
+    let e = err(&with(&format!("{secret}push_peers = [\"127.0.0.1:9143\"]")));
+    assert!(
+        e.contains("admin.push_peers[0]") && e.contains("own admin.address"),
+        "{e}"
+    );
+    let e = err(&with(&format!("{secret}push_peers_dns = \"peers.svc\"")));
+    assert!(e.contains("admin.push_peers_dns"), "{e}");
+    let e = err(&with(&format!(
+        "{secret}push_peers_dns = \"10.0.0.1:9143\""
+    )));
+    assert!(
+        e.contains("admin.push_peers_dns") && e.contains("not a DNS name"),
+        "{e}"
+    );
+    let e = err(&with(&format!(
+        "{secret}push_peers_dns = \"p.svc:1\"\npush_peers_refresh = \"100ms\""
+    )));
+    assert!(e.contains("admin.push_peers_refresh"), "{e}");
+    let e = err(&with(&format!("{secret}push_peers_refresh = \"soon\"")));
+    assert!(
+        e.contains("push_peers_refresh") && e.contains("duration"),
+        "{e}"
+    );
+    let many: Vec<String> = (0..65).map(|i| format!("\"10.0.1.{i}:9143\"")).collect();
+    let e = err(&with(&format!("{secret}push_peers = [{}]", many.join(","))));
+    assert!(
+        e.contains("admin.push_peers") && e.contains("at most"),
+        "{e}"
+    );
+}
+
+#[test]
 fn host_port() {
     assert_eq!(
         split_host_port("mail.example:143"),

@@ -28,6 +28,9 @@ pub struct Backend {
     pub server_name: ServerName<'static>,
     /// The pool's master user, when its login mode is "master".
     pub master: Option<Arc<crate::backend::login::MasterLogin>>,
+    /// Dovecot's doveadm HTTP API, when configured: watchers of this
+    /// backend are polled through it in batches (see `multiplex::poll`).
+    pub doveadm: Option<Arc<crate::multiplex::poll::Endpoint>>,
     up: AtomicBool,
 }
 
@@ -99,6 +102,9 @@ impl Router {
                         key: format!("{key}.server_name"),
                         message: format!("{host:?} is not a valid DNS name or IP address"),
                     })?;
+                let doveadm = crate::multiplex::poll::Endpoint::from_config(b, &key)
+                    .map_err(|(key, message)| BuildError::Invalid { key, message })?
+                    .map(Arc::new);
                 index.insert(b.name.clone(), (i, j));
                 backends.push(Arc::new(Backend {
                     name: b.name.clone(),
@@ -107,6 +113,7 @@ impl Router {
                     tls,
                     server_name,
                     master: master.clone(),
+                    doveadm,
                     up: AtomicBool::new(true),
                 }));
             }

@@ -79,7 +79,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         Some(a) => Some(crate::admin::bind(a).await?),
         None => None,
     };
-    let push_secret = cfg.admin.load_push_secret()?;
+    let secrets = cfg.admin.load_secrets()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, close_rx) = watch::channel(false);
     let cache = cfg.cache.enabled.then(|| {
@@ -116,6 +116,14 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
             Some(metrics.clone()),
         ))
     });
+    if let Some(w) = &watch {
+        crate::multiplex::poll::start(
+            w,
+            &router,
+            cfg.timeouts.backend_response,
+            Some(metrics.clone()),
+        );
+    }
     let ctx = Arc::new(arc_swap::ArcSwap::from_pointee(Context {
         cache,
         config: cfg.clone(),
@@ -163,6 +171,15 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     // and /metrics stays readable while sessions drain.
     let (_admin_stop, admin_stop_rx) = watch::channel(false);
     let admin_task = admin.map(|l| {
+        let instance = crate::multiplex::fanout::InstanceId::random()
+            .unwrap_or_else(|| crate::multiplex::fanout::InstanceId::fixed("unknown"));
+        let (push_secret, fanout) = match secrets {
+            Some((secret, auth)) => (
+                Some(secret),
+                start_fanout(&cfg, auth, l.local_addr().ok(), &instance, &metrics),
+            ),
+            None => (None, None),
+        };
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
@@ -171,6 +188,8 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
                 Some(w) => w.clone() as Arc<dyn crate::multiplex::wake::WakeSink>,
                 None => Arc::new(crate::multiplex::wake::NoWake),
             },
+            instance,
+            fanout,
         });
         tokio::spawn(crate::admin::serve(l, state, admin_stop_rx))
     });
@@ -215,6 +234,38 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("imapmux stopped");
     Ok(())
+}
+
+/// Push fan-out to the other replicas, when `admin.push_peers` or
+/// `admin.push_peers_dns` is set. `own`: the bound admin address.
+fn start_fanout(
+    cfg: &Config,
+    auth: crate::multiplex::fanout::ForwardAuth,
+    own: Option<std::net::SocketAddr>,
+    instance: &crate::multiplex::fanout::InstanceId,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<crate::multiplex::fanout::Fanout>> {
+    if !cfg.admin.fanout_enabled() {
+        return None;
+    }
+    let fc = crate::multiplex::fanout::FanoutConfig {
+        targets: cfg.admin.peer_targets(),
+        refresh: cfg.admin.push_peers_refresh,
+        auth,
+        own: own.filter(|a| !a.ip().is_unspecified()),
+        limits: Default::default(),
+    };
+    tracing::info!(
+        peers = ?cfg.admin.push_peers,
+        dns = ?cfg.admin.push_peers_dns,
+        instance = instance.as_str(),
+        "push fan-out on"
+    );
+    Some(crate::multiplex::fanout::start(
+        fc,
+        instance.clone(),
+        metrics.clone(),
+    ))
 }
 
 /// Health checks for every backend of `router`, until the returned sender

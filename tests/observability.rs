@@ -301,7 +301,8 @@ async fn tls_login(addr: &str, user: &str, pass: &str) -> (ImapClient, Response)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_the_right_amounts_and_the_scrape_passes_promtool() {
-    let dovecot = Dovecot::builder().messages(3).start();
+    // doveadm_url on: the doveadm poll series exist from the start.
+    let dovecot = Dovecot::builder().messages(3).doveadm_http().start();
     let (tls_addr, stls_addr, plain_addr, admin) =
         (free_addr(), free_addr(), free_addr(), free_addr());
     let cfg = ProxyConfig::new()
@@ -311,7 +312,10 @@ async fn counters_move_by_the_right_amounts_and_the_scrape_passes_promtool() {
         .allow_plaintext_auth(true)
         .max_connections(500)
         .admin(&admin)
-        .backend(BackendCfg::new("b1", &dovecot.addr()))
+        .backend(
+            BackendCfg::new("b1", &dovecot.addr())
+                .doveadm(&dovecot.doveadm_url(), dovecot.doveadm_key_file()),
+        )
         .extra(CACHE)
         .to_toml();
     let _proxy = Imapmux::start(&cfg, &tls_addr);
@@ -327,6 +331,13 @@ async fn counters_move_by_the_right_amounts_and_the_scrape_passes_promtool() {
     assert_eq!(base.get("imapmux_client_connections_max", &[]), 500.0);
     assert_eq!(base.get("imapmux_backend_up", &[("backend", "b1")]), 1.0);
     assert_eq!(base.get("imapmux_client_connections_open", &[]), 0.0);
+    assert_eq!(
+        base.get(
+            "imapmux_doveadm_poll_requests_total",
+            &[("backend", "b1"), ("result", "ok")]
+        ),
+        0.0
+    );
     assert_eq!(
         base.get(
             "imapmux_build_info",

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod doveadm;
 pub mod park;
 pub mod pool;
 pub mod push;
@@ -157,6 +158,7 @@ pub struct Metrics {
     pub pool: pool::PoolMetrics,
     pub park: park::ParkMetrics,
     pub push: push::PushMetrics,
+    pub doveadm: doveadm::DoveadmMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -364,6 +366,7 @@ impl Metrics {
             pool: pool::PoolMetrics::new(&r)?,
             park: park::ParkMetrics::new(&r)?,
             push: push::PushMetrics::new(&r)?,
+            doveadm: doveadm::DoveadmMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),

@@ -9,6 +9,8 @@ pub struct ParkMetrics {
     pub parked: IntGauge,
     pub idling: IntGauge,
     pub watchers: IntGauge,
+    /// Backend connections the watchers hold now.
+    watcher_connections: IntGauge,
     pub parks: IntCounter,
     /// Parked sessions that needed the backend again (a command DONE,
     /// IDLE, NOOP, CHECK or LOGOUT could not answer).
@@ -44,7 +46,12 @@ impl ParkMetrics {
             watchers: gauge(
                 r,
                 "imapmux_backend_watchers",
-                "Backend connections watching mailboxes for parked clients (one per backend and user).",
+                "Watchers of parked clients' mailboxes (one per backend and user); see imapmux_backend_watcher_connections for the backend connections they hold.",
+            )?,
+            watcher_connections: gauge(
+                r,
+                "imapmux_backend_watcher_connections",
+                "Backend connections held by watchers now: while polling over IMAP (one per watcher), or briefly after a wake-up (push, doveadm poll) to resync parked clients.",
             )?,
             parks: counter(
                 r,
@@ -73,6 +80,11 @@ impl ParkMetrics {
     /// Counts a parked session for as long as the guard lives.
     pub fn parked_session(&self) -> super::GaugeGuard {
         super::GaugeGuard::new(self.parked.clone())
+    }
+
+    /// Counts a watcher's backend connection for as long as the guard lives.
+    pub fn watcher_connection(&self) -> super::GaugeGuard {
+        super::GaugeGuard::new(self.watcher_connections.clone())
     }
 
     pub fn reattach(&self) {

@@ -15,13 +15,22 @@
 //! - [`push`] and [`wake`]: the push endpoint's body format and secret
 //!   (Dovecot's push-notification plugin via Lua/OX), and the sink that
 //!   wakes watchers.
+//! - [`poll`] and [`doveadm`]: polling without a connection per user: one
+//!   batch request per backend and interval to Dovecot's doveadm HTTP API
+//!   for every watched mailbox; a change wakes its watcher as a push does.
+//! - [`fanout`]: a push that reaches one replica is forwarded to the
+//!   others (peers from config or DNS; bounded queues; never forwarded
+//!   twice).
 //!
 //! Identity (who a session is) comes from [`crate::identity`]; connections
 //! and commands from [`crate::backend`]. Sessions use this module; it does
 //! not reach back into the relay.
 
+pub mod doveadm;
+pub mod fanout;
 pub mod park;
 pub mod parked;
+pub mod poll;
 pub mod pool;
 pub mod push;
 pub mod view;

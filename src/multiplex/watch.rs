@@ -1,17 +1,31 @@
-//! Watchers for parked IDLE clients: one backend connection per (backend,
-//! user), shared by all of that user's parked clients on all mailboxes
-//! (several devices of one user watching INBOX cost one connection). It
-//! polls the watched mailboxes (STATUS HIGHESTMODSEQ) every poll interval
-//! and at once when a push notification names one, publishes each
-//! mailbox's latest modseq to its subscribers, and answers their resync
-//! queries (EXAMINE with CONDSTORE, UID list, flags changed since).
+//! Watchers for parked IDLE clients: one per (backend, user), shared by
+//! all of that user's parked clients on all mailboxes (several devices of
+//! one user watching INBOX share it). It learns of changes to the watched
+//! mailboxes, publishes each mailbox's latest modseq to its subscribers,
+//! and answers their resync queries (EXAMINE with CONDSTORE, UID list,
+//! flags changed since) on a backend connection of its own.
 //!
-//! The watcher's connection has CONDSTORE enabled and is never handed to a
-//! client; it is logged out when the last subscriber leaves.
+//! How it learns of changes, and whether it holds a connection meanwhile:
+//!
+//! - a push notification names the mailbox ([`WakeSink`]): it asks the
+//!   backend (STATUS HIGHESTMODSEQ) at once;
+//! - the backend has a doveadm HTTP API (`doveadm_url`): the batch poller
+//!   ([`super::poll`]) asks for every watched mailbox of every user in a
+//!   few requests per poll interval and hands each watcher the new modseq
+//!   ([`Watcher::observe`]);
+//! - otherwise, with a poll interval, it polls STATUS HIGHESTMODSEQ itself
+//!   every interval, which keeps its connection logged in (one backend
+//!   connection per parked user).
+//!
+//! Except in the last case the connection is logged out [`LINGER`] after
+//! its last command, so a watcher holds a connection only while it
+//! resyncs. The connection has CONDSTORE enabled and is never handed to a
+//! client; it is logged out at the latest when the last subscriber leaves.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
@@ -48,6 +62,19 @@ pub struct WatchConfig {
 
 type Key = (String, String);
 
+/// How long a watcher that does not poll over IMAP keeps its backend
+/// connection after its last command: long enough for the resyncs that
+/// follow one change (every parked device of the user, one after the
+/// other) and for a burst of changes (a delivery, then its flags), short
+/// enough that idle watchers hold nothing.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// A watcher's logged-in backend connection, counted while held.
+struct Held {
+    li: LoggedIn,
+    _counted: Option<crate::metrics::GaugeGuard>,
+}
+
 /// All watchers of this process; the push endpoint wakes them.
 pub struct Registry {
     cfg: WatchConfig,
@@ -81,6 +108,7 @@ impl Registry {
         }
         let w = Arc::new(Watcher {
             backend: backend.clone(),
+            owner: user.to_string(),
             creds: creds.clone(),
             cfg: self.cfg.clone(),
             conn: tokio::sync::Mutex::new(None),
@@ -88,6 +116,8 @@ impl Registry {
             poke: Arc::new(Notify::new()),
             poked: Mutex::new(Vec::new()),
             next_tag: std::sync::atomic::AtomicU64::new(1),
+            last_used: Mutex::new(Instant::now()),
+            poked_by_poll: AtomicBool::new(false),
             metrics: self.metrics.clone(),
         });
         map.insert(key, Arc::downgrade(&w));
@@ -112,6 +142,19 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.cfg.poll_interval
+    }
+
+    /// The live watchers of backends with a doveadm API (batch-polled).
+    pub(super) fn batch_polled(&self) -> Vec<Arc<Watcher>> {
+        lock(&self.watchers)
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|w| w.backend.doveadm.is_some())
+            .collect()
+    }
 }
 
 impl WakeSink for Registry {
@@ -133,14 +176,21 @@ impl WakeSink for Registry {
 
 pub struct Watcher {
     backend: Arc<Backend>,
+    /// The mailbox owner (the key of the watcher, and doveadm's user).
+    owner: String,
     creds: Credentials,
     cfg: WatchConfig,
-    conn: tokio::sync::Mutex<Option<LoggedIn>>,
+    conn: tokio::sync::Mutex<Option<Held>>,
     /// mailbox → latest HIGHESTMODSEQ seen (subscribers wait for changes).
     mailboxes: Mutex<HashMap<String, watch::Sender<u64>>>,
     poke: Arc<Notify>,
     poked: Mutex<Vec<String>>,
     next_tag: std::sync::atomic::AtomicU64,
+    /// When the connection last answered a command (it is logged out
+    /// [`LINGER`] later unless the watcher polls over IMAP).
+    last_used: Mutex<Instant>,
+    /// The batch poller asked for an IMAP check (its answer had none).
+    poked_by_poll: AtomicBool,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -162,6 +212,82 @@ impl Watcher {
         let (tx, rx) = watch::channel(modseq);
         map.insert(mailbox.to_string(), tx);
         rx
+    }
+
+    pub(super) fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    pub(super) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The watched mailboxes (someone subscribed) and their latest values.
+    pub(super) fn watched(&self) -> Vec<(String, u64)> {
+        lock(&self.mailboxes)
+            .iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(m, tx)| (m.clone(), *tx.borrow()))
+            .collect()
+    }
+
+    /// The batch poller learned `mailbox`'s modseq: wake the subscribers if
+    /// it is not what they know. True if it woke them.
+    pub fn observe(&self, mailbox: &str, modseq: u64) -> bool {
+        let map = lock(&self.mailboxes);
+        let Some(tx) = map
+            .iter()
+            .find(|(m, _)| same_mailbox(m, mailbox))
+            .map(|(_, t)| t)
+        else {
+            return false;
+        };
+        tx.send_if_modified(|cur| {
+            let changed = *cur != modseq;
+            *cur = modseq;
+            changed
+        })
+    }
+
+    /// The batch poller could not learn `mailbox`'s state: check it over
+    /// IMAP now, as for a push.
+    pub fn check_over_imap(&self, mailbox: &str) -> bool {
+        self.poked_by_poll.store(true, Ordering::Relaxed);
+        self.poke(mailbox)
+    }
+
+    /// Whether this watcher polls over IMAP itself (and so keeps its
+    /// connection): a poll interval and no doveadm API to batch through.
+    fn polls_over_imap(&self) -> bool {
+        !self.cfg.poll_interval.is_zero() && self.backend.doveadm.is_none()
+    }
+
+    /// When to log the connection out ([`LINGER`] after its last use);
+    /// `None` when none is held or the watcher polls over IMAP.
+    fn release_at(&self) -> Option<Instant> {
+        if self.polls_over_imap() {
+            return None;
+        }
+        match self.conn.try_lock() {
+            Ok(slot) if slot.is_none() => None,
+            Ok(_) => Some(*lock(&self.last_used) + LINGER),
+            // In use: look again later.
+            Err(_) => Some(Instant::now() + LINGER),
+        }
+    }
+
+    /// Log the connection out if it has not been used for [`LINGER`].
+    fn release_if_idle(&self) {
+        let Ok(mut slot) = self.conn.try_lock() else {
+            return;
+        };
+        if lock(&self.last_used).elapsed() < LINGER {
+            return;
+        }
+        if let Some(h) = slot.take() {
+            let t = self.cfg.response_timeout;
+            tokio::spawn(super::pool::logout(h.li, t));
+        }
     }
 
     /// A push named this mailbox: poll it now. False if nobody watches it.
@@ -192,7 +318,7 @@ impl Watcher {
 
     async fn connection<'a>(
         &self,
-        slot: &'a mut Option<LoggedIn>,
+        slot: &'a mut Option<Held>,
     ) -> Result<&'a mut LoggedIn, WatchError> {
         if slot.is_none() {
             let c = crate::backend::connect(
@@ -202,27 +328,39 @@ impl Watcher {
             )
             .await?;
             match c.login(&self.creds, None).await? {
-                crate::backend::LoginOutcome::Ok(li) => *slot = Some(li),
+                crate::backend::LoginOutcome::Ok(li) => {
+                    *lock(&self.last_used) = Instant::now();
+                    *slot = Some(Held {
+                        li,
+                        _counted: self.metrics.as_ref().map(|m| m.park.watcher_connection()),
+                    });
+                    // The watcher task schedules the logout (LINGER).
+                    self.poke.notify_one();
+                }
                 crate::backend::LoginOutcome::Rejected { .. } => {
                     return Err(WatchError::Refused("login"))
                 }
             }
         }
-        slot.as_mut().ok_or(WatchError::Refused("login"))
+        slot.as_mut()
+            .map(|h| &mut h.li)
+            .ok_or(WatchError::Refused("login"))
     }
 
     /// Run `cmd`; on any I/O failure the connection is dropped (the next
     /// call logs in again).
     async fn cmd(
         &self,
-        slot: &mut Option<LoggedIn>,
+        slot: &mut Option<Held>,
         cmd: &str,
         untagged: impl FnMut(&[u8]),
     ) -> Result<bool, WatchError> {
         let tag = self.tag();
         let t = self.cfg.response_timeout;
         let conn = self.connection(slot).await?;
-        match run(&mut conn.stream, &mut conn.buf, &tag, cmd, t, untagged).await {
+        let r = run(&mut conn.stream, &mut conn.buf, &tag, cmd, t, untagged).await;
+        *lock(&self.last_used) = Instant::now();
+        match r {
             Ok(answer) => Ok(answer.is_ok()),
             Err(e) => {
                 *slot = None;
@@ -341,51 +479,57 @@ impl Watcher {
         })
     }
 
-    /// Poll the watched mailboxes until nobody holds the watcher.
+    /// Poll the watched mailboxes (over IMAP, or when poked) until nobody
+    /// holds the watcher; log the connection out when it is not needed.
     async fn run(me: Weak<Watcher>) {
+        enum Why {
+            Poll,
+            Poke,
+            Release,
+        }
         loop {
             let Some(w) = me.upgrade() else { return };
-            let interval = if w.cfg.poll_interval.is_zero() {
-                Duration::from_secs(3600)
-            } else {
+            let interval = if w.polls_over_imap() {
                 w.cfg.poll_interval
+            } else {
+                Duration::from_secs(3600)
             };
+            let release_at = w.release_at();
             let poke = w.poke.clone();
             drop(w);
-            let woken = tokio::select! {
-                _ = tokio::time::sleep(interval) => false,
-                _ = poke.notified() => true,
+            let release = tokio::time::sleep_until(
+                release_at
+                    .unwrap_or_else(|| Instant::now() + interval)
+                    .into(),
+            );
+            let why = tokio::select! {
+                _ = tokio::time::sleep(interval) => Why::Poll,
+                _ = poke.notified() => Why::Poke,
+                _ = release, if release_at.is_some() => Why::Release,
             };
             let Some(w) = me.upgrade() else { return };
-            let names: Vec<String> = if woken {
-                std::mem::take(&mut *lock(&w.poked))
-            } else {
-                let mut map = lock(&w.mailboxes);
-                map.retain(|_, tx| tx.receiver_count() > 0);
-                map.keys().cloned().collect()
+            let (names, cause): (Vec<String>, _) = match why {
+                Why::Release => {
+                    w.release_if_idle();
+                    continue;
+                }
+                Why::Poke => {
+                    let by_poll = w.poked_by_poll.swap(false, Ordering::Relaxed);
+                    let names = std::mem::take(&mut *lock(&w.poked));
+                    (names, if by_poll { "poll" } else { "push" })
+                }
+                Why::Poll => {
+                    let mut map = lock(&w.mailboxes);
+                    map.retain(|_, tx| tx.receiver_count() > 0);
+                    (map.keys().cloned().collect(), "poll")
+                }
             };
-            let cause = if woken { "push" } else { "poll" };
             for name in names {
                 match w.version(&name).await {
                     Ok(m) => {
-                        let map = lock(&w.mailboxes);
-                        if let Some(tx) = map
-                            .iter()
-                            .find(|(k, _)| same_mailbox(k, &name))
-                            .map(|(_, t)| t)
-                        {
-                            let changed = tx.send_if_modified(|cur| {
-                                if m != *cur {
-                                    *cur = m;
-                                    true
-                                } else {
-                                    false
-                                }
-                            });
-                            if changed {
-                                if let Some(mx) = &w.metrics {
-                                    mx.park.wake(cause);
-                                }
+                        if w.observe(&name, m) {
+                            if let Some(mx) = &w.metrics {
+                                mx.park.wake(cause);
                             }
                         }
                     }
@@ -403,7 +547,7 @@ impl Drop for Watcher {
         if let Some(c) = self.conn.get_mut().take() {
             let t = self.cfg.response_timeout;
             if let Ok(h) = tokio::runtime::Handle::try_current() {
-                h.spawn(super::pool::logout(c, t));
+                h.spawn(super::pool::logout(c.li, t));
             }
         }
         if let Some(m) = &self.metrics {
@@ -443,7 +587,7 @@ pub async fn uid_search_all(
     Ok(answer.is_ok().then(|| uids.unwrap_or_default()))
 }
 
-async fn search_all(w: &Watcher, slot: &mut Option<LoggedIn>) -> Result<UidList, WatchError> {
+async fn search_all(w: &Watcher, slot: &mut Option<Held>) -> Result<UidList, WatchError> {
     let tag = w.tag();
     let t = w.cfg.response_timeout;
     let conn = w.connection(slot).await?;

@@ -3,6 +3,7 @@
 //! the core queued, sleeps until the core's one deadline, and hands the
 //! connections back when the core finishes. No protocol logic here.
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ pub struct RelayOutcome<C, B> {
 /// Read buffers start small, so an idle session costs little memory, and
 /// double up to the maximum while data streams (large literals).
 const READ_MIN: usize = 512;
-const READ_MAX: usize = 64 * 1024;
+const READ_MAX: usize = 128 * 1024;
 
 /// Adaptive read-buffer sizing for one direction.
 #[derive(Debug)]
@@ -132,12 +133,18 @@ where
             bsize.prepare(io.backend_in);
         }
         let (to_c, to_b) = (io.to_client, io.to_backend);
+        let mut c_slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut b_slices = [IoSlice::new(&[]); MAX_SLICES];
+        let nc = to_c.slices(&mut c_slices);
+        let nb = to_b.slices(&mut b_slices);
+        let c_slices = c_slices.get(..nc).unwrap_or_default();
+        let b_slices = b_slices.get(..nb).unwrap_or_default();
         let turn = tokio::select! {
             // Writes first: a written chunk frees its read buffer, which the
             // next read then reuses instead of allocating a fresh one.
             biased;
-            r = write_or_flush(&mut bw, to_b), if to_b.is_some() || b_dirty => Turn::Backend(r),
-            r = write_or_flush(&mut cw, to_c), if to_c.is_some() || c_dirty => Turn::Client(r),
+            r = write_or_flush(&mut bw, b_slices), if !to_b.is_empty() || b_dirty => Turn::Backend(r),
+            r = write_or_flush(&mut cw, c_slices), if !to_c.is_empty() || c_dirty => Turn::Client(r),
             r = br.read_buf(io.backend_in), if read_b => Turn::BackendRead(r),
             r = cr.read_buf(io.client_in), if read_c => Turn::ClientRead(r),
             _ = &mut sleep, if deadline.is_some() => Turn::Deadline,
@@ -236,16 +243,23 @@ where
     out
 }
 
-/// Write some of `data`, or flush when nothing is left to write. Both
-/// are cancel-safe (a write either happened and is reported, or not).
+/// Most queued pieces handed to one vectored write (a response line, its
+/// literal chunks and the next responses).
+const MAX_SLICES: usize = 16;
+
+/// Write some of `data` (one vectored write), or flush when nothing is
+/// left to write. Both are cancel-safe (a write either happened and is
+/// reported, or not).
 async fn write_or_flush<W: AsyncWrite + Unpin>(
     w: &mut W,
-    data: Option<&[u8]>,
+    data: &[IoSlice<'_>],
 ) -> std::io::Result<Option<usize>> {
     match data {
-        Some(d) => {
-            let n = w.write(d).await?;
-            if n == d.len() {
+        [] => w.flush().await.map(|()| None),
+        d => {
+            let len: usize = d.iter().map(|s| s.len()).sum();
+            let n = w.write_vectored(d).await?;
+            if n == len {
                 // All written: try to flush now, without waiting (one poll;
                 // what is left is flushed by a later turn). Nothing here
                 // can lose the count `n` if the future is dropped.
@@ -256,6 +270,5 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
             }
             Ok(Some(n))
         }
-        None => w.flush().await.map(|()| None),
     }
 }

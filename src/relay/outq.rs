@@ -3,6 +3,7 @@
 //! written with few system calls.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
 
@@ -59,25 +60,45 @@ impl OutQueue {
         }
     }
 
-    /// `n` bytes of [`OutQueue::front`] were written.
+    /// Fill `out` with the queued bytes in order, as many pieces as fit;
+    /// returns how many were filled. One vectored write then sends a
+    /// response line, its literal and what follows with one system call
+    /// (and, under TLS, in as few records as they fill).
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let tail = (!self.tail.is_empty()).then_some(&self.tail[..]);
+        let pieces = self.chunks.iter().map(|c| &c[..]).chain(tail);
+        let mut n = 0;
+        for (slot, piece) in out.iter_mut().zip(pieces) {
+            *slot = IoSlice::new(piece);
+            n += 1;
+        }
+        n
+    }
+
+    /// `n` bytes from the front (of [`OutQueue::front`] or
+    /// [`OutQueue::slices`]) were written.
     pub(crate) fn consume(&mut self, n: usize) {
-        let n = n.min(self.len);
+        let mut n = n.min(self.len);
         self.len -= n;
-        match self.chunks.front_mut() {
-            Some(c) => {
-                if n >= c.len() {
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(c) if n >= c.len() => {
+                    n -= c.len();
                     self.chunks.pop_front();
-                } else {
+                }
+                Some(c) => {
                     let _ = c.split_to(n);
+                    n = 0;
+                }
+                None => {
+                    let _ = self.tail.split_to(n);
+                    n = 0;
                 }
             }
-            None => {
-                let _ = self.tail.split_to(n);
-                if self.tail.is_empty() {
-                    // Nothing kept while idle (memory per idle client).
-                    self.tail = BytesMut::new();
-                }
-            }
+        }
+        if self.tail.is_empty() && self.chunks.is_empty() {
+            // Nothing kept while idle (memory per idle client).
+            self.tail = BytesMut::new();
         }
     }
 }
@@ -106,5 +127,27 @@ mod tests {
         want.extend_from_slice(b"cd");
         assert_eq!(out, want);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn slices_cover_everything_and_consume_spans_chunks() {
+        let mut q = OutQueue::default();
+        q.push_slice(b"* 1 FETCH (BODY[] {5000}\r\n");
+        q.push(Bytes::from(vec![b'x'; 5000]));
+        q.push_slice(b")\r\nA OK\r\n");
+        let mut buf = [IoSlice::new(&[]); 8];
+        let n = q.slices(&mut buf);
+        assert_eq!(n, 3);
+        let total: usize = buf[..n].iter().map(|s| s.len()).sum();
+        assert_eq!(total, q.len());
+        // A partial write across the first chunk and into the second.
+        let first = buf[0].len();
+        q.consume(first + 10);
+        assert_eq!(q.front().map(<[u8]>::len), Some(4990));
+        let mut one = [IoSlice::new(&[]); 1];
+        assert_eq!(q.slices(&mut one), 1);
+        q.consume(4990 + 9);
+        assert_eq!(q.len(), 0);
+        assert!(q.front().is_none());
     }
 }

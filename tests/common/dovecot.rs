@@ -28,6 +28,7 @@ pub struct DovecotBuilder {
     oauth2_introspection: Option<String>,
     extra_config: String,
     lua_push: Option<(String, String)>,
+    doveadm_http: bool,
 }
 
 impl Default for DovecotBuilder {
@@ -44,6 +45,7 @@ impl Default for DovecotBuilder {
             oauth2_introspection: None,
             extra_config: String::new(),
             lua_push: None,
+            doveadm_http: false,
         }
     }
 }
@@ -115,6 +117,13 @@ impl DovecotBuilder {
     /// shipped Lua script (`config/dovecot/imapmux-push.lua`) and `secret`.
     pub fn lua_push(mut self, url: &str, secret: &str) -> Self {
         self.lua_push = Some((url.to_string(), secret.to_string()));
+        self
+    }
+
+    /// Serve the doveadm HTTP API on 127.0.0.1 (`doveadm_api_key` set; see
+    /// [`Dovecot::doveadm_url`] and [`Dovecot::doveadm_key_file`]).
+    pub fn doveadm_http(mut self) -> Self {
+        self.doveadm_http = true;
         self
     }
 
@@ -193,6 +202,7 @@ pub struct Dovecot {
     dir: tempfile::TempDir,
     port: u16,
     imaps_port: Option<u16>,
+    doveadm_port: Option<u16>,
     users: Vec<(String, String)>,
     conf_path: PathBuf,
     log_path: PathBuf,
@@ -243,6 +253,7 @@ impl Dovecot {
             stderr_path: base.join("dovecot.stderr"),
             port: 0,
             imaps_port: None,
+            doveadm_port: None,
             users: opts.users.clone(),
             rawlog: opts.rawlog,
             ca,
@@ -257,6 +268,7 @@ impl Dovecot {
         for _attempt in 0..5 {
             dc.port = free_port();
             dc.imaps_port = dc.opts.tls.then(free_port);
+            dc.doveadm_port = dc.opts.doveadm_http.then(free_port);
             dc.write_config();
             match dc.spawn() {
                 Ok(()) => {
@@ -333,10 +345,10 @@ impl Dovecot {
                 ));
             }
             if self.greets() {
-                let imaps_ok = match self.imaps_port {
-                    Some(p) => TcpStream::connect(("127.0.0.1", p)).is_ok(),
-                    None => true,
-                };
+                let imaps_ok = [self.imaps_port, self.doveadm_port]
+                    .into_iter()
+                    .flatten()
+                    .all(|p| TcpStream::connect(("127.0.0.1", p)).is_ok());
                 if imaps_ok {
                     return Ok(());
                 }
@@ -415,6 +427,17 @@ impl Dovecot {
     /// `127.0.0.1:<imaps port>`.
     pub fn imaps_addr(&self) -> String {
         format!("127.0.0.1:{}", self.imaps_port())
+    }
+    /// URL of the doveadm HTTP API; panics without `.doveadm_http()`.
+    pub fn doveadm_url(&self) -> String {
+        let p = self
+            .doveadm_port
+            .expect("Dovecot built without .doveadm_http()");
+        format!("http://127.0.0.1:{p}/doveadm/v1")
+    }
+    /// File holding the doveadm API key (its first line).
+    pub fn doveadm_key_file(&self) -> PathBuf {
+        self.dir.path().join("doveadm-api-key")
     }
     /// CA certificate that signed Dovecot's server cert; panics without `.tls()`.
     pub fn ca_pem_path(&self) -> &Path {

@@ -3,7 +3,8 @@
 //! Use from any integration test with `mod common;`. Real parts only:
 //! a private Dovecot per test ([`Dovecot`]), a tokio IMAP client
 //! ([`ImapClient`]), the imapmux binary itself ([`Imapmux`]), a test CA
-//! ([`TestCa`]), a private OpenLDAP ([`Slapd`]), plus helpers to run
+//! ([`TestCa`]), a private OpenLDAP ([`Slapd`]), a private HAProxy
+//! ([`Haproxy`]), plus helpers to run
 //! `tests/py/imap_client.py` and curl.
 //!
 //! Nothing here ever skips a test: a missing tool is a panic that says to run
@@ -15,6 +16,7 @@ pub mod client;
 pub mod client_tls;
 pub mod client_types;
 pub mod dovecot;
+pub mod haproxy;
 pub mod messages;
 pub mod proxy;
 pub mod slapd;
@@ -25,6 +27,7 @@ pub use client::{
     TlsClient, DEFAULT_TIMEOUT,
 };
 pub use dovecot::{log_field, Dovecot, DovecotBuilder};
+pub use haproxy::Haproxy;
 pub use messages::{seed_message, sized_message};
 pub use proxy::{
     hash_password, imapmux_bin, imapmux_command, proxy_config, toml_str, BackendCfg, Imapmux,
@@ -149,7 +152,7 @@ pub fn require_tool(name: &str) -> PathBuf {
     find_tool(name).unwrap_or_else(|| {
         panic!(
             "required tool `{name}` is not installed. Run `scripts/test` (it installs \
-             dovecot-imapd, dovecot-core, curl and python3 via apt-get) and retry."
+             dovecot-imapd, dovecot-core, curl, python3, haproxy… via apt-get) and retry."
         )
     })
 }

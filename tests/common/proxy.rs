@@ -253,6 +253,8 @@ pub struct BackendCfg {
     pub ca_file: Option<PathBuf>,
     pub insecure: bool,
     pub server_name: Option<String>,
+    /// `doveadm_url` and `doveadm_api_key_file`.
+    pub doveadm: Option<(String, PathBuf)>,
 }
 
 impl BackendCfg {
@@ -267,7 +269,14 @@ impl BackendCfg {
             ca_file: None,
             insecure: false,
             server_name: None,
+            doveadm: None,
         }
+    }
+    /// Poll parked clients' mailboxes through Dovecot's doveadm HTTP API
+    /// (see [`crate::common::DovecotBuilder::doveadm_http`]).
+    pub fn doveadm(mut self, url: &str, key_file: impl AsRef<Path>) -> Self {
+        self.doveadm = Some((url.into(), key_file.as_ref().to_path_buf()));
+        self
     }
     /// "none" | "starttls" | "implicit"
     pub fn tls(mut self, mode: &str) -> Self {
@@ -534,6 +543,10 @@ impl ProxyConfig {
                 let _ = writeln!(w, "insecure = {}", b.insecure);
                 if let Some(sn) = &b.server_name {
                     let _ = writeln!(w, "server_name = {}", toml_str(sn));
+                }
+                if let Some((url, key)) = &b.doveadm {
+                    let _ = writeln!(w, "doveadm_url = {}", toml_str(url));
+                    let _ = writeln!(w, "doveadm_api_key_file = {}", path_str(key));
                 }
             }
         }

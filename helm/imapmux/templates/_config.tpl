@@ -56,6 +56,11 @@ address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJso
 push_secret_file = "/etc/imapmux/admin/push-secret"
 {{- end }}
 {{- end }}
+{{- if include "imapmux.pushFanout" $ }}
+# Push fan-out: every ready pod of the release, from the headless Service.
+push_peers_dns = {{ printf "%s.%s.svc:%d" (include "imapmux.peersServiceName" $) $.Release.Namespace (int $c.admin.port) | toJson }}
+push_peers_refresh = {{ $c.admin.pushFanout.refresh | toJson }}
+{{- end }}
 
 [health]
 interval = {{ $c.health.interval | toJson }}
@@ -92,7 +97,7 @@ master_separator = {{ . | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range .backends }}
+{{- range $j, $b := .backends }}
 
 [[pool.backend]]
 name = {{ .name | toJson }}
@@ -106,6 +111,11 @@ ca_file = {{ . | toJson }}
 insecure = {{ .insecure | default false }}
 {{- with .server_name }}
 server_name = {{ . | toJson }}
+{{- end }}
+{{- with .doveadm_url }}
+doveadm_url = {{ . | toJson }}
+# From the Secret {{ dig "doveadmApiKeySecret" "name" "" $b }} (key {{ dig "doveadmApiKeySecret" "key" "api-key" $b }}).
+doveadm_api_key_file = {{ printf "/etc/imapmux/doveadm/pool-%d-backend-%d-api-key" $i $j | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -57,6 +57,21 @@ app.kubernetes.io/part-of: imapmux
 {{- end }}
 {{- end }}
 
+{{/*
+True ("true") when pushes are forwarded between the pods: /push is on
+(config.admin.pushSecret), config.admin.pushFanout.enabled, and there can
+be more than one pod (replicaCount > 1 or autoscaling).
+*/}}
+{{- define "imapmux.pushFanout" -}}
+{{- $a := .Values.config.admin }}
+{{- if and $a.pushSecret.name $a.pushFanout.enabled (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}true{{ end }}
+{{- end }}
+
+{{/* The headless Service of the pods' admin ports (push fan-out peers). */}}
+{{- define "imapmux.peersServiceName" -}}
+{{- printf "%s-peers" (include "imapmux.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
 {{/* True ("true") when a listener needs the TLS certificate. */}}
 {{- define "imapmux.needsTLS" -}}
 {{- $l := .Values.config.listeners }}
@@ -87,6 +102,11 @@ they do).
 {{- range $i, $p := .Values.config.pools }}
 {{- if and $p.login (eq ($p.login.mode | default "user") "master") }}
 {{- $files = append $files (dict "secret" (dig "masterPasswordSecret" "name" "" $p.login) "key" (dig "masterPasswordSecret" "key" "password" $p.login) "path" (printf "auth/pool-%d-master-password" $i)) }}
+{{- end }}
+{{- range $j, $b := $p.backends }}
+{{- if $b.doveadm_url }}
+{{- $files = append $files (dict "secret" (dig "doveadmApiKeySecret" "name" "" $b) "key" (dig "doveadmApiKeySecret" "key" "api-key" $b) "path" (printf "doveadm/pool-%d-backend-%d-api-key" $i $j)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- toYaml $files }}
@@ -165,9 +185,12 @@ complex (then the grace-period check below is skipped).
 {{- if not .Values.config.admin.pushSecret.name }}
 {{- fail "config.multiplex.poll_interval \"0s\" (push only) needs config.admin.pushSecret.name: with neither push nor polling, parked IDLE clients would not learn of new mail; keep poll_interval above 0s or set up push" }}
 {{- end }}
-{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
-{{- fail "config.multiplex.poll_interval \"0s\" (push only) needs a single replica: the admin Service hands each push to one pod, and parked clients on the other pods would not learn of changes; keep poll_interval above 0s" }}
+{{- if and (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) (not .Values.config.admin.pushFanout.enabled) }}
+{{- fail "config.multiplex.poll_interval \"0s\" (push only) with several replicas needs config.admin.pushFanout.enabled: the admin Service hands each push to one pod, and without fan-out parked clients on the other pods would not learn of changes; enable pushFanout or keep poll_interval above 0s" }}
 {{- end }}
+{{- end }}
+{{- if regexMatch "^(([0-9]+(ns|us|ms))+|(0+(ns|us|ms|s|m|h|d))+)$" .Values.config.admin.pushFanout.refresh }}
+{{- fail "config.admin.pushFanout.refresh must be at least 1s (e.g. \"15s\")" }}
 {{- end }}
 {{- $a := .Values.config.auth }}
 {{- if and (eq $a.source "passwd-file") (not $a.passwd_file.existingSecret.name) }}
@@ -204,6 +227,11 @@ complex (then the grace-period check below is skipped).
 {{- end }}
 {{- if not (dig "masterPasswordSecret" "name" "" $p.login) }}
 {{- fail (printf "config.pools[%d] (%s): login.mode master needs login.masterPasswordSecret.name, the Secret holding the master password" $i $p.name) }}
+{{- end }}
+{{- end }}
+{{- range $j, $b := $p.backends }}
+{{- if and $b.doveadm_url (not (dig "doveadmApiKeySecret" "name" "" $b)) }}
+{{- fail (printf "config.pools[%d].backends[%d] (%s): doveadm_url needs doveadmApiKeySecret.name, the Secret holding Dovecot's doveadm_api_key" $i $j $b.name) }}
 {{- end }}
 {{- end }}
 {{- end }}

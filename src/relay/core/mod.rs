@@ -76,8 +76,23 @@ pub struct SelectedMailbox {
 pub struct Io<'a> {
     pub client_in: &'a mut BytesMut,
     pub backend_in: &'a mut BytesMut,
-    pub to_client: Option<&'a [u8]>,
-    pub to_backend: Option<&'a [u8]>,
+    pub to_client: Pending<'a>,
+    pub to_backend: Pending<'a>,
+}
+
+/// Bytes queued toward one side, for a (vectored) write.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending<'a>(&'a OutQueue);
+
+impl<'a> Pending<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Fill `out` with the queued pieces in order; returns how many.
+    pub fn slices(&self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        self.0.slices(out)
+    }
 }
 
 /// What a parked client needs to be resumed.
@@ -293,8 +308,8 @@ impl RelaySession {
         Io {
             client_in: &mut self.client_in,
             backend_in: &mut self.backend_in,
-            to_client: self.to_client.front(),
-            to_backend: self.to_backend.front(),
+            to_client: Pending(&self.to_client),
+            to_backend: Pending(&self.to_backend),
         }
     }
 
@@ -381,7 +396,8 @@ impl RelaySession {
         self.to_client.front()
     }
 
-    /// `n` bytes of [`RelaySession::client_transmit`] were written.
+    /// `n` bytes of [`RelaySession::client_transmit`] (or of
+    /// [`Io::to_client`]) were written.
     pub fn client_sent(&mut self, n: usize, now: Instant) {
         self.to_client.consume(n);
         self.client_written += n as u64;

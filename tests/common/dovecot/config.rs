@@ -140,6 +140,14 @@ protocol imap {{
                 script.display()
             ));
         }
+        if let Some(port) = self.doveadm_port {
+            let key = "imapmux-test-doveadm-key";
+            fs::write(self.doveadm_key_file(), format!("{key}\n")).unwrap();
+            c.push_str(&format!(
+                "doveadm_api_key = {key}\nservice doveadm {{\n  inet_listener http {{\n    \
+                 address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
+            ));
+        }
         c.push_str(&o.extra_config);
         fs::write(&self.conf_path, c).unwrap();
     }
