@@ -419,8 +419,13 @@ impl Conn {
     }
 
     /// LOGOUT, then close the connection politely.
-    pub async fn logout(mut self, rec: &Rec) -> Res<()> {
-        self.ok(rec, "LOGOUT", "LOGOUT", |_| Ok(())).await?;
+    pub async fn logout(self, rec: &Rec) -> Res<()> {
+        self.logout_as(rec, "LOGOUT").await
+    }
+
+    /// LOGOUT with its latency recorded under `name`.
+    pub async fn logout_as(mut self, rec: &Rec, name: &str) -> Res<()> {
+        self.ok(rec, name, "LOGOUT", |_| Ok(())).await?;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         Ok(())
     }
@@ -496,6 +501,15 @@ impl Conn {
 
     /// Start IDLE and wait for the continuation.
     pub async fn idle_start(&mut self) -> Res<String> {
+        self.idle_start_with(|_| ()).await
+    }
+
+    /// Start IDLE and wait for the continuation, passing untagged
+    /// responses received before it to `on_untagged`.
+    pub async fn idle_start_with(
+        &mut self,
+        mut on_untagged: impl FnMut(&Response) + Send,
+    ) -> Res<String> {
         let tag = self.tag();
         let limit = self.cfg.timeout;
         timed(limit, "IDLE", async {
@@ -504,7 +518,7 @@ impl Conn {
                 let r = self.read_response().await?;
                 match r.kind() {
                     Some(Kind::Continuation) => return Ok(tag.clone()),
-                    Some(Kind::Untagged) => continue,
+                    Some(Kind::Untagged) => on_untagged(&r),
                     _ => {
                         return Err(BenchError::new(
                             ErrKind::BadResponse,
@@ -554,15 +568,31 @@ impl Conn {
 
     /// End IDLE (`DONE`) and wait for the tagged OK.
     pub async fn idle_done(&mut self, rec: &Rec, tag: &str) -> Res<()> {
+        self.idle_done_with(rec, "DONE", tag, |_| ()).await
+    }
+
+    /// End IDLE (`DONE`) and wait for the tagged OK, passing untagged
+    /// responses to `on_untagged`; the latency is recorded under `name`.
+    pub async fn idle_done_with(
+        &mut self,
+        rec: &Rec,
+        name: &str,
+        tag: &str,
+        mut on_untagged: impl FnMut(&Response) + Send,
+    ) -> Res<()> {
         let t = Instant::now();
         let limit = self.cfg.timeout;
         let st = timed(limit, "DONE", async {
             self.write(&[b"DONE\r\n"]).await?;
-            self.until_tagged(tag, &mut |_| Ok(())).await
+            self.until_tagged(tag, &mut |r| {
+                on_untagged(r);
+                Ok(())
+            })
+            .await
         })
         .await?;
         check_ok("IDLE", &st)?;
-        rec.lat("DONE", t.elapsed());
+        rec.lat(name, t.elapsed());
         Ok(())
     }
 }

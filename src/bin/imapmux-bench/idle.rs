@@ -40,9 +40,10 @@ struct Targets {
 }
 
 fn targets(ctx: &Ctx) -> Targets {
-    let proxy = match (&ctx.cli.proxy_pid, &ctx.cli.proxy_name) {
-        (Some(pid), _) => Some((format!("proxy pid {pid}"), vec![*pid])),
-        (None, Some(name)) => {
+    let pids = &ctx.cli.proxy_pid;
+    let proxy = match (pids.is_empty(), &ctx.cli.proxy_name) {
+        (false, _) => Some((format!("proxy pid {pids:?}"), pids.clone())),
+        (true, Some(name)) => {
             let pids = mem::pids_by_comm(name);
             if pids.is_empty() {
                 eprintln!("imapmux-bench: no process named {name:?} found");

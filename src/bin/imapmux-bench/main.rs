@@ -1,7 +1,8 @@
 //! imapmux-bench: an IMAP load generator for imapmux (and any IMAP server).
 //!
 //! Scenarios: `seed`, `login-storm`, `webmail`, `sync`, `idle-hold`,
-//! `append`, `fetch-latency`. See USAGE.md beside this file.
+//! `append`, `fetch-latency`, `read-heavy`, `mobile`. See USAGE.md beside
+//! this file.
 //!
 //! Exit code: 0 when no error occurred, 1 when any did, 2 for usage errors.
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@ mod conn_tests;
 mod idle;
 mod mailops;
 mod mem;
+mod mobile;
 mod msg;
 mod report;
 mod resp;
@@ -51,6 +53,10 @@ pub enum Scenario {
     /// Long sessions; each operation one FETCH: a page of headers and
     /// BODYSTRUCTURE, or a full body read (the FETCH cache's workload).
     ReadHeavy,
+    /// Phones and tablets: 1–3 devices per user idle in INBOX, refresh
+    /// their IDLE, get new mail and fetch it; backend connections, logins,
+    /// new-mail and DONE latency, and a final DONE + LOGOUT burst.
+    Mobile,
 }
 
 impl Scenario {
@@ -64,6 +70,7 @@ impl Scenario {
             Scenario::IdleHold => "idle-hold",
             Scenario::Append => "append",
             Scenario::FetchLatency => "fetch-latency",
+            Scenario::Mobile => "mobile",
         }
     }
 }
@@ -173,17 +180,64 @@ pub struct Cli {
     /// APPEND literal style.
     #[arg(long, value_enum, default_value = "auto")]
     pub literal: LiteralMode,
-    /// idle-hold: PID of the proxy to measure.
-    #[arg(long, conflicts_with = "proxy_name")]
-    pub proxy_pid: Option<u32>,
-    /// idle-hold: measure the processes with this name (/proc/PID/comm).
+    /// idle-hold, mobile: PID(s) of the proxy to measure (comma-separated:
+    /// several replicas are summed).
+    #[arg(long, conflicts_with = "proxy_name", value_delimiter = ',')]
+    pub proxy_pid: Vec<u32>,
+    /// idle-hold, mobile: measure the processes with this name (/proc/PID/comm).
     #[arg(long)]
     pub proxy_name: Option<String>,
-    /// idle-hold: count and measure backend processes with this name (Dovecot: imap).
+    /// idle-hold, mobile: count and measure backend processes with this name (Dovecot: imap).
     #[arg(long)]
     pub backend_name: Option<String>,
+    /// mobile: only count --backend-name (and --proxy-name) processes of
+    /// this process group (a private Dovecot among others on the machine).
+    #[arg(long)]
+    pub proc_pgid: Option<u32>,
+    /// mobile: mean time between a client's IDLE refreshes (DONE, IDLE
+    /// again); each interval is drawn uniformly from 0.5–1.5 × the mean.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub refresh_mean: Duration,
+    /// mobile: fraction of refreshes that send NOOP between DONE and IDLE.
+    #[arg(long, default_value = "0.2", value_parser = parse_fraction)]
+    pub noop_share: f64,
+    /// mobile: new messages per second (Poisson arrivals), each to a random
+    /// user, during the steady state.
+    #[arg(long, default_value_t = 1.0)]
+    pub mail_rate: f64,
+    /// mobile: size of each new message.
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    pub mail_size: u64,
+    /// mobile: where new mail is delivered (APPEND as the recipient over
+    /// plaintext IMAP, straight to the backend: the delivery side channel).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub deliver_target: Option<String>,
+    /// mobile: spread the clients' connects over this time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub ramp: Duration,
+    /// mobile: after the last delivery, keep refreshing this long before
+    /// the burst (late new mail still counts).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub mail_grace: Duration,
+    /// mobile: after --settle, wait at most this long for the backend's
+    /// process count (--backend-name) to stop falling (the proxy parking
+    /// its idle clients) before the steady state starts.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub settle_max: Duration,
+    /// mobile: the backend's log file (Dovecot log_path): its
+    /// `imap-login: … Login:` lines are counted once a second (backend
+    /// logins).
+    #[arg(long, value_name = "FILE")]
+    pub backend_log: Option<PathBuf>,
+    /// mobile: Prometheus metrics URL(s) of the proxy (http://HOST:PORT/metrics;
+    /// comma-separated for replicas, summed), scraped at the start and end
+    /// of the steady state and after the burst.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics_url: Vec<String>,
     /// idle-hold: wait this long after every client idles before measuring
-    /// memory (default: half of --duration, at most 2 s).
+    /// memory (default: half of --duration, at most 2 s). mobile: time
+    /// between the last client idling and the steady state (default 10 s;
+    /// longer than the proxy's idle_offload_after).
     #[arg(long, value_parser = parse_duration)]
     pub settle: Option<Duration>,
     /// idle-hold: after the memory sample, APPEND this many messages (one
@@ -260,6 +314,9 @@ fn build_ctx(cli: Cli) -> Result<Ctx, String> {
     }
     if cli.threads == Some(0) {
         return Err("--threads must be at least 1".into());
+    }
+    if cli.scenario == Scenario::Mobile {
+        mobile::validate(&cli)?;
     }
     let sizes = parse_sizes(&cli.sizes)?;
     let accounts = match &cli.users_file {

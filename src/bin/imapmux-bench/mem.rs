@@ -53,6 +53,44 @@ pub fn pids_by_comm(name: &str) -> Vec<u32> {
     out
 }
 
+/// `comm` and process group of a `/proc/PID/stat` text.
+pub fn parse_stat(text: &str) -> Option<(&str, u32)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?;
+    // After ") ": state, ppid, pgrp, …
+    let mut fields = text.get(close + 2..)?.split_ascii_whitespace();
+    let pgrp = fields.nth(2)?.parse().ok()?;
+    Some((comm, pgrp))
+}
+
+/// Pids named `name` (as [`pids_by_comm`]) and, with `pgid`, only those of
+/// that process group (one private server instance among others on the
+/// machine: its master was started in a new session, its children stay in
+/// its group).
+pub fn pids_by_comm_in(name: &str, pgid: Option<u32>) -> Vec<u32> {
+    let Some(pgid) = pgid else {
+        return pids_by_comm(name);
+    };
+    let want = &name[..name.len().min(15)];
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if parse_stat(&stat) == Some((want, pgid)) {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Sum over `pids` (processes that vanished are skipped).
 pub fn sample(pids: &[u32]) -> MemSample {
     let mut s = MemSample::default();
@@ -114,6 +152,21 @@ mod tests {
         assert_eq!(kb_field(status, "VmSwap:"), None);
         let rollup = "00400000-7fff [rollup]\nRss:   10 kB\nPss:   7 kB\nPss_Anon: 5 kB\n";
         assert_eq!(kb_field(rollup, "Pss:"), Some(7));
+    }
+
+    #[test]
+    fn stat_fields() {
+        let stat = "4242 (imap-login) S 4000 3999 3999 0 -1 4194560 100 0 0 0";
+        assert_eq!(parse_stat(stat), Some(("imap-login", 3999)));
+        // A comm with spaces and parentheses: the last ')' ends it.
+        let odd = "7 (a) b (c)) R 1 77 77 0";
+        assert_eq!(parse_stat(odd), Some(("a) b (c)", 77)));
+        assert_eq!(parse_stat("garbage"), None);
+        let me = std::process::id();
+        let text = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let (comm, pgrp) = parse_stat(&text).unwrap();
+        assert!(pids_by_comm_in(comm, Some(pgrp)).contains(&me));
+        assert!(!pids_by_comm_in(comm, Some(u32::MAX)).contains(&me));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Report {
     pub error_samples: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<crate::mobile::MobileReport>,
 }
 
 /// Order of the command kinds in the table: connection setup first, then
@@ -86,6 +88,14 @@ fn rank(name: &str) -> (usize, &str) {
         "CLOSE",
         "IDLE",
         "DONE",
+        "DONE_SETUP",
+        "NOOP",
+        "NEWMAIL",
+        "DONE_MAIL",
+        "FETCH_NEW",
+        "NEWMAIL_CYCLE",
+        "BURST_DONE",
+        "BURST_LOGOUT",
         "LOGOUT",
     ];
     match ORDER.iter().position(|n| *n == name) {
@@ -156,6 +166,7 @@ impl Report {
                 .collect(),
             error_samples: total.samples.clone(),
             idle,
+            mobile: None,
         }
     }
 
@@ -234,6 +245,10 @@ impl Report {
                     m.per_client_pss_kb
                 );
             }
+        }
+        if let Some(m) = &self.mobile {
+            o.push('\n');
+            o.push_str(&m.table());
         }
         let _ = writeln!(o, "\nerrors: {}", self.errors);
         for (k, n) in &self.errors_by_kind {

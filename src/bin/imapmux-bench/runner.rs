@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::report::Report;
 use crate::stats::{BenchError, ErrKind, Rec, Recorder};
-use crate::{idle, mailops, sessions, Ctx, Scenario};
+use crate::{idle, mailops, mobile, sessions, Ctx, Scenario};
 
 /// Far enough in the future to mean "no end" for the measurement window.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -34,6 +34,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     let report = match ctx.scenario {
         Scenario::Seed => run_finite(ctx.clone()).await,
         Scenario::IdleHold => idle::run(ctx.clone()).await,
+        Scenario::Mobile => mobile::run(ctx.clone()).await,
         _ => run_timed(ctx.clone()).await,
     };
     progress.abort();
@@ -54,7 +55,7 @@ fn spawn_worker(ctx: &Arc<Ctx>, id: usize, rec: Rec) -> JoinHandle<()> {
             Scenario::ReadHeavy => sessions::read_heavy(&ctx, id, &rec).await,
             Scenario::Append => mailops::append(&ctx, id, &rec).await,
             Scenario::FetchLatency => mailops::fetch_latency(&ctx, id, &rec).await,
-            Scenario::IdleHold => {}
+            Scenario::IdleHold | Scenario::Mobile => {}
         }
     })
 }
@@ -171,7 +172,10 @@ fn spawn_progress(ctx: Arc<Ctx>) -> JoinHandle<()> {
             let read = ctx.live.bytes_read.load(Ordering::Relaxed);
             let errs = ctx.live.errors.load(Ordering::Relaxed);
             let conns = ctx.live.conns_open.load(Ordering::Relaxed);
-            let phase = if ctx.scenario == Scenario::Seed || ctx.scenario == Scenario::IdleHold {
+            let phase = if matches!(
+                ctx.scenario,
+                Scenario::Seed | Scenario::IdleHold | Scenario::Mobile
+            ) {
                 ""
             } else if el < warmup {
                 " warmup"
