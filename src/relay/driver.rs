@@ -126,6 +126,11 @@ where
             sleep.as_mut().reset(at);
         }
         let io = s.io();
+        // The client is read again once what was cut from its buffer (a
+        // literal's chunks) went to the backend: the buffer is then reused
+        // instead of a fresh one being allocated, and page-faulted in, per
+        // read (APPEND streams). The core's own bounds still apply.
+        let read_c = read_c && !io.to_backend.holds_chunks();
         if read_c {
             csize.prepare(io.client_in);
         }

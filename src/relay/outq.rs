@@ -60,6 +60,12 @@ impl OutQueue {
         }
     }
 
+    /// Whether whole chunks (taken without a copy, from an input buffer)
+    /// are queued; small pieces are copies in the tail.
+    pub(crate) fn holds_chunks(&self) -> bool {
+        !self.chunks.is_empty()
+    }
+
     /// Fill `out` with the queued bytes in order, as many pieces as fit;
     /// returns how many were filled. One vectored write then sends a
     /// response line, its literal and what follows with one system call

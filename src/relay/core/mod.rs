@@ -93,6 +93,11 @@ impl<'a> Pending<'a> {
         self.0.len() == 0
     }
 
+    /// Whether chunks cut from an input buffer (without a copy) wait here.
+    pub fn holds_chunks(&self) -> bool {
+        self.0.holds_chunks()
+    }
+
     /// Fill `out` with the queued pieces in order; returns how many.
     pub fn slices(&self, out: &mut [std::io::IoSlice<'a>]) -> usize {
         self.0.slices(out)
