@@ -77,23 +77,11 @@ impl S {
     }
 
     fn sent_to_backend(&mut self) -> String {
-        let mut out = Vec::new();
-        while let Some(d) = self.s.backend_transmit() {
-            let n = d.len();
-            out.extend_from_slice(d);
-            self.s.backend_sent(n, self.now);
-        }
-        String::from_utf8(out).unwrap()
+        self.s.drain_to_backend(self.now)
     }
 
     fn sent_to_client(&mut self) -> String {
-        let mut out = Vec::new();
-        while let Some(d) = self.s.client_transmit() {
-            let n = d.len();
-            out.extend_from_slice(d);
-            self.s.client_sent(n, self.now);
-        }
-        String::from_utf8(out).unwrap()
+        self.s.drain_to_client(self.now)
     }
 
     fn uid_of(&self, seq: u32) -> Option<u32> {

@@ -602,6 +602,28 @@ impl RelaySession {
     fn client_buf_for_test(&mut self) -> &mut BytesMut {
         &mut self.client_in
     }
+
+    /// Everything queued for the backend, as if written, as text.
+    pub(crate) fn drain_to_backend(&mut self, now: Instant) -> String {
+        let mut out = Vec::new();
+        while let Some(d) = self.backend_transmit() {
+            let n = d.len();
+            out.extend_from_slice(d);
+            self.backend_sent(n, now);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Everything queued for the client, as if written, as text.
+    pub(crate) fn drain_to_client(&mut self, now: Instant) -> String {
+        let mut out = Vec::new();
+        while let Some(d) = self.client_transmit() {
+            let n = d.len();
+            out.extend_from_slice(d);
+            self.client_sent(n, now);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 #[cfg(test)]

@@ -73,23 +73,11 @@ impl T {
 
     /// Everything queued for the backend (as written).
     fn sent_to_backend(&mut self) -> String {
-        let mut out = Vec::new();
-        while let Some(d) = self.s.backend_transmit() {
-            let n = d.len();
-            out.extend_from_slice(d);
-            self.s.backend_sent(n, self.now);
-        }
-        String::from_utf8(out).unwrap()
+        self.s.drain_to_backend(self.now)
     }
 
     fn sent_to_client(&mut self) -> String {
-        let mut out = Vec::new();
-        while let Some(d) = self.s.client_transmit() {
-            let n = d.len();
-            out.extend_from_slice(d);
-            self.s.client_sent(n, self.now);
-        }
-        String::from_utf8(out).unwrap()
+        self.s.drain_to_client(self.now)
     }
 
     fn advance(&mut self, d: Duration) {
