@@ -21,3 +21,4 @@ pub mod enabled;
 pub mod fetch;
 pub mod framing;
 pub mod response;
+pub mod select;

@@ -2,7 +2,8 @@
 //! client that idled long enough is parked (its backend connection
 //! released), watched through its user's shared watcher, caught up on
 //! every change while parked, answered without the backend where it can
-//! be (DONE, IDLE, NOOP, CHECK, LOGOUT), and re-attached to a backend
+//! be (DONE, IDLE, NOOP, CHECK, LOGOUT, re-SELECT of the unchanged
+//! mailbox), and re-attached to a backend
 //! connection only for a command that needs one. The client sees exactly
 //! the responses it would have seen had it stayed attached.
 
@@ -19,6 +20,7 @@ use crate::backend::{self, LoggedIn, LoginOutcome};
 use crate::identity::{ClientInfo, Credentials};
 use crate::imap::command::quote;
 use crate::imap::enabled::Enabled;
+use crate::imap::select::SelectReply;
 use crate::multiplex::pool::CredKey;
 use crate::multiplex::view::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use crate::multiplex::watch::uid_search_all;
@@ -295,6 +297,7 @@ impl Parking<'_> {
             read_only,
             idle_tag,
             enabled,
+            mut select_reply,
         }: Parked,
     ) -> Outcome {
         let ctx = self.ctx;
@@ -309,6 +312,10 @@ impl Parking<'_> {
         tokio::spawn(super::pool::logout(old, self.timeout()));
         if !self.send(&mut client, &to_client).await {
             return Outcome::Ended(EndReason::ClientError);
+        }
+        if !to_client.is_empty() {
+            // The mailbox changed since its SELECT.
+            select_reply = None;
         }
         let Some(view) = view else {
             tracing::warn!(session = %self.client_info.session_id, "could not park: the backend did not describe the mailbox");
@@ -334,6 +341,7 @@ impl Parking<'_> {
             cbuf,
             idle,
             Instant::now(),
+            select_reply,
         ));
         let (mut client, mut s) = match self.run_parked(client, s, &watcher, changes).await {
             Ok(done) => done,
@@ -345,8 +353,9 @@ impl Parking<'_> {
                 m.reattach();
                 let pipelined = s.take_input();
                 let view = s.view().clone();
+                let reply = s.select_reply().cloned();
                 let _turn = registry.resume_turn().await;
-                Box::pin(self.resume(client, pipelined, view, idle_tag, &watcher)).await
+                Box::pin(self.resume(client, pipelined, (view, reply), idle_tag, &watcher)).await
             }
             Some(ParkedFinish::End(end)) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
@@ -431,7 +440,7 @@ impl Parking<'_> {
         &self,
         mut client: ClientStream,
         cbuf: BytesMut,
-        view: ParkedView,
+        (view, reply): (ParkedView, Option<Arc<SelectReply>>),
         idle_tag: Option<String>,
         watcher: &super::watch::Watcher,
     ) -> Outcome {
@@ -478,6 +487,12 @@ impl Parking<'_> {
                 .await;
             return Outcome::Ended(EndReason::UidvalidityChanged);
         };
+        // The SELECT answer stays valid while the mailbox is as it was.
+        let unchanged = caught.bytes.is_empty()
+            && caught.highest.is_none()
+            && caught.next.uids == view.uids
+            && caught.next.modseq == view.modseq;
+        let select_reply = reply.filter(|_| unchanged);
         let (mut bytes, next) = (caught.bytes, caught.next);
         if let Some(m) = caught.highest {
             bytes.extend_from_slice(format!("* OK [HIGHESTMODSEQ {m}] Highest\r\n").as_bytes());
@@ -500,6 +515,7 @@ impl Parking<'_> {
                 read_only: next.read_only,
                 uidvalidity: next.uidvalidity,
                 uids: next.uids.iter().collect(),
+                select_reply,
             }),
             enabled: next.enabled,
         }

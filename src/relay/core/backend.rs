@@ -43,6 +43,7 @@ impl RelaySession {
                 if end {
                     self.view.on_response(&frame)
                 } else {
+                    self.view.literal_response();
                     Vec::new()
                 }
             } else {
@@ -121,6 +122,7 @@ impl RelaySession {
                     read_only: sel.read_only,
                     idle_tag: idle.tag.into(),
                     enabled: self.enabled,
+                    select_reply: self.view.select_reply().cloned(),
                 }));
                 false
             }
