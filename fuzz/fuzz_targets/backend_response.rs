@@ -3,7 +3,7 @@
 //! `StatusLine::{code_name, capabilities}`), the login exchange of
 //! `backend::login` / `backend::client_capabilities` (capabilities and
 //! challenges come from the backend), the selected-mailbox tracker of
-//! `session::mailbox` (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY, tagged
+//! `imap::mailbox` (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY, tagged
 //! completions, the SELECT answer it keeps) and the relay's command ledger (`relay::Ledger`).
 //!
 //! Input: a session transcript. Lines starting `C: ` are client command
@@ -24,7 +24,7 @@ use imapmux::backend::login::{describe_challenge, login_steps, LoginStep};
 use imapmux::imap::framing::{Frame, Framer};
 use imapmux::imap::response::{kind_of, parse_capability_data, parse_status, sanitize_text};
 use imapmux::relay::{Command, Ledger, MAX_IN_FLIGHT};
-use imapmux::session::mailbox::{expand_uid_set, Tracker};
+use imapmux::imap::mailbox::{expand_uid_set, Tracker};
 use imapmux::session::{Credentials, Mechanism};
 use imapmux_fuzz::assert_line_safe;
 use libfuzzer_sys::fuzz_target;

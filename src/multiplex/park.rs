@@ -17,18 +17,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::parked::{ParkedFinish, ParkedSession};
 use crate::backend::command::run;
 use crate::backend::{self, LoggedIn, LoginOutcome};
+use crate::config::Config;
 use crate::identity::{ClientInfo, Credentials};
 use crate::imap::command::quote;
 use crate::imap::enabled::Enabled;
 use crate::imap::select::SelectReply;
+use crate::lifecycle::EndReason;
+use crate::metrics::Metrics;
 use crate::multiplex::pool::CredKey;
 use crate::multiplex::view::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use crate::multiplex::watch::uid_search_all;
 use crate::relay::{Counters, Parked, SelectedMailbox};
 use crate::route::Backend;
-use crate::session::conn::Context;
-use crate::session::end::EndReason;
-use crate::session::stream::ClientStream;
+use crate::stream::ClientStream;
 
 /// How a parked session continued.
 pub enum Outcome {
@@ -49,7 +50,11 @@ pub enum Outcome {
 
 /// What parking one session needs.
 pub struct Parking<'a> {
-    pub ctx: &'a Context,
+    pub mux: &'a super::Multiplex,
+    pub config: &'a Config,
+    pub metrics: &'a Metrics,
+    /// Flips to true when sessions must end (end of the drain time).
+    pub close_now: tokio::sync::watch::Receiver<bool>,
     pub client_info: &'a ClientInfo,
     pub backend: Arc<Backend>,
     /// The credentials that log in to the backend (retained while parked).
@@ -89,7 +94,7 @@ fn quoted(mailbox: &str) -> Option<String> {
 
 impl Parking<'_> {
     fn timeout(&self) -> Duration {
-        self.ctx.config.timeouts.backend_response
+        self.config.timeouts.backend_response
     }
 
     async fn send(&self, client: &mut ClientStream, bytes: &[u8]) -> bool {
@@ -204,14 +209,20 @@ impl Parking<'_> {
     /// A logged-in backend connection for this user: a pooled one, or a
     /// new login with the retained credentials.
     async fn attach(&self) -> Option<LoggedIn> {
-        let ctx = self.ctx;
-        let t = &ctx.config.timeouts;
-        if let Some(li) =
-            crate::session::conn::take_pooled(ctx, &self.backend.name, self.reuse.as_ref()).await
+        let t = &self.config.timeouts;
+        if let Some(li) = self
+            .mux
+            .take_pooled(
+                self.metrics,
+                t.backend_response,
+                &self.backend.name,
+                self.reuse.as_ref(),
+            )
+            .await
         {
             return Some(li);
         }
-        let m = &ctx.metrics;
+        let m = self.metrics;
         let name = &self.backend.name;
         let t0 = Instant::now();
         let c = match backend::connect(&self.backend, t.backend_connect, t.backend_response).await {
@@ -300,9 +311,8 @@ impl Parking<'_> {
             mut select_reply,
         }: Parked,
     ) -> Outcome {
-        let ctx = self.ctx;
-        let m = &ctx.metrics.park;
-        let Some(registry) = ctx.watch.clone() else {
+        let m = &self.metrics.park;
+        let Some(registry) = self.mux.watch.clone() else {
             return Outcome::Ended(EndReason::ProtocolError);
         };
         let mut to_client = Vec::new();
@@ -333,7 +343,7 @@ impl Parking<'_> {
         m.parks.inc();
         let guard = m.parked_session();
         tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
-        let idle = ctx.config.timeouts.idle;
+        let idle = self.config.timeouts.idle;
         // Boxed: the session's future keeps a pointer, not copies of it.
         let s = Box::new(ParkedSession::new(
             view,
@@ -375,14 +385,14 @@ impl Parking<'_> {
         watcher: &super::watch::Watcher,
         mut changes: tokio::sync::watch::Receiver<u64>,
     ) -> Result<(ClientStream, Box<ParkedSession>), EndReason> {
-        let mut close_now = self.ctx.close_now.clone();
+        let mut close_now = self.close_now.clone();
         let mut buf = BytesMut::new();
         let mut watching = true;
         let mut idling = s.idling();
         loop {
             if idling && !s.idling() {
                 // The client ended its IDLE (answered here).
-                self.ctx.metrics.park.wake("done");
+                self.metrics.park.wake("done");
             }
             idling = s.idling();
             if let Some(out) = s.transmit() {

@@ -33,8 +33,8 @@ use super::view::{catch_up, MailboxNow, ParkedView};
 use crate::imap::command::trim_crlf;
 use crate::imap::framing::literal_at_end;
 use crate::imap::select::SelectReply;
+use crate::lifecycle::EndReason;
 use crate::relay::Command;
-use crate::session::end::EndReason;
 
 /// Longest command line a parked session reads; a longer one needs the
 /// backend anyway (re-attach).

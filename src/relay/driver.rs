@@ -210,7 +210,7 @@ where
     let finish = s
         .finished()
         .cloned()
-        .unwrap_or(Finish::End(crate::session::end::EndReason::ClientError));
+        .unwrap_or(Finish::End(crate::lifecycle::EndReason::ClientError));
     // What the client is owed goes out (bounded by the BYE grace time).
     let mut client_ok = true;
     if finish.flush_client() {
@@ -246,7 +246,7 @@ where
             out.backend = Some((br.unsplit(bw), bleft));
         }
         Finish::Park(_) => {
-            out.finish = Finish::End(crate::session::end::EndReason::ClientError);
+            out.finish = Finish::End(crate::lifecycle::EndReason::ClientError);
         }
         Finish::End(_) => {
             let _ = tokio::time::timeout(grace, cw.shutdown()).await;

@@ -28,9 +28,9 @@ use super::ledger::{Command, Completed, Ledger};
 use super::outq::OutQueue;
 use crate::imap::enabled::Enabled;
 use crate::imap::framing::{Framer, LiteralSpec, Piece};
+use crate::imap::mailbox::Tracker;
 use crate::imap::select::SelectReply;
-use crate::session::end::{EndReason, Phase};
-use crate::session::mailbox::Tracker;
+use crate::lifecycle::{EndReason, Phase};
 
 /// Most bytes queued toward one side before the relay stops reading the
 /// other side.
