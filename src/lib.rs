@@ -26,6 +26,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod identity;
 pub mod imap;
