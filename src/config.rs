@@ -117,6 +117,9 @@ pub struct ServerConfig {
     pub compress: bool,
     /// Deflate level toward clients, 1 (fastest) to 9 (smallest).
     pub compress_level: u32,
+    /// Clients (a webmail, a proxy in front) whose pre-login ID may name
+    /// the real client (`x-originating-ip`/`-port`) and the proxy TTL.
+    pub trusted_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
             reload_check_interval: Duration::from_secs(5),
             compress: true,
             compress_level: 6,
+            trusted_networks: Vec::new(),
         }
     }
 }

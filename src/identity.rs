@@ -67,6 +67,26 @@ pub struct ClientInfo {
     pub local: SocketAddr,
     /// Session id, shared with the backend (x-session-id) and in logs.
     pub session_id: String,
+    /// Proxy hops this session may still take (`x-proxy-ttl`, as Dovecot's
+    /// proxy counts them): [`PROXY_TTL`] from a client, less from a trusted
+    /// proxy in front that said so. At 1 or less a login is refused
+    /// (a routing loop between proxies).
+    pub proxy_ttl: u32,
+}
+
+/// Hops a session may take through proxies (Dovecot's LOGIN_PROXY_TTL).
+pub const PROXY_TTL: u32 = 5;
+
+impl ClientInfo {
+    /// A client connected from `peer` to `local`.
+    pub fn new(peer: SocketAddr, local: SocketAddr, session_id: String) -> Self {
+        ClientInfo {
+            peer,
+            local,
+            session_id,
+            proxy_ttl: PROXY_TTL,
+        }
+    }
 }
 
 /// A short unique session id (base64 of time and a counter), like Dovecot's.

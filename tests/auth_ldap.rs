@@ -29,11 +29,11 @@ async fn check(s: &LdapSource, user: &str, password: &str) -> Result<Verdict, So
         authzid: None,
         mechanism: Mechanism::Plain,
     };
-    let client = ClientInfo {
-        peer: "192.0.2.7:40000".parse().unwrap(),
-        local: "127.0.0.1:993".parse().unwrap(),
-        session_id: "ldaptest".into(),
-    };
+    let client = ClientInfo::new(
+        "192.0.2.7:40000".parse().unwrap(),
+        "127.0.0.1:993".parse().unwrap(),
+        "ldaptest".into(),
+    );
     s.check(Request {
         credentials: &credentials,
         client: &client,

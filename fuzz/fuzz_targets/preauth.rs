@@ -52,6 +52,8 @@ fn config(b: u8, deadline: Instant) -> PreAuthConfig {
         max_auth_failures: 3,
         max_bad_commands: 10,
         deadline,
+        // Trusted when plaintext auth is allowed (both paths fuzzed).
+        trusted: b & 4 != 0,
     }
 }
 

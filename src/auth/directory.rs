@@ -187,11 +187,11 @@ mod tests {
             authzid: None,
             mechanism: Mechanism::Login,
         };
-        let client = ClientInfo {
-            peer: format!("{ip}:40000").parse().unwrap(),
-            local: "127.0.0.1:993".parse().unwrap(),
-            session_id: "t".into(),
-        };
+        let client = ClientInfo::new(
+            format!("{ip}:40000").parse().unwrap(),
+            "127.0.0.1:993".parse().unwrap(),
+            "t".into(),
+        );
         let req = Request {
             credentials: &credentials,
             client: &client,

@@ -254,11 +254,11 @@ fn creds(user: &str, password: &[u8]) -> Credentials {
 }
 
 async fn check(s: &LdapSource, c: &Credentials) -> Result<Verdict, SourceError> {
-    let client = ClientInfo {
-        peer: "127.0.0.1:5000".parse().unwrap(),
-        local: "127.0.0.1:143".parse().unwrap(),
-        session_id: "test".into(),
-    };
+    let client = ClientInfo::new(
+        "127.0.0.1:5000".parse().unwrap(),
+        "127.0.0.1:143".parse().unwrap(),
+        "test".into(),
+    );
     s.check(Request {
         credentials: c,
         client: &client,

@@ -266,11 +266,11 @@ mod tests {
             authzid: None,
             mechanism: Mechanism::Login,
         };
-        let client = ClientInfo {
-            peer: "192.0.2.1:1000".parse().unwrap(),
-            local: "127.0.0.1:993".parse().unwrap(),
-            session_id: "t".into(),
-        };
+        let client = ClientInfo::new(
+            "192.0.2.1:1000".parse().unwrap(),
+            "127.0.0.1:993".parse().unwrap(),
+            "t".into(),
+        );
         src.check(Request {
             credentials: &credentials,
             client: &client,

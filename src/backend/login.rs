@@ -63,15 +63,18 @@ pub enum LoginStep {
     OnErrorChallenge(Vec<u8>),
 }
 
-/// `ID` forwarding the client's address the way Dovecot's proxy does; the
-/// backend honours it only from its `login_trusted_networks`.
+/// `ID` forwarding the client's address the way Dovecot's proxy does, with
+/// one proxy hop fewer (`x-proxy-ttl`: a proxy behind us refuses at the
+/// end of a loop); the backend honours it only from its
+/// `login_trusted_networks`.
 pub fn id_command(tag: &str, client: &ClientInfo) -> Vec<u8> {
     format!(
-        "{tag} ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\" \"x-connected-ip\" \"{}\" \"x-connected-port\" \"{}\" \"x-session-id\" \"{}\")\r\n",
+        "{tag} ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\" \"x-connected-ip\" \"{}\" \"x-connected-port\" \"{}\" \"x-proxy-ttl\" \"{}\" \"x-session-id\" \"{}\")\r\n",
         client.peer.ip(),
         client.peer.port(),
         client.local.ip(),
         client.local.port(),
+        client.proxy_ttl.saturating_sub(1),
         client.session_id
     )
     .into_bytes()
@@ -333,14 +336,14 @@ mod tests {
 
     #[test]
     fn id_carries_addresses() {
-        let c = ClientInfo {
-            peer: "127.0.0.5:5555".parse().unwrap(),
-            local: "127.0.0.1:993".parse().unwrap(),
-            session_id: "abc".into(),
-        };
+        let c = ClientInfo::new(
+            "127.0.0.5:5555".parse().unwrap(),
+            "127.0.0.1:993".parse().unwrap(),
+            "abc".into(),
+        );
         assert_eq!(
             String::from_utf8(id_command("I1", &c)).unwrap(),
-            "I1 ID (\"x-originating-ip\" \"127.0.0.5\" \"x-originating-port\" \"5555\" \"x-connected-ip\" \"127.0.0.1\" \"x-connected-port\" \"993\" \"x-session-id\" \"abc\")\r\n"
+            "I1 ID (\"x-originating-ip\" \"127.0.0.5\" \"x-originating-port\" \"5555\" \"x-connected-ip\" \"127.0.0.1\" \"x-connected-port\" \"993\" \"x-proxy-ttl\" \"4\" \"x-session-id\" \"abc\")\r\n"
         );
     }
 

@@ -168,11 +168,7 @@ pub async fn accept_loop(
         let allow_plaintext_auth = plaintext_auth_allowed(cfg, &l);
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(l.address);
-        let client = ClientInfo {
-            peer,
-            local,
-            session_id: new_session_id(),
-        };
+        let client = ClientInfo::new(peer, local, new_session_id());
         let mode = l.mode;
         let proxy = l.proxy_protocol.clone();
         let limits = limits.clone();

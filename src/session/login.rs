@@ -25,10 +25,17 @@ pub(super) struct LoginFail {
 }
 
 fn unavailable(backend: Option<String>) -> LoginFail {
+    unavailable_with(
+        backend,
+        "Mail server temporarily unavailable; try again later.",
+    )
+}
+
+fn unavailable_with(backend: Option<String>, text: &str) -> LoginFail {
     LoginFail {
         status: "NO",
         code: Some("UNAVAILABLE".into()),
-        text: "Mail server temporarily unavailable; try again later.".into(),
+        text: text.into(),
         backend,
         result: LoginResult::Unavailable,
     }
@@ -45,6 +52,14 @@ pub(super) async fn login(
     tls: bool,
 ) -> Result<LoginOk, LoginFail> {
     let ip = client.peer.ip();
+    if client.proxy_ttl <= 1 {
+        // Proxies in front of each other without end: a routing mistake.
+        tracing::error!(target: LOG_TARGET, session = %client.session_id, rip = %ip, user = creds.user.as_str(), ttl = client.proxy_ttl, "login refused: proxying loops (x-proxy-ttl exhausted); check the routing between proxies");
+        return Err(unavailable_with(
+            None,
+            "Proxying loops - check the routing of this user.",
+        ));
+    }
     // The attempt counts as in flight until its outcome is known (or it is
     // dropped: no verdict), so parallel guesses cannot pass the gate at once.
     let attempt = match ctx.penalty.check(ip, &creds.user, Instant::now()) {
@@ -331,11 +346,11 @@ mod tests {
     /// the brute-force limits count it, for each way the login went.
     #[test]
     fn backend_refusals_become_the_right_answer() {
-        let client = ClientInfo {
-            peer: "192.0.2.1:1000".parse().unwrap(),
-            local: "127.0.0.1:993".parse().unwrap(),
-            session_id: "s".into(),
-        };
+        let client = ClientInfo::new(
+            "192.0.2.1:1000".parse().unwrap(),
+            "127.0.0.1:993".parse().unwrap(),
+            "s".into(),
+        );
         let typed = creds("typed");
         let rewritten = creds("rewritten");
         let who = |user_creds, verified| Who {

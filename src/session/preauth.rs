@@ -37,6 +37,21 @@ pub struct PreAuthConfig {
     pub max_bad_commands: u32,
     /// When the client must have logged in.
     pub deadline: Instant,
+    /// The client is a trusted webmail or proxy (`server.trusted_networks`):
+    /// its ID may name the real client's address and the proxy TTL.
+    pub trusted: bool,
+}
+
+/// What a trusted client's ID said of the client behind it (RFC 2971 ID
+/// fields as Dovecot's proxy and webmails send them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    /// `x-originating-ip`.
+    pub ip: Option<std::net::IpAddr>,
+    /// `x-originating-port`.
+    pub port: Option<u16>,
+    /// `x-proxy-ttl`: hops left.
+    pub ttl: Option<u32>,
 }
 
 /// Why the pre-auth phase closed the connection.
@@ -249,6 +264,8 @@ pub struct PreAuth {
     bad_commands: u32,
     /// `name` from the client's ID, for logs.
     pub client_name: Option<String>,
+    /// From a trusted client's ID: the client behind it.
+    forwarded: Option<Forwarded>,
 }
 
 impl PreAuth {
@@ -267,6 +284,7 @@ impl PreAuth {
             auth_failures: 0,
             bad_commands: 0,
             client_name: None,
+            forwarded: None,
         };
         let greeting = format!(
             "* OK [CAPABILITY {}] {}\r\n",
@@ -564,13 +582,31 @@ impl PreAuth {
         }
     }
 
+    /// What a trusted client's ID said of the client behind it.
+    pub fn forwarded(&self) -> Option<&Forwarded> {
+        self.forwarded.as_ref()
+    }
+
     fn id(&mut self, cmd: &Command) {
         let tag = &cmd.tag;
         match cmd.args.as_slice() {
             [Arg::Nil] => {}
             [Arg::List(items)] if items.len() % 2 == 0 && items.len() <= 60 => {
+                let mut fwd = Forwarded::default();
                 for pair in items.chunks(2) {
                     if let (Some(k), Some(v)) = (pair[0].as_astring(), pair[1].as_astring()) {
+                        if self.cfg.trusted {
+                            let text = std::str::from_utf8(v).ok().map(str::trim);
+                            let k = k.to_ascii_lowercase();
+                            match k.as_slice() {
+                                b"x-originating-ip" => fwd.ip = text.and_then(|t| t.parse().ok()),
+                                b"x-originating-port" => {
+                                    fwd.port = text.and_then(|t| t.parse().ok())
+                                }
+                                b"x-proxy-ttl" => fwd.ttl = text.and_then(|t| t.parse().ok()),
+                                _ => {}
+                            }
+                        }
                         if k.eq_ignore_ascii_case(b"name") {
                             self.client_name = Some(
                                 sanitize_text(&String::from_utf8_lossy(v))
@@ -580,6 +616,9 @@ impl PreAuth {
                             );
                         }
                     }
+                }
+                if fwd != Forwarded::default() {
+                    self.forwarded = Some(fwd);
                 }
             }
             _ => return self.bad(tag, "Invalid ID arguments."),

@@ -16,6 +16,7 @@ fn cfg(tls: bool) -> PreAuthConfig {
         max_auth_failures: 3,
         max_bad_commands: 5,
         deadline: Instant::now() + Duration::from_secs(60),
+        trusted: false,
     }
 }
 
@@ -699,4 +700,41 @@ fn close_reasons_keep_their_labels() {
     ] {
         assert_eq!(EndReason::from(r).as_str(), label);
     }
+}
+
+/// A trusted webmail's (or proxy's) ID names the client behind it; an
+/// untrusted client's is only logged (its name).
+#[test]
+fn a_trusted_clients_id_names_the_client_behind_it() {
+    let id = b"a ID (\"name\" \"Roundcube\" \"x-originating-ip\" \"2001:db8::7\" \"X-Originating-Port\" \"41000\" \"x-proxy-ttl\" \"3\")\r\n";
+    let mut c = cfg(true);
+    c.trusted = true;
+    let mut s = session(c);
+    let (out, _) = run(&mut s, id);
+    assert!(out.ends_with("a OK ID completed.\r\n"), "{out}");
+    let f = s.forwarded().unwrap();
+    assert_eq!(f.ip, Some("2001:db8::7".parse().unwrap()));
+    assert_eq!((f.port, f.ttl), (Some(41000), Some(3)));
+    assert_eq!(s.client_name.as_deref(), Some("Roundcube"));
+    // Garbage values are ignored, the rest kept.
+    let mut c = cfg(true);
+    c.trusted = true;
+    let mut s = session(c);
+    run(
+        &mut s,
+        b"b ID (\"x-originating-ip\" \"not-an-ip\" \"x-proxy-ttl\" \"-1\" \"x-originating-port\" \"99\")\r\n",
+    );
+    assert_eq!(
+        s.forwarded(),
+        Some(&Forwarded {
+            ip: None,
+            port: Some(99),
+            ttl: None
+        })
+    );
+    // Not trusted: nothing taken.
+    let mut s = session(cfg(true));
+    run(&mut s, id);
+    assert_eq!(s.forwarded(), None);
+    assert_eq!(s.client_name.as_deref(), Some("Roundcube"));
 }

@@ -114,7 +114,7 @@ async fn run(
         reuse: None,
         retained: None,
     };
-    let Some((stream, pipelined, logged_in)) = Box::pin(preauth::phase(
+    let Some((stream, pipelined, logged_in, who)) = Box::pin(preauth::phase(
         ctx,
         tcp,
         client,
@@ -127,6 +127,9 @@ async fn run(
     else {
         return summary;
     };
+    // From here on the session is who the login was for (the client
+    // behind a trusted webmail or proxy, when its ID said so).
+    let client = &who;
     let mut client_side = (stream, pipelined);
     let mut li = logged_in;
     // After a parked session re-attached: the mailbox it has selected and

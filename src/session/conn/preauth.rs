@@ -18,7 +18,7 @@ use crate::listener::limits::Admission;
 use crate::metrics::{LoginResult, RejectReason};
 use crate::relay::Counters;
 use crate::session::login::{login, LoginOk};
-use crate::session::preauth::{CloseReason, Event, PreAuth, PreAuthConfig};
+use crate::session::preauth::{CloseReason, Event, Forwarded, PreAuth, PreAuthConfig};
 use crate::session::{ClientInfo, Credentials};
 use crate::stream::ClientStream;
 
@@ -62,7 +62,7 @@ pub(super) async fn phase(
     counters: &Counters,
     summary: &mut Summary,
     admission: &mut Admission,
-) -> Option<(ClientStream, BytesMut, LoggedIn)> {
+) -> Option<(ClientStream, BytesMut, LoggedIn, ClientInfo)> {
     match preauth_loop(ctx, tcp, client, mode, counters, summary, admission).await {
         Ok(done) => Some(done),
         Err(end) => {
@@ -91,7 +91,7 @@ async fn preauth_loop(
     counters: &Counters,
     summary: &mut Summary,
     admission: &mut Admission,
-) -> Result<(ClientStream, BytesMut, LoggedIn), EndReason> {
+) -> Result<(ClientStream, BytesMut, LoggedIn, ClientInfo), EndReason> {
     // One pre-auth deadline from accept: TLS handshake, commands, login.
     let deadline = Instant::now() + admission.preauth_timeout;
     let mut stream = match mode {
@@ -110,11 +110,19 @@ async fn preauth_loop(
         max_auth_failures: cfg.server.max_auth_failures,
         max_bad_commands: 10,
         deadline,
+        trusted: cfg
+            .server
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&client.peer.ip())),
     });
     let mut close_now = ctx.close_now.clone();
     let mut rbuf = vec![0u8; 4096];
     let mut out = BytesMut::new();
     let mut attempts = 0u32;
+    // Who the session is from: the peer, or the client behind a trusted
+    // webmail or proxy as its ID said (logs, limits, forwarding).
+    let mut who = client.clone();
     let logged_in: LoggedIn = loop {
         let step = next_step(&mut pre, &mut out);
         if !out.is_empty() {
@@ -137,9 +145,12 @@ async fn preauth_loop(
                 attempts += 1;
                 let tls = stream.is_tls();
                 let req = (tag, creds);
+                if let Some(f) = pre.forwarded() {
+                    who = forwarded_client(client, f);
+                }
                 match on_login(
                     ctx,
-                    client,
+                    &who,
                     summary,
                     admission,
                     &mut pre,
@@ -166,7 +177,21 @@ async fn preauth_loop(
     let pipelined = pre.take_pipelined();
     // Free what the pre-auth phase held before the long-lived relay.
     drop((rbuf, out, pre));
-    Ok((stream, pipelined, logged_in))
+    Ok((stream, pipelined, logged_in, who))
+}
+
+/// The client behind a trusted webmail or proxy, as its ID said: its
+/// address (the port, when not given, is the connection's), and one hop
+/// fewer than the proxy in front had left.
+fn forwarded_client(client: &ClientInfo, f: &Forwarded) -> ClientInfo {
+    let mut who = client.clone();
+    if let Some(ip) = f.ip {
+        who.peer = std::net::SocketAddr::new(ip, f.port.unwrap_or(client.peer.port()));
+    }
+    if let Some(ttl) = f.ttl {
+        who.proxy_ttl = ttl;
+    }
+    who
 }
 
 /// Collect what the state machine has to send into `out`, up to the first
