@@ -173,9 +173,20 @@ async fn idle_sees_a_message_appended_by_another_session() {
 }
 
 #[tokio::test]
-async fn compress_is_refused_by_the_proxy() {
-    let (_d, _p, addr) = setup(1);
-    let mut c = logged_in(&addr, "user1").await;
+async fn compress_is_refused_by_the_proxy_when_turned_off() {
+    let dovecot = Dovecot::builder().messages(1).start();
+    let addr = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener(&addr, "implicit")
+        .backend(BackendCfg::new("b1", &dovecot.addr()))
+        .server_key("compress", "false")
+        .to_toml();
+    let _p = Imapmux::start(&cfg, &addr);
+    let mut c = ImapClient::connect_tls(&addr, &TlsClient::insecure())
+        .await
+        .unwrap();
+    let r = c.login("user1", "pass1").await.unwrap();
+    assert!(!r.capabilities().iter().any(|c| c.starts_with("COMPRESS")), "{r}");
     let r = c.cmd("COMPRESS DEFLATE").await.unwrap();
     assert!(r.is_no() && r.code("CANNOT").is_some(), "{r}");
     // Still speaking plain IMAP.
