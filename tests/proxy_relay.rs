@@ -186,7 +186,10 @@ async fn compress_is_refused_by_the_proxy_when_turned_off() {
         .await
         .unwrap();
     let r = c.login("user1", "pass1").await.unwrap();
-    assert!(!r.capabilities().iter().any(|c| c.starts_with("COMPRESS")), "{r}");
+    assert!(
+        !r.capabilities().iter().any(|c| c.starts_with("COMPRESS")),
+        "{r}"
+    );
     let r = c.cmd("COMPRESS DEFLATE").await.unwrap();
     assert!(r.is_no() && r.code("CANNOT").is_some(), "{r}");
     // Still speaking plain IMAP.

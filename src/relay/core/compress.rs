@@ -104,6 +104,7 @@ impl RelaySession {
     pub fn deflate_started(&mut self, now: std::time::Instant) -> BytesMut {
         self.deflate = DeflateState::On;
         let pending = std::mem::take(&mut self.client_in);
+        // What waited for the switch (backend data, imapmux's own answers).
         self.process_backend(now);
         pending
     }

@@ -587,7 +587,13 @@ impl RelaySession {
 
     /// Move queued answers to the client at a backend message boundary.
     fn flush_injects(&mut self) {
-        if !self.down.at_boundary() || self.finish.is_some() {
+        // While COMPRESS is being switched on, nothing goes toward the
+        // client: it would go out uncompressed (a BYE of a shutdown or an
+        // idle timeout goes once the stream is compressed).
+        if !self.down.at_boundary()
+            || self.finish.is_some()
+            || self.deflate == DeflateState::Switching
+        {
             return;
         }
         while let Some(i) = self.injects.pop_front() {

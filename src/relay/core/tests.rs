@@ -689,3 +689,19 @@ fn compress_is_answered_here_and_switches_after_its_ok() {
         "* CAPABILITY IMAP4rev1\r\na OK done\r\n"
     );
 }
+
+/// A BYE (shutdown, idle timeout) while COMPRESS is being switched on goes
+/// out only once the stream is compressed, never plain after the OK.
+#[test]
+fn a_bye_during_the_compress_switch_waits_for_it() {
+    let mut c = cfg();
+    c.compress = Some(1);
+    let mut t = T::new(c);
+    t.client("a COMPRESS DEFLATE\r\n");
+    assert_eq!(t.sent_to_client(), "a OK Begin compression.\r\n");
+    t.s.shutdown(t.now);
+    assert_eq!(t.sent_to_client(), "");
+    assert_eq!(t.s.deflate_due(), Some(1));
+    let _ = t.s.deflate_started(t.now);
+    assert!(t.sent_to_client().starts_with("* BYE"));
+}
