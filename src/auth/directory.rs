@@ -197,6 +197,7 @@ mod tests {
             client: &client,
             attempt: 1,
             tls,
+            protocol: crate::front::Protocol::Imap,
         };
         matches!(d.authenticate(req).await, AuthDecision::Login { .. })
     }

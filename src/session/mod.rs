@@ -5,7 +5,7 @@
 
 pub mod conn;
 pub mod end;
-mod login;
+pub(crate) mod login;
 pub mod mailbox;
 pub mod preauth;
 pub mod stream;
