@@ -309,7 +309,13 @@ impl SievePreAuth {
                 let caps = self.capabilities();
                 self.send(format!("{caps}OK \"Capability completed.\"\r\n"));
             }
-            (b"NOOP", [] | [Token::Str(_)]) => self.send("OK \"NOOP completed.\"\r\n"),
+            (b"NOOP", []) => self.send("OK \"NOOP completed.\"\r\n"),
+            // RFC 5804 §2.13: the tag comes back in a TAG response code
+            // (sieve-connect resyncs after STARTTLS with it).
+            (b"NOOP", [Token::Str(tag)]) => {
+                let tag = quoted(&String::from_utf8_lossy(tag));
+                self.send(format!("OK (TAG {tag}) \"NOOP completed.\"\r\n"));
+            }
             (b"LOGOUT", []) => {
                 self.send("OK \"Logout completed.\"\r\n");
                 self.close(CloseReason::Logout);
