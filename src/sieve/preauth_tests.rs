@@ -147,9 +147,10 @@ fn commands_before_login() {
         out.ends_with("\"VERSION\" \"1.0\"\r\nOK \"Capability completed.\"\r\n"),
         "{out}"
     );
+    assert_eq!(feed(&mut p, "NOOP\r\n").0, "OK \"NOOP completed.\"\r\n");
     assert_eq!(
-        feed(&mut p, "NOOP \"x\"\r\n").0,
-        "OK \"NOOP completed.\"\r\n"
+        feed(&mut p, "NOOP \"STARTTLS-RESYNC-CAPA\"\r\n").0,
+        "OK (TAG \"STARTTLS-RESYNC-CAPA\") \"NOOP completed.\"\r\n"
     );
     assert_eq!(
         feed(&mut p, "LISTSCRIPTS\r\n").0,
