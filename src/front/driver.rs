@@ -267,9 +267,11 @@ impl Session<'_> {
                 tracing::warn!(
                     target: LOG_TARGET,
                     session = %client.session_id,
-                    protocol = self.protocol.as_str(),
                     rip = %client.peer.ip(),
                     user = creds.user.as_str(),
+                    // after the user, so config/fail2ban's filter (which
+                    // ends in reason=) matches every protocol's line
+                    protocol = self.protocol.as_str(),
                     method = creds.mechanism.as_str(),
                     reason = fail.code.as_deref().unwrap_or(""),
                     "login failed"

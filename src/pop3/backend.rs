@@ -47,15 +47,16 @@ pub fn parse_status(line: &[u8]) -> Option<Status> {
 /// The IMAP response code for a POP3 login refusal's code, which the
 /// login flow judges ([`crate::session`]): `SYS/TEMP` and `SYS/PERM` are
 /// the server's trouble (`UNAVAILABLE`), `IN-USE` the mailbox lock,
-/// `AUTH` and no code a refused password.
+/// `AUTH` and no code a refused password, any other code (`LOGIN-DELAY`)
+/// is relayed as a refusal without a code.
 pub fn imap_code(code: Option<&str>) -> Option<String> {
-    let code = code?.to_ascii_uppercase();
+    let code = code.map(str::to_ascii_uppercase);
     Some(
-        match code.as_str() {
-            "SYS/TEMP" | "SYS/PERM" => "UNAVAILABLE",
-            "IN-USE" => "INUSE",
-            "AUTH" => "AUTHENTICATIONFAILED",
-            _ => return None,
+        match code.as_deref() {
+            Some("SYS/TEMP" | "SYS/PERM") => "UNAVAILABLE",
+            Some("IN-USE") => "INUSE",
+            Some("AUTH") | None => "AUTHENTICATIONFAILED",
+            Some(_) => return None,
         }
         .to_string(),
     )
@@ -333,7 +334,7 @@ mod tests {
             Some("AUTHENTICATIONFAILED")
         );
         assert_eq!(imap_code(Some("LOGIN-DELAY")), None);
-        assert_eq!(imap_code(None), None);
+        assert_eq!(imap_code(None).as_deref(), Some("AUTHENTICATIONFAILED"));
     }
 
     #[test]

@@ -119,11 +119,12 @@ pub fn parse_line(line: &[u8]) -> Line {
 
 /// The IMAP response code for a ManageSieve login refusal's code (the
 /// login flow judges it, [`crate::session`]): `TRYLATER` is the server's
-/// trouble; anything else is a refused password.
+/// trouble; anything else (Dovecot: `NO "Authentication failed."`) is a
+/// refused password.
 pub fn imap_code(code: Option<&str>) -> Option<String> {
     match code {
         Some(c) if c.eq_ignore_ascii_case("TRYLATER") => Some("UNAVAILABLE".into()),
-        _ => None,
+        _ => Some("AUTHENTICATIONFAILED".into()),
     }
 }
 
@@ -424,7 +425,7 @@ mod tests {
             })
         );
         assert_eq!(imap_code(Some("trylater")).as_deref(), Some("UNAVAILABLE"));
-        assert_eq!(imap_code(None), None);
+        assert_eq!(imap_code(None).as_deref(), Some("AUTHENTICATIONFAILED"));
     }
 
     #[test]
