@@ -490,3 +490,68 @@ fn check_config_wants_a_pop3_address_for_a_pop3_listener() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pool[0].backend[0].pop3_address"), "{err}");
 }
+
+/// Read one CRLF line from a blocking stream (byte by byte: no buffering
+/// past it).
+fn read_line(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+#[test]
+fn drain_keeps_logged_in_sessions_until_its_end_and_a_reload_keeps_serving() {
+    use std::io::{Read, Write};
+    let dc = Dovecot::builder().messages(1).pop3().start();
+    let pop3 = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener_for("pop3", &pop3, "plaintext")
+        .allow_plaintext_auth(true)
+        .timeout("drain", "3s")
+        .backend(pop3_backend(&dc));
+    let mut p = Imapmux::start(&cfg.to_toml(), &pop3);
+    // A reload (new greeting) applies to new POP3 connections.
+    p.rewrite_config(
+        &cfg.clone()
+            .server_key("greeting", "\"reloaded pop3\"")
+            .to_toml(),
+    );
+    p.send_signal(libc::SIGHUP);
+    let greeting = wait_until(T, || {
+        let mut s = std::net::TcpStream::connect(&pop3).ok()?;
+        s.set_read_timeout(Some(T)).unwrap();
+        let g = read_line(&mut s);
+        g.contains("reloaded pop3").then_some(g)
+    });
+    assert_eq!(greeting.as_deref(), Some("+OK reloaded pop3\r\n"));
+    let mut s = std::net::TcpStream::connect(&pop3).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    read_line(&mut s);
+    s.write_all(b"USER user1\r\nPASS pass1\r\n").unwrap();
+    assert_eq!(read_line(&mut s), "+OK\r\n");
+    assert_eq!(read_line(&mut s), "+OK Logged in.\r\n");
+    p.sigterm();
+    assert!(
+        wait_for_port_closed(&pop3, T),
+        "still accepting while draining"
+    );
+    // the logged-in session is still served…
+    s.write_all(b"STAT\r\n").unwrap();
+    assert!(read_line(&mut s).starts_with("+OK 1 "));
+    // …until the drain time is over: then it is closed and imapmux exits.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(p.wait_exit(T).is_some(), "imapmux did not exit");
+    assert!(
+        p.log().contains("end=\"shutdown\"") || p.log().contains("end=shutdown"),
+        "{}",
+        p.log()
+    );
+}
