@@ -1,6 +1,14 @@
 //! Backend connections of the line protocols (POP3, ManageSieve): where a
 //! backend serves a protocol, the TCP connect and TLS shared with IMAP's
 //! ([`crate::backend`]), and a bounded line reader for their responses.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 
 use std::time::Duration;
 
@@ -67,12 +75,12 @@ impl LineReader {
     fn complete(&self) -> Result<Option<usize>, BackendError> {
         let mut at = 0;
         loop {
-            let Some(nl) = memchr::memchr(b'\n', &self.buf[at..]) else {
+            let Some(nl) = self.buf.get(at..).and_then(|b| memchr::memchr(b'\n', b)) else {
                 return Ok(None);
             };
             let end = at + nl + 1;
             let literal = if self.literals {
-                literal_len(&self.buf[at..end])
+                self.buf.get(at..end).and_then(literal_len)
             } else {
                 None
             };
@@ -129,6 +137,12 @@ fn literal_len(line: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

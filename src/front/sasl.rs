@@ -1,6 +1,14 @@
 //! SASL pieces every client-facing protocol shares: decoding a client
 //! response (base64, `=` for empty, `*` to cancel), PLAIN's message
 //! (RFC 4616) and turning what the client sent into [`Credentials`].
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 #![deny(clippy::disallowed_methods)] // no clock reads: see clippy.toml
 
 use base64::Engine;
@@ -92,6 +100,12 @@ pub fn credentials(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

@@ -3,6 +3,14 @@
 //! trusted backends), then AUTH PLAIN (RFC 5034, master users through the
 //! authorization identity) or USER/PASS. The command text and the
 //! response parsing are pure functions; [`login`] is the I/O around them.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 
 use std::time::{Duration, Instant};
 
@@ -299,6 +307,12 @@ pub async fn check(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::identity::Mechanism;

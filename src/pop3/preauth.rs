@@ -6,6 +6,14 @@
 //! [`PreAuthMachine::poll`] for events. Commands are taken one line at a
 //! time from a bounded buffer; nothing the client sent before a `STLS`
 //! survives the TLS handshake (RFC 2595 §4, the CVE-2011-0411 class).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 #![deny(clippy::disallowed_methods)] // no clock reads: see clippy.toml
 
 use std::collections::VecDeque;
@@ -180,7 +188,7 @@ impl Pop3PreAuth {
             return;
         }
         let (verb, arg) = match memchr::memchr(b' ', line) {
-            Some(i) => (&line[..i], Some(&line[i + 1..])),
+            Some(i) => (line.get(..i).unwrap_or_default(), line.get(i + 1..)),
             None => (line, None),
         };
         let verb = verb.to_ascii_uppercase();
@@ -403,6 +411,12 @@ impl PreAuthMachine for Pop3PreAuth {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 #[path = "preauth_tests.rs"]
 #[allow(clippy::disallowed_methods)] // the tests make deadlines from the clock
 mod tests;

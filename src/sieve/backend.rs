@@ -4,6 +4,14 @@
 //! AUTHENTICATE "PLAIN" (master users through the authorization
 //! identity). Pure parsing and command text here, with the I/O in
 //! [`login`] and [`check`].
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +23,7 @@ use crate::config::BackendTls;
 use crate::front::backend::{tcp, LineReader};
 use crate::identity::{ClientInfo, Credentials};
 use crate::route::Backend;
+use crate::sieve::preauth::take_quoted;
 
 /// A ManageSieve response: `OK`, `NO` or `BYE`, its response code's first
 /// atom, and its text.
@@ -41,47 +50,44 @@ pub enum Line {
     Other,
 }
 
-/// Quoted strings of `s` in order (escapes undone); literals (`{N}` and
-/// the N bytes after the line) also count as one string each.
+/// Quoted strings of `s` in order (escapes undone; an unterminated one
+/// runs to the end); literals (`{N}` and the N bytes after the line) also
+/// count as one string each.
 fn strings(s: &[u8]) -> Vec<String> {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'"' => {
-                let mut v = Vec::new();
-                i += 1;
-                while i < s.len() && s[i] != b'"' {
-                    if s[i] == b'\\' && i + 1 < s.len() {
-                        i += 1;
-                    }
-                    v.push(s[i]);
-                    i += 1;
+    let mut rest = s;
+    while let Some((&c, tail)) = rest.split_first() {
+        match c {
+            b'"' => match take_quoted(tail) {
+                Some((v, after)) => {
+                    out.push(lossy(&v));
+                    rest = after;
                 }
-                i += 1;
-                out.push(String::from_utf8_lossy(&v).into_owned());
-            }
+                None => {
+                    out.push(lossy(tail));
+                    rest = &[];
+                }
+            },
             b'{' => {
-                let close = s[i..].iter().position(|c| *c == b'}').map(|p| i + p);
-                let n: Option<usize> = close.and_then(|c| {
-                    std::str::from_utf8(&s[i + 1..c])
-                        .ok()?
-                        .trim_end_matches('+')
-                        .parse()
-                        .ok()
-                });
+                let close = tail.iter().position(|c| *c == b'}');
+                let n: Option<usize> = close
+                    .and_then(|c| tail.get(..c))
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .and_then(|d| d.trim_end_matches('+').parse().ok());
                 match (close, n) {
                     (Some(c), Some(n)) => {
                         // `}` CRLF, then n bytes
-                        let start = (c + 3).min(s.len());
-                        let end = (start + n).min(s.len());
-                        out.push(String::from_utf8_lossy(&s[start..end]).into_owned());
-                        i = end;
+                        let after = tail.get(c + 1..).unwrap_or_default();
+                        let after = after.strip_prefix(b"\r\n").unwrap_or(after);
+                        let lit = after.get(..n).unwrap_or(after);
+                        out.push(lossy(lit));
+                        rest = after.get(lit.len()..).unwrap_or_default();
                     }
-                    _ => i += 1,
+                    _ => rest = tail,
                 }
             }
-            _ => i += 1,
+            _ => rest = tail,
         }
     }
     out
@@ -98,20 +104,21 @@ pub fn parse_line(line: &[u8]) -> Line {
         };
     }
     let word_end = l.iter().position(|c| *c == b' ').unwrap_or(l.len());
-    let kind = match l[..word_end].to_ascii_uppercase().as_slice() {
+    let (word, rest) = l.split_at_checked(word_end).unwrap_or((l, &[]));
+    let kind = match word.to_ascii_uppercase().as_slice() {
         b"OK" => Kind::Ok,
         b"NO" => Kind::No,
         b"BYE" => Kind::Bye,
         _ => return Line::Other,
     };
-    let mut rest = l[word_end..].trim_ascii_start();
+    let mut rest = rest.trim_ascii_start();
     let mut code = None;
-    if rest.starts_with(b"(") {
-        let close = rest.iter().position(|c| *c == b')').unwrap_or(rest.len());
-        let inner = &rest[1..close];
+    if let Some(r) = rest.strip_prefix(b"(") {
+        let close = r.iter().position(|c| *c == b')').unwrap_or(r.len());
+        let inner = r.get(..close).unwrap_or(r);
         let first = inner.split(|c| *c == b' ').next().unwrap_or_default();
         code = Some(String::from_utf8_lossy(first).to_ascii_uppercase());
-        rest = rest.get(close + 1..).unwrap_or_default();
+        rest = r.get(close + 1..).unwrap_or_default();
     }
     let text = strings(rest).into_iter().next().unwrap_or_default();
     Line::Done(Response { kind, code, text })
@@ -369,6 +376,12 @@ pub async fn check(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::identity::Mechanism;

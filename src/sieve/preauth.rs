@@ -7,6 +7,14 @@
 //! framer (ManageSieve strings are IMAP's: quoted, or literals `{N+}` /
 //! `{N}`), bounded per line and literal; nothing sent before STARTTLS
 //! survives the TLS handshake.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo
+)]
 #![deny(clippy::disallowed_methods)] // no clock reads: see clippy.toml
 
 use std::collections::VecDeque;
@@ -69,6 +77,22 @@ enum Token {
     Str(Vec<u8>),
 }
 
+/// A quoted string's content (escapes undone) and what follows its
+/// closing quote, from just after the opening quote; `None` when it is
+/// not terminated.
+pub(crate) fn take_quoted(tail: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut v = Vec::new();
+    let mut it = tail.iter().enumerate();
+    while let Some((i, c)) = it.next() {
+        match c {
+            b'"' => return Some((v, tail.get(i + 1..).unwrap_or_default())),
+            b'\\' => v.push(*it.next()?.1),
+            c => v.push(*c),
+        }
+    }
+    None
+}
+
 /// Split a command (its line parts, each followed by the literal it
 /// announced) into tokens. Linear, no recursion. `None`: syntax error.
 fn tokenize(parts: &[(Bytes, Option<Bytes>)]) -> Option<Vec<Token>> {
@@ -79,39 +103,25 @@ fn tokenize(parts: &[(Bytes, Option<Bytes>)]) -> Option<Vec<Token>> {
         if literal.is_some() {
             // drop the `{N}` / `{N+}` announcement
             let open = memchr::memrchr(b'{', l)?;
-            l = &l[..open];
+            l = l.get(..open)?;
         }
-        let mut i = 0;
-        while i < l.len() {
-            match l[i] {
-                b' ' => i += 1,
-                b'"' => {
-                    let mut s = Vec::new();
-                    i += 1;
-                    loop {
-                        match l.get(i)? {
-                            b'"' => break,
-                            b'\\' => {
-                                s.push(*l.get(i + 1)?);
-                                i += 2;
-                            }
-                            c => {
-                                s.push(*c);
-                                i += 1;
-                            }
-                        }
-                    }
-                    i += 1;
-                    out.push(Token::Str(s));
-                }
-                _ => {
-                    let end = l[i..]
-                        .iter()
-                        .position(|c| *c == b' ')
-                        .map_or(l.len(), |p| i + p);
-                    out.push(Token::Atom(l[i..end].to_vec()));
-                    i = end;
-                }
+        let mut rest = l;
+        loop {
+            while let Some(r) = rest.strip_prefix(b" ") {
+                rest = r;
+            }
+            let Some((&c, tail)) = rest.split_first() else {
+                break;
+            };
+            if c == b'"' {
+                let (s, after) = take_quoted(tail)?;
+                out.push(Token::Str(s));
+                rest = after;
+            } else {
+                let end = rest.iter().position(|c| *c == b' ').unwrap_or(rest.len());
+                let (atom, after) = rest.split_at_checked(end)?;
+                out.push(Token::Atom(atom.to_vec()));
+                rest = after;
             }
         }
         if let Some(lit) = literal {
@@ -477,6 +487,12 @@ impl PreAuthMachine for SievePreAuth {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 #[path = "preauth_tests.rs"]
 #[allow(clippy::disallowed_methods)] // the tests make deadlines from the clock
 mod tests;
