@@ -80,6 +80,7 @@ impl Authenticator for Directory {
             .then(|| ClientScope {
                 ip: req.client.peer.ip(),
                 tls: req.tls,
+                protocol: req.protocol,
             });
         let key = self
             .cache

@@ -272,3 +272,42 @@ fn quit_and_timeout() {
         )
     );
 }
+
+/// Hostile input: random bytes (biased towards the syntax) in random
+/// chunks never panic, and every poll loop ends.
+#[test]
+fn random_input_never_panics() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let alphabet = b"USERPASAUTHPLAINLOGINSTLSCAPAQUIT \r\n*=+-{}AHVzZXIx\x00\xff";
+    for _ in 0..300 {
+        let mut p = Pop3PreAuth::new(cfg(next() % 2 == 0, true, next() % 2 == 0));
+        for _ in 0..20 {
+            let n = (next() % 64) as usize;
+            let chunk: Vec<u8> = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            p.input(&chunk);
+            let mut polls = 0;
+            while let Some(ev) = p.poll() {
+                polls += 1;
+                assert!(polls < 10_000);
+                match ev {
+                    FrontEvent::StartTls => p.tls_established(),
+                    FrontEvent::Login(_) if next() % 2 == 0 => p.login_ok(),
+                    FrontEvent::Login(_) => p.login_failed(&Refusal {
+                        status: "NO",
+                        code: None,
+                        text: "no",
+                    }),
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -249,3 +249,52 @@ fn tokenizer() {
     );
     assert_eq!(tokenize(&[(Bytes::from_static(b"\"a\\"), None)]), None);
 }
+
+/// Hostile input: random bytes (biased towards the syntax: quotes,
+/// escapes, literal announcements) in random chunks never panic, and
+/// every poll loop ends.
+#[test]
+fn random_input_never_panics() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let alphabet = b"AUTHENTICATE\"PLAIN\"STARTTLS NOOP LOGOUT {5+}{0}\\\"\r\n AGFsaWNl\x00\xff";
+    for _ in 0..300 {
+        let mut p = SievePreAuth::new(cfg(next() % 2 == 0, true, next() % 2 == 0));
+        for _ in 0..20 {
+            let n = (next() % 64) as usize;
+            let chunk: Vec<u8> = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            p.input(&chunk);
+            let mut polls = 0;
+            while let Some(ev) = p.poll() {
+                polls += 1;
+                assert!(polls < 10_000);
+                match ev {
+                    FrontEvent::StartTls => p.tls_established(),
+                    FrontEvent::Login(_) if next() % 2 == 0 => p.login_ok(),
+                    FrontEvent::Login(_) => p.login_failed(&Refusal {
+                        status: "NO",
+                        code: None,
+                        text: "no",
+                    }),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // and the response parser of the backend side
+    for _ in 0..2000 {
+        let n = (next() % 80) as usize;
+        let line: Vec<u8> = (0..n)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let _ = crate::sieve::backend::parse_line(&line);
+        let _ = tokenize(&[(Bytes::from(line), None)]);
+    }
+}
