@@ -206,12 +206,24 @@ impl Router {
             .cloned()
     }
 
-    /// The backend a directory named: a backend name, its exact address,
-    /// or a host (with or without port) that only one backend has.
+    /// The backend a directory named: a backend name, the exact address of
+    /// one of its services (IMAP, POP3, ManageSieve: an nginx-style auth
+    /// service answers a POP3 login with the POP3 service's address), or a
+    /// host (with or without port) that only one backend has.
     pub fn backend_for(&self, spec: &str) -> Option<Arc<Backend>> {
+        let addresses = |b: &Backend| {
+            [
+                Some(b.cfg.address.clone()),
+                b.cfg.pop3_address.clone(),
+                b.cfg.sieve_address.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+        };
         if let Some(b) = self
             .backends()
-            .find(|b| b.name == spec || b.cfg.address == spec)
+            .find(|b| b.name == spec || addresses(b).iter().any(|a| a == spec))
         {
             return Some(b.clone());
         }
@@ -220,8 +232,10 @@ impl Router {
             None => (spec.trim_matches(['[', ']']).to_string(), None),
         };
         let mut found = self.backends().filter(|b| {
-            crate::config::split_host_port(&b.cfg.address).is_some_and(|(h, p)| {
-                h.eq_ignore_ascii_case(&host) && port.map_or(true, |want| want == p)
+            addresses(b).iter().any(|a| {
+                crate::config::split_host_port(a).is_some_and(|(h, p)| {
+                    h.eq_ignore_ascii_case(&host) && port.map_or(true, |want| want == p)
+                })
             })
         });
         match (found.next(), found.next()) {
@@ -481,5 +495,22 @@ mod tests {
             on.candidates(user).unwrap_err(),
             RouteError::NoHealthyBackend("p".into())
         );
+    }
+
+    #[test]
+    fn a_directory_may_name_any_service_address_of_a_backend() {
+        let text = "[tls]\nself_signed = true\n[[listener]]\naddress = \"127.0.0.1:1110\"\n\
+                    mode = \"starttls\"\nprotocol = \"pop3\"\n[[pool]]\nname = \"p\"\n\
+                    [[pool.backend]]\nname = \"b1\"\naddress = \"10.0.0.1:143\"\n\
+                    pop3_address = \"10.0.0.1:110\"\nsieve_address = \"10.0.0.1:4190\"\n\
+                    [[pool.backend]]\nname = \"b2\"\naddress = \"10.0.0.2:143\"\n\
+                    pop3_address = \"10.0.0.2:110\"\n";
+        let r = Router::from_config(&Config::parse(text, Path::new("t")).unwrap()).unwrap();
+        let name = |spec: &str| r.backend_for(spec).map(|b| b.name.clone());
+        assert_eq!(name("10.0.0.1:110").as_deref(), Some("b1"));
+        assert_eq!(name("10.0.0.1:4190").as_deref(), Some("b1"));
+        assert_eq!(name("10.0.0.2:110").as_deref(), Some("b2"));
+        assert_eq!(name("10.0.0.2").as_deref(), Some("b2"));
+        assert_eq!(name("10.0.0.2:4190"), None);
     }
 }

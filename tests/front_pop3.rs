@@ -555,3 +555,43 @@ fn drain_keeps_logged_in_sessions_until_its_end_and_a_reload_keeps_serving() {
         p.log()
     );
 }
+
+#[test]
+fn an_auth_http_service_sees_pop3_and_routes_with_the_pop3_address() {
+    let a = Dovecot::builder().messages(1).pop3().start();
+    let b = Dovecot::builder().messages(2).pop3().start();
+    // nginx-style: the service answers with the POP3 service's address.
+    let b_pop3_port: u16 = b.pop3_addr().rsplit_once(':').unwrap().1.parse().unwrap();
+    let auth = common::auth_http::AuthHttp::start(serde_json::json!({
+        "user1": {"password": "pass1", "server": "127.0.0.1", "port": b_pop3_port},
+    }));
+    let pop3 = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener_for("pop3", &pop3, "implicit")
+        .backend(BackendCfg::new("a", &a.addr()).pop3(&a.pop3_addr()))
+        .backend(BackendCfg::new("b", &b.addr()).pop3(&b.pop3_addr()))
+        .extra(&format!(
+            "[auth]\nsource = \"http\"\n[auth.http]\nurl = {}\ntimeout = \"2s\"\n",
+            toml_str(&auth.url())
+        ))
+        .to_toml();
+    let _p = Imapmux::start(&cfg, &pop3);
+    let stat = raw(&pop3, "implicit", "user1", "pass1", &["STAT"]);
+    assert!(stat.starts_with(b"+OK 2 "), "{}", show_bytes(&stat, 200));
+    let reqs = auth.requests();
+    let proto = reqs[0]["headers"]
+        .as_object()
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("Auth-Protocol"))
+        })
+        .and_then(|(_, v)| v.as_str().map(String::from));
+    assert_eq!(proto.as_deref(), Some("pop3"), "{reqs:?}");
+    let out = run_python(
+        "pop3_raw.py",
+        &[&pop3, "implicit", "user1", "wrong", "STAT"],
+    );
+    // the service's refusal, in POP3's words
+    let refused = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(refused.starts_with("-ERR [AUTH] "), "{refused}");
+}
