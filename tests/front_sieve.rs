@@ -294,3 +294,73 @@ fn scripts_land_on_the_backend_that_serves_the_users_imap() {
     );
     assert!((1..5).contains(&on_b), "{counts}");
 }
+
+/// imapmux verifies the user (passwd-file) and logs in to Dovecot's POP3
+/// and ManageSieve as the pool's master user on the user's behalf (SASL
+/// PLAIN authorization identity); the user's Dovecot password is another.
+#[test]
+fn master_user_logins_over_pop3_and_managesieve() {
+    let dir = tempfile::tempdir().unwrap();
+    let master_file = dir.path().join("master-users");
+    std::fs::write(&master_file, "proxy:{PLAIN}m4ster-pw\n").unwrap();
+    let users = dir.path().join("imapmux-users");
+    std::fs::write(&users, "user1:{PLAIN}front-pw\n").unwrap();
+    make_world_readable_dir(dir.path());
+    let dc = Dovecot::builder()
+        .messages(2)
+        .pop3()
+        .managesieve()
+        .extra_config(&format!(
+            "passdb {{\n  driver = passwd-file\n  master = yes\n  args = {}\n}}\n",
+            master_file.display()
+        ))
+        .start();
+    let (pop3, sieve) = (free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .listener_for("pop3", &pop3, "plaintext")
+        .listener_for("sieve", &sieve, "plaintext")
+        .allow_plaintext_auth(true)
+        .backend(
+            BackendCfg::new("dovecot", &dc.addr())
+                .pop3(&dc.pop3_addr())
+                .sieve(&dc.sieve_addr()),
+        )
+        .extra(&format!(
+            "[pool.login]\nmode = \"master\"\nmaster_user = \"proxy\"\nmaster_password = \"m4ster-pw\"\n\
+             [auth]\nsource = \"passwd-file\"\n[auth.passwd_file]\npath = {}\nallow_plain = true\n",
+            toml_str(&users.display().to_string())
+        ))
+        .to_toml();
+    let _p = Imapmux::start(&cfg, &pop3);
+    let out = run_python(
+        "pop3_raw.py",
+        &[&pop3, "plain", "user1", "front-pw", "STAT"],
+    );
+    let stat = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stat.starts_with("+OK 2 "), "{stat}");
+    let file = dir.path().join("s.sieve");
+    std::fs::write(&file, script()).unwrap();
+    let up = raw(
+        &sieve,
+        "none",
+        "user1",
+        "front-pw",
+        "ir-literal",
+        &file,
+        "m",
+    );
+    assert!(up.status.success(), "{}", show_bytes(&up.stdout, 300));
+    assert_eq!(
+        std::fs::read(dc.home("user1").join("sieve/m.sieve")).unwrap(),
+        script()
+    );
+    // the user's own Dovecot password is not what imapmux checks
+    let out = run_python("pop3_raw.py", &[&pop3, "plain", "user1", "pass1", "STAT"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-ERR [AUTH]"));
+    let log = dc.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pop3-login") && l.contains("user=<user1>") && l.contains("Login")),
+        "{log}"
+    );
+}
