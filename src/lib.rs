@@ -11,6 +11,11 @@
 //!                                   Finish: End(EndReason) | Release (reuse pool) | Park (session::park)
 //! ```
 //!
+//! POP3 ([`pop3`]) and ManageSieve ([`sieve`]) listeners run their own
+//! sans-I/O pre-auth state machines in [`front::driver`], log in through the
+//! same [`session`] login flow (auth, penalty, routing) and relay bytes
+//! ([`front::relay`]) after login.
+//!
 //! Data flows one way: [`listener`] → [`session`] → [`auth`] → [`route`] →
 //! [`backend`]; [`relay`] carries the authenticated session, with [`cache`]
 //! and [`metrics`] as hooks beside it; [`admin`] serves metrics over HTTP.
