@@ -595,3 +595,44 @@ fn an_auth_http_service_sees_pop3_and_routes_with_the_pop3_address() {
     let refused = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(refused.starts_with("-ERR [AUTH] "), "{refused}");
 }
+
+#[test]
+fn a_backend_whose_pop3_service_is_down_answers_sys_temp_and_imap_still_works() {
+    let dc = Dovecot::builder().messages(1).pop3().start();
+    let (pop3, imap, admin, dead) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let cfg = ProxyConfig::new()
+        .listener_for("pop3", &pop3, "plaintext")
+        .listener(&imap, "plaintext")
+        .allow_plaintext_auth(true)
+        .admin(&admin)
+        .health("200ms", "1s", 1, 1)
+        .backend(BackendCfg::new("dovecot", &dc.addr()).pop3(&dead))
+        .to_toml();
+    let p = Imapmux::start(&cfg, &pop3);
+    let up = "imapmux_backend_protocol_up{backend=\"dovecot\",protocol=\"pop3\"}";
+    wait_admin_metric(&admin, up, 0.0, T);
+    assert_eq!(
+        admin_metric(
+            &admin,
+            "imapmux_backend_protocol_up{backend=\"dovecot\",protocol=\"imap\"}"
+        ),
+        1.0
+    );
+    let out = run_python("pop3_raw.py", &[&pop3, "plain", "user1", "pass1", "STAT"]);
+    let refused = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(refused.starts_with("-ERR [SYS/TEMP] "), "{refused}");
+    assert_eq!(
+        admin_metric(
+            &admin,
+            "imapmux_protocol_logins_total{protocol=\"pop3\",result=\"unavailable\"}"
+        ),
+        1.0
+    );
+    let o = run_curl(&[&format!("imap://{imap}/INBOX;UID=1"), "-u", "user1:pass1"]);
+    assert!(
+        o.status.success(),
+        "IMAP: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(p.log().contains("backend is down"), "{}", p.log());
+}
