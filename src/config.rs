@@ -498,7 +498,7 @@ impl Config {
                     ));
                 }
                 crate::multiplex::poll::validate_backend(b, &key)?;
-                self.validate_protocol_addresses(b, &key)?;
+                crate::front::config::validate_backend(self, b, &key)?;
                 if let Some(ca) = &b.ca_file {
                     if [Some(b.tls), b.pop3_tls, b.sieve_tls]
                         .into_iter()
@@ -536,49 +536,6 @@ impl Config {
                     format!("routing.users.{user}"),
                     format!("no backend is named {backend:?}"),
                     "use the name of a [[pool.backend]]",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// A backend's POP3 and ManageSieve addresses: well-formed, and
-    /// present when a listener speaks that protocol (a user lands on the
-    /// same backend as for IMAP, so every backend must serve it).
-    fn validate_protocol_addresses(&self, b: &BackendConfig, key: &str) -> Result<(), ConfigError> {
-        use crate::front::Protocol;
-        for (protocol, address, tls, name) in [
-            (Protocol::Pop3, &b.pop3_address, b.pop3_tls, "pop3"),
-            (Protocol::Sieve, &b.sieve_address, b.sieve_tls, "sieve"),
-        ] {
-            let listened = self.listeners.iter().any(|l| l.protocol == protocol);
-            match address {
-                Some(a) => {
-                    split_host_port(a).ok_or_else(|| {
-                        invalid(
-                            format!("{key}.{name}_address"),
-                            format!("{a:?} is not HOST:PORT"),
-                            "write e.g. \"10.0.0.5:110\"",
-                        )
-                    })?;
-                }
-                None if listened => {
-                    return Err(invalid(
-                        format!("{key}.{name}_address"),
-                        format!("a listener has protocol = \"{name}\" but this backend has no {name}_address (users are routed to the same backend as for IMAP)"),
-                        format!("set {name}_address to the backend's {} service, e.g. \"10.0.0.5:{}\"", if name == "pop3" { "POP3" } else { "ManageSieve" }, if name == "pop3" { 110 } else { 4190 }),
-                    ));
-                }
-                None => {}
-            }
-            if protocol == Protocol::Sieve
-                && address.is_some()
-                && tls.unwrap_or(b.tls) == BackendTls::Implicit
-            {
-                return Err(invalid(
-                    format!("{key}.sieve_tls"),
-                    "ManageSieve has no implicit TLS (the backend's tls = \"implicit\" applies unless sieve_tls is set)",
-                    "set sieve_tls = \"starttls\" or \"none\"",
                 ));
             }
         }

@@ -7,6 +7,7 @@
 //! ([`crate::pop3`]) and ManageSieve ([`crate::sieve`]) are built on it.
 
 pub mod backend;
+pub mod config;
 pub mod driver;
 pub mod relay;
 pub mod sasl;
