@@ -8,7 +8,7 @@
 //!                    └──────────── relay::RelaySession (authenticated phase) ◀─────────┘
 //!                                   ledger · mailbox view · IDLE/parking · literals
 //!                                   hooks: cache::flow (FETCH cache), relay::MetricsHook
-//!                                   Finish: End(EndReason) | Release (reuse pool) | Park (session::park)
+//!                                   Finish: End(EndReason) | Release (reuse pool) | Park (multiplex::park)
 //! ```
 //!
 //! POP3 ([`pop3`]) and ManageSieve ([`sieve`]) listeners run their own
@@ -18,7 +18,11 @@
 //!
 //! Data flows one way: [`listener`] → [`session`] → [`auth`] → [`route`] →
 //! [`backend`]; [`relay`] carries the authenticated session, with [`cache`]
-//! and [`metrics`] as hooks beside it; [`admin`] serves metrics over HTTP.
+//! and [`metrics`] as hooks beside it; [`multiplex`] (reuse pool, parking,
+//! watchers) is called by the session and never calls back into it;
+//! [`admin`] serves metrics over HTTP. Types several layers share live below
+//! them all: [`identity`], [`lifecycle`] (phases, end reasons), [`stream`]
+//! (the client stream), [`imap`] (wire format and the mailbox view).
 //! Each command is parsed once ([`relay::Command`]); features hook into
 //! that one ledger ([`relay::Hook`]); time is passed in to every core.
 #![forbid(unsafe_code)]
@@ -31,6 +35,7 @@ pub mod config;
 pub mod front;
 pub mod identity;
 pub mod imap;
+pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod multiplex;
@@ -41,4 +46,5 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod sieve;
+pub mod stream;
 pub mod tls;

@@ -107,8 +107,7 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
         metrics: old.metrics.clone(),
         cache: old.cache.clone(),
         close_now: old.close_now.clone(),
-        pool: old.pool.clone(),
-        watch: old.watch.clone(),
+        mux: old.mux.clone(),
     };
     Ok((ctx, router))
 }

@@ -134,8 +134,10 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         tls,
         metrics: metrics.clone(),
         close_now: close_rx,
-        pool: pool.clone(),
-        watch: watch.clone(),
+        mux: crate::multiplex::Multiplex {
+            pool: pool.clone(),
+            watch: watch.clone(),
+        },
     }));
     let mut health_stop = start_health(&router, &cfg, &metrics, &stop_rx);
     let reload_task = {

@@ -491,3 +491,88 @@ async fn a_burst_of_parked_clients_ending_idle_and_logging_out_never_fails() {
         logins
     );
 }
+
+/// Idle, then end the IDLE (answered while parked); `parks`: the count
+/// of parks to wait for.
+async fn park_and_done(c: &mut ImapClient, admin: &str, parks: f64) {
+    let tag = c.idle_start().await.unwrap();
+    wait_metric(admin, "imapmux_parks_total", parks, Duration::from_secs(5));
+    wait_metric(
+        admin,
+        "imapmux_client_sessions_parked",
+        1.0,
+        Duration::from_secs(5),
+    );
+    assert!(c.idle_done(&tag).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_reselect_while_parked_is_answered_as_dovecot_would_while_nothing_changed() {
+    let s = setup(10);
+    let mut c = ImapClient::connect_plain(&s.addr).await.unwrap();
+    c.login("user1", "pass1").await.unwrap().ok().unwrap();
+    c.select("INBOX").await.unwrap().ok().unwrap();
+    // The same user directly, same mailbox: what Dovecot says.
+    let mut d = direct(&s.d, "user1").await;
+
+    // Unchanged mailbox: the re-SELECT is answered while parked, exactly
+    // as Dovecot answers its own re-SELECT (CLOSED first, no RECENT).
+    park_and_done(&mut c, &s.admin, 1.0).await;
+    let mine = c.cmd("SELECT INBOX").await.unwrap();
+    let theirs = d.cmd("SELECT INBOX").await.unwrap();
+    assert_eq!(normalized(&mine), normalized(&theirs));
+    assert!(
+        mine.is_ok() && normalized(&mine).starts_with("* OK [CLOSED]"),
+        "{mine}"
+    );
+    let recent = |r: &Response| {
+        r.lines
+            .iter()
+            .map(|l| l.text())
+            .find(|t| t.ends_with(" RECENT"))
+    };
+    assert_eq!(recent(&mine), recent(&theirs));
+    assert_eq!(recent(&mine).as_deref(), Some("* 0 RECENT"));
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 0.0);
+    assert_eq!(metric(&s.admin, "imapmux_client_sessions_parked"), 1.0);
+    // Quoted and lower-case forms too; NOOP after it, still parked.
+    let mine = c.cmd("SELECT \"inbox\"").await.unwrap();
+    let theirs = d.cmd("SELECT \"inbox\"").await.unwrap();
+    assert_eq!(normalized(&mine), normalized(&theirs));
+    assert!(c.cmd("NOOP").await.unwrap().is_ok());
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 0.0);
+
+    // New mail while parked: UIDNEXT moved, so the backend answers the
+    // re-SELECT (a re-attach), still as Dovecot does.
+    let tag = c.idle_start().await.unwrap();
+    let mut other = direct(&s.d, "user1").await;
+    other
+        .append("INBOX", None, b"Subject: reselect\r\n\r\nnew\r\n")
+        .await
+        .unwrap();
+    c.idle_wait_for("EXISTS", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(c.idle_done(&tag).await.unwrap().is_ok());
+    assert!(d.cmd("NOOP").await.unwrap().is_ok());
+    let mine = c.cmd("SELECT INBOX").await.unwrap();
+    let theirs = d.cmd("SELECT INBOX").await.unwrap();
+    assert_eq!(normalized(&mine), normalized(&theirs));
+    assert!(normalized(&mine).contains("* 6 EXISTS"), "{mine}");
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 1.0);
+
+    // That answer is kept again: the next park (the second: the IDLE
+    // above ran in the parked session) answers the re-SELECT.
+    park_and_done(&mut c, &s.admin, 2.0).await;
+    let mine = c.cmd("SELECT INBOX").await.unwrap();
+    let theirs = d.cmd("SELECT INBOX").await.unwrap();
+    assert_eq!(normalized(&mine), normalized(&theirs));
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 1.0);
+
+    // EXAMINE of the SELECTed mailbox is another answer: the backend's.
+    let mine = c.cmd("EXAMINE INBOX").await.unwrap();
+    let theirs = d.cmd("EXAMINE INBOX").await.unwrap();
+    assert_eq!(normalized(&mine), normalized(&theirs));
+    assert!(normalized(&mine).contains("[READ-ONLY]"), "{mine}");
+    assert_eq!(metric(&s.admin, "imapmux_reattaches_total"), 2.0);
+}

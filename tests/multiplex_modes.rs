@@ -98,6 +98,11 @@ async fn run(
         );
     }
     log += &normalized(&c.idle_done(&tag).await.unwrap());
+    if !matches!(mode, Mode::SelectCondstore) {
+        // A re-SELECT of the unchanged mailbox: answered while parked
+        // (HIGHESTMODSEQ included, as Dovecot gives it).
+        log += &without_modseqs(&normalized(&c.cmd(select).await.unwrap()), &mut seen);
+    }
     // Changes by another session while the client does not idle.
     let mut other = direct(&s.d, user).await;
     flag_expunge_append(&mut other, (2, "\\Flagged"), 3).await;

@@ -3,8 +3,8 @@
 //! `StatusLine::{code_name, capabilities}`), the login exchange of
 //! `backend::login` / `backend::client_capabilities` (capabilities and
 //! challenges come from the backend), the selected-mailbox tracker of
-//! `session::mailbox` (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY, tagged
-//! completions) and the relay's command ledger (`relay::Ledger`).
+//! `imap::mailbox` (EXISTS, EXPUNGE, VANISHED, UIDVALIDITY, tagged
+//! completions, the SELECT answer it keeps) and the relay's command ledger (`relay::Ledger`).
 //!
 //! Input: a session transcript. Lines starting `C: ` are client command
 //! lines (the rest of the line, CRLF included); everything else is backend
@@ -24,7 +24,7 @@ use imapmux::backend::login::{describe_challenge, login_steps, LoginStep};
 use imapmux::imap::framing::{Frame, Framer};
 use imapmux::imap::response::{kind_of, parse_capability_data, parse_status, sanitize_text};
 use imapmux::relay::{Command, Ledger, MAX_IN_FLIGHT};
-use imapmux::session::mailbox::{expand_uid_set, Tracker};
+use imapmux::imap::mailbox::{expand_uid_set, Tracker};
 use imapmux::session::{Credentials, Mechanism};
 use imapmux_fuzz::assert_line_safe;
 use libfuzzer_sys::fuzz_target;
@@ -94,6 +94,17 @@ fn backend_line(line: &[u8], tracker: &mut Tracker, ledger: &mut Ledger, now: In
         let _ = change;
     }
     let _ = tracker.changing();
+    // A kept SELECT answer, given again: whole CRLF lines, the tag's last.
+    if let Some(r) = tracker.select_reply() {
+        let again = r.again("t1", 42);
+        assert!(again.ends_with(b"\r\n") && r.heap_size() < 4096);
+        let last = again
+            .split(|&b| b == b'\n')
+            .rev()
+            .nth(1)
+            .unwrap_or_default();
+        assert!(last.starts_with(b"t1 OK "), "{last:?}");
+    }
     if let Some(s) = &tracker.selected {
         let n = s.exists();
         let _ = (

@@ -1,7 +1,7 @@
 //! The relay core (`relay::RelaySession`) with the FETCH cache hook
 //! (`cache::flow::Flow`), as a session runs them: client bytes, backend
 //! bytes and time. It exercises the command ledger, the mailbox view
-//! (`session::mailbox::Tracker`), IDLE and parking, literals, and the
+//! (`imap::mailbox::Tracker`), IDLE and parking, literals, and the
 //! cache's planning, prefetch, response splitting and rebuilding, all from
 //! network input.
 //!
@@ -28,7 +28,7 @@ use imapmux::imap::framing::{Frame, Framer};
 use imapmux::relay::{
     Command, Disposition, Hook, RelayConfig, RelaySession, Upstream, INJECT_MAX, OUT_MAX,
 };
-use imapmux::session::mailbox::{Change, Tracker};
+use imapmux::imap::mailbox::{Change, Tracker};
 use libfuzzer_sys::fuzz_target;
 
 /// Check what the flow wants sent for the client command `line`; returns

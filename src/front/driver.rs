@@ -15,12 +15,12 @@ use tokio::net::TcpStream;
 use super::{FrontEvent, PreAuthMachine, Protocol, Refusal};
 use crate::backend::LoggedIn;
 use crate::config::ListenerMode;
+use crate::lifecycle::EndReason;
 use crate::listener::limits::Admission;
 use crate::relay::Counters;
 use crate::session::conn::{count_session, handshake, Context, LOG_TARGET};
-use crate::session::end::EndReason;
-use crate::session::stream::ClientStream;
 use crate::session::{ClientInfo, Credentials};
+use crate::stream::ClientStream;
 
 /// What the pre-auth state machine of a connection starts from.
 #[derive(Debug, Clone, Copy)]

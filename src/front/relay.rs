@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use crate::lifecycle::EndReason;
 use crate::relay::Counters;
-use crate::session::end::EndReason;
 
 /// Buffer per direction.
 const BUF: usize = 64 * 1024;

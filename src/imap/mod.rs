@@ -20,4 +20,6 @@ pub mod command;
 pub mod enabled;
 pub mod fetch;
 pub mod framing;
+pub mod mailbox;
 pub mod response;
+pub mod select;

@@ -36,9 +36,9 @@ pub use sampled::SessionBytes;
 
 use crate::cache::FetchCache;
 use crate::config::ListenerMode;
+use crate::lifecycle::EndReason;
 use crate::relay::Counters;
 use crate::route::Router;
-use crate::session::end::EndReason;
 
 /// A metrics registration or encoding problem (a bug, not bad input).
 #[derive(Debug, Error)]

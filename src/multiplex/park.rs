@@ -2,7 +2,8 @@
 //! client that idled long enough is parked (its backend connection
 //! released), watched through its user's shared watcher, caught up on
 //! every change while parked, answered without the backend where it can
-//! be (DONE, IDLE, NOOP, CHECK, LOGOUT), and re-attached to a backend
+//! be (DONE, IDLE, NOOP, CHECK, LOGOUT, re-SELECT of the unchanged
+//! mailbox), and re-attached to a backend
 //! connection only for a command that needs one. The client sees exactly
 //! the responses it would have seen had it stayed attached.
 
@@ -16,17 +17,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::parked::{ParkedFinish, ParkedSession};
 use crate::backend::command::run;
 use crate::backend::{self, LoggedIn, LoginOutcome};
+use crate::config::Config;
 use crate::identity::{ClientInfo, Credentials};
 use crate::imap::command::quote;
 use crate::imap::enabled::Enabled;
+use crate::imap::select::SelectReply;
+use crate::lifecycle::EndReason;
+use crate::metrics::Metrics;
 use crate::multiplex::pool::CredKey;
 use crate::multiplex::view::{catch_up, number_after, strip_modseq, MailboxNow, ParkedView};
 use crate::multiplex::watch::uid_search_all;
 use crate::relay::{Counters, Parked, SelectedMailbox};
 use crate::route::Backend;
-use crate::session::conn::Context;
-use crate::session::end::EndReason;
-use crate::session::stream::ClientStream;
+use crate::stream::ClientStream;
 
 /// How a parked session continued.
 pub enum Outcome {
@@ -47,7 +50,11 @@ pub enum Outcome {
 
 /// What parking one session needs.
 pub struct Parking<'a> {
-    pub ctx: &'a Context,
+    pub mux: &'a super::Multiplex,
+    pub config: &'a Config,
+    pub metrics: &'a Metrics,
+    /// Flips to true when sessions must end (end of the drain time).
+    pub close_now: tokio::sync::watch::Receiver<bool>,
     pub client_info: &'a ClientInfo,
     pub backend: Arc<Backend>,
     /// The credentials that log in to the backend (retained while parked).
@@ -87,7 +94,7 @@ fn quoted(mailbox: &str) -> Option<String> {
 
 impl Parking<'_> {
     fn timeout(&self) -> Duration {
-        self.ctx.config.timeouts.backend_response
+        self.config.timeouts.backend_response
     }
 
     async fn send(&self, client: &mut ClientStream, bytes: &[u8]) -> bool {
@@ -202,14 +209,20 @@ impl Parking<'_> {
     /// A logged-in backend connection for this user: a pooled one, or a
     /// new login with the retained credentials.
     async fn attach(&self) -> Option<LoggedIn> {
-        let ctx = self.ctx;
-        let t = &ctx.config.timeouts;
-        if let Some(li) =
-            crate::session::conn::take_pooled(ctx, &self.backend.name, self.reuse.as_ref()).await
+        let t = &self.config.timeouts;
+        if let Some(li) = self
+            .mux
+            .take_pooled(
+                self.metrics,
+                t.backend_response,
+                &self.backend.name,
+                self.reuse.as_ref(),
+            )
+            .await
         {
             return Some(li);
         }
-        let m = &ctx.metrics;
+        let m = self.metrics;
         let name = &self.backend.name;
         let t0 = Instant::now();
         let c = match backend::connect(&self.backend, t.backend_connect, t.backend_response).await {
@@ -295,11 +308,11 @@ impl Parking<'_> {
             read_only,
             idle_tag,
             enabled,
+            mut select_reply,
         }: Parked,
     ) -> Outcome {
-        let ctx = self.ctx;
-        let m = &ctx.metrics.park;
-        let Some(registry) = ctx.watch.clone() else {
+        let m = &self.metrics.park;
+        let Some(registry) = self.mux.watch.clone() else {
             return Outcome::Ended(EndReason::ProtocolError);
         };
         let mut to_client = Vec::new();
@@ -309,6 +322,10 @@ impl Parking<'_> {
         tokio::spawn(super::pool::logout(old, self.timeout()));
         if !self.send(&mut client, &to_client).await {
             return Outcome::Ended(EndReason::ClientError);
+        }
+        if !to_client.is_empty() {
+            // The mailbox changed since its SELECT.
+            select_reply = None;
         }
         let Some(view) = view else {
             tracing::warn!(session = %self.client_info.session_id, "could not park: the backend did not describe the mailbox");
@@ -326,7 +343,7 @@ impl Parking<'_> {
         m.parks.inc();
         let guard = m.parked_session();
         tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
-        let idle = ctx.config.timeouts.idle;
+        let idle = self.config.timeouts.idle;
         // Boxed: the session's future keeps a pointer, not copies of it.
         let s = Box::new(ParkedSession::new(
             view,
@@ -334,6 +351,7 @@ impl Parking<'_> {
             cbuf,
             idle,
             Instant::now(),
+            select_reply,
         ));
         let (mut client, mut s) = match self.run_parked(client, s, &watcher, changes).await {
             Ok(done) => done,
@@ -345,8 +363,9 @@ impl Parking<'_> {
                 m.reattach();
                 let pipelined = s.take_input();
                 let view = s.view().clone();
+                let reply = s.select_reply().cloned();
                 let _turn = registry.resume_turn().await;
-                Box::pin(self.resume(client, pipelined, view, idle_tag, &watcher)).await
+                Box::pin(self.resume(client, pipelined, (view, reply), idle_tag, &watcher)).await
             }
             Some(ParkedFinish::End(end)) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
@@ -366,14 +385,14 @@ impl Parking<'_> {
         watcher: &super::watch::Watcher,
         mut changes: tokio::sync::watch::Receiver<u64>,
     ) -> Result<(ClientStream, Box<ParkedSession>), EndReason> {
-        let mut close_now = self.ctx.close_now.clone();
+        let mut close_now = self.close_now.clone();
         let mut buf = BytesMut::new();
         let mut watching = true;
         let mut idling = s.idling();
         loop {
             if idling && !s.idling() {
                 // The client ended its IDLE (answered here).
-                self.ctx.metrics.park.wake("done");
+                self.metrics.park.wake("done");
             }
             idling = s.idling();
             if let Some(out) = s.transmit() {
@@ -431,7 +450,7 @@ impl Parking<'_> {
         &self,
         mut client: ClientStream,
         cbuf: BytesMut,
-        view: ParkedView,
+        (view, reply): (ParkedView, Option<Arc<SelectReply>>),
         idle_tag: Option<String>,
         watcher: &super::watch::Watcher,
     ) -> Outcome {
@@ -478,6 +497,12 @@ impl Parking<'_> {
                 .await;
             return Outcome::Ended(EndReason::UidvalidityChanged);
         };
+        // The SELECT answer stays valid while the mailbox is as it was.
+        let unchanged = caught.bytes.is_empty()
+            && caught.highest.is_none()
+            && caught.next.uids == view.uids
+            && caught.next.modseq == view.modseq;
+        let select_reply = reply.filter(|_| unchanged);
         let (mut bytes, next) = (caught.bytes, caught.next);
         if let Some(m) = caught.highest {
             bytes.extend_from_slice(format!("* OK [HIGHESTMODSEQ {m}] Highest\r\n").as_bytes());
@@ -500,6 +525,7 @@ impl Parking<'_> {
                 read_only: next.read_only,
                 uidvalidity: next.uidvalidity,
                 uids: next.uids.iter().collect(),
+                select_reply,
             }),
             enabled: next.enabled,
         }

@@ -1,7 +1,9 @@
 //! A parked client session as a sans-I/O state machine: no backend
 //! connection, the selected mailbox's view kept, and everything the
 //! session can be answered without the backend answered here (lazy
-//! re-attach): DONE, a new IDLE, NOOP, CHECK, LOGOUT. Any other command
+//! re-attach): DONE, a new IDLE, NOOP, CHECK, LOGOUT, and a re-SELECT
+//! of the parked mailbox while nothing changed since its SELECT (the
+//! backend's answer, kept: [`crate::imap::select`]). Any other command
 //! finishes with [`ParkedFinish::Reattach`]: the driver logs in again,
 //! re-selects, catches the client up and relays that command (and what
 //! follows) in order.
@@ -22,6 +24,7 @@
     clippy::disallowed_methods
 )]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -29,8 +32,9 @@ use bytes::{Buf, BytesMut};
 use super::view::{catch_up, MailboxNow, ParkedView};
 use crate::imap::command::trim_crlf;
 use crate::imap::framing::literal_at_end;
+use crate::imap::select::SelectReply;
+use crate::lifecycle::EndReason;
 use crate::relay::Command;
-use crate::session::end::EndReason;
 
 /// Longest command line a parked session reads; a longer one needs the
 /// backend anyway (re-attach).
@@ -70,6 +74,9 @@ pub struct ParkedSession {
     last_input: Instant,
     idle_timeout: Duration,
     finish: Option<ParkedFinish>,
+    /// The mailbox's SELECT answer while nothing changed since: a re-SELECT
+    /// (or re-EXAMINE) of it is answered here.
+    select_reply: Option<Arc<SelectReply>>,
 }
 
 impl ParkedSession {
@@ -81,6 +88,7 @@ impl ParkedSession {
         client_in: BytesMut,
         idle_timeout: Duration,
         now: Instant,
+        select_reply: Option<Arc<SelectReply>>,
     ) -> Self {
         let mut s = ParkedSession {
             view,
@@ -93,6 +101,7 @@ impl ParkedSession {
             last_input: now,
             idle_timeout,
             finish: None,
+            select_reply,
         };
         s.process();
         s
@@ -100,6 +109,11 @@ impl ParkedSession {
 
     pub fn view(&self) -> &ParkedView {
         &self.view
+    }
+
+    /// The SELECT answer still valid (carried to a re-attached relay).
+    pub fn select_reply(&self) -> Option<&Arc<SelectReply>> {
+        self.select_reply.as_ref()
     }
 
     pub fn idling(&self) -> bool {
@@ -144,6 +158,8 @@ impl ParkedSession {
     /// The watcher reported a change of the mailbox.
     pub fn on_change(&mut self) {
         self.stale = true;
+        // UIDNEXT, UNSEEN or HIGHESTMODSEQ may differ now.
+        self.select_reply = None;
         if self.idle_tag.is_some() {
             self.want_snapshot = true;
         }
@@ -258,6 +274,27 @@ impl ParkedSession {
         }
     }
 
+    /// The answer to a SELECT/EXAMINE (`args`: its arguments) of the
+    /// parked mailbox, the same way it was selected, without parameters,
+    /// while nothing changed since; `None` when the backend must answer.
+    fn reselect(&self, verb: &str, args: &[u8], tag: &str) -> Option<Vec<u8>> {
+        let reply = self.select_reply.as_ref()?;
+        if (verb == "EXAMINE") != self.view.read_only {
+            return None;
+        }
+        let name = std::str::from_utf8(args).ok()?;
+        let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(q) if !q.contains(['\\', '"']) => q,
+            Some(_) => return None,
+            None if !name.is_empty() && !name.contains([' ', '(', '{', '"', '\\']) => name,
+            None => return None,
+        };
+        let same = name == self.view.mailbox
+            || (name.eq_ignore_ascii_case("INBOX")
+                && self.view.mailbox.eq_ignore_ascii_case("INBOX"));
+        same.then(|| reply.again(tag, self.view.modseq))
+    }
+
     fn reattach(&mut self) {
         self.finish = Some(ParkedFinish::Reattach { idle_tag: None });
     }
@@ -316,6 +353,14 @@ impl ParkedSession {
                     self.client_in.advance(nl + 1);
                     self.sync_then(Waiting::Sync(tag, "Check", None));
                 }
+                "SELECT" | "EXAMINE" if !self.stale => {
+                    let args = trim_crlf(line.get(cmd.args_at..).unwrap_or_default());
+                    let Some(again) = self.reselect(&cmd.verb, args, &tag) else {
+                        return self.reattach();
+                    };
+                    self.client_in.advance(nl + 1);
+                    self.out.extend_from_slice(&again);
+                }
                 "LOGOUT" if bare => {
                     self.client_in.advance(nl + 1);
                     self.out.extend_from_slice(
@@ -371,6 +416,7 @@ mod tests {
             BytesMut::new(),
             Duration::from_secs(1800),
             t,
+            None,
         );
         (s, t)
     }
@@ -410,6 +456,7 @@ mod tests {
             BytesMut::new(),
             Duration::from_secs(1800),
             t,
+            None,
         );
         // In IDLE: untagged, after the changes.
         s.on_change();
@@ -538,6 +585,78 @@ mod tests {
         assert_eq!(
             s.finished(),
             Some(&ParkedFinish::End(EndReason::UidvalidityChanged))
+        );
+    }
+
+    fn reply() -> Arc<SelectReply> {
+        let mut r = crate::imap::select::Recorder::default();
+        r.line(b"* 3 EXISTS\r\n");
+        r.line(b"* 2 RECENT\r\n");
+        r.line(b"* OK [UIDVALIDITY 5] UIDs valid\r\n");
+        Arc::new(r.finish(b"OK [READ-WRITE] Select completed.").unwrap())
+    }
+
+    #[test]
+    fn a_reselect_of_the_parked_mailbox_is_answered_while_nothing_changed() {
+        let t = Instant::now();
+        let new = |r| {
+            ParkedSession::new(
+                view(),
+                None,
+                BytesMut::new(),
+                Duration::from_secs(1800),
+                t,
+                r,
+            )
+        };
+        let again = "* OK [CLOSED] Previous mailbox closed.\r\n* 3 EXISTS\r\n* 0 RECENT\r\n\
+                     * OK [UIDVALIDITY 5] UIDs valid\r\n* OK [HIGHESTMODSEQ 10] Highest\r\n";
+        let mut s = new(Some(reply()));
+        for (cmd, tag) in [
+            ("a SELECT INBOX\r\n", "a"),
+            ("b select \"INBOX\"\r\n", "b"),
+            ("c SELECT inbox\r\n", "c"),
+        ] {
+            s.client_read(&mut BytesMut::from(cmd.as_bytes()), t);
+            assert_eq!(
+                out(&mut s),
+                format!("{again}{tag} OK [READ-WRITE] Select completed.\r\n")
+            );
+            assert_eq!(s.finished(), None);
+        }
+        // Another mailbox, EXAMINE of a SELECTed one, parameters, odd
+        // names: the backend answers.
+        for cmd in [
+            "a SELECT Archive\r\n",
+            "a EXAMINE INBOX\r\n",
+            "a SELECT INBOX (CONDSTORE)\r\n",
+            "a SELECT \"INB\\\"OX\"\r\n",
+            "a SELECT {5}\r\n",
+        ] {
+            let mut s = new(Some(reply()));
+            s.client_read(&mut BytesMut::from(cmd.as_bytes()), t);
+            assert_eq!(
+                s.finished(),
+                Some(&ParkedFinish::Reattach { idle_tag: None }),
+                "{cmd}"
+            );
+            assert_eq!(&s.take_input()[..], cmd.as_bytes());
+        }
+        // Without a kept answer, or once the watcher reported a change
+        // (even one the snapshot shows as nothing visible), the same.
+        let mut s = new(None);
+        s.client_read(&mut BytesMut::from(&b"a SELECT INBOX\r\n"[..]), t);
+        assert!(s.finished().is_some());
+        let mut s = new(Some(reply()));
+        s.on_change();
+        s.client_read(&mut BytesMut::from(&b"n NOOP\r\n"[..]), t);
+        s.on_snapshot(&now_with(vec![1, 2, 3]));
+        assert_eq!(out(&mut s), "n OK NOOP completed.\r\n");
+        assert!(s.select_reply().is_none());
+        s.client_read(&mut BytesMut::from(&b"a SELECT INBOX\r\n"[..]), t);
+        assert_eq!(
+            s.finished(),
+            Some(&ParkedFinish::Reattach { idle_tag: None })
         );
     }
 }

@@ -35,7 +35,7 @@ pub struct RelayOutcome<C, B> {
 /// Read buffers start small, so an idle session costs little memory, and
 /// double up to the maximum while data streams (large literals).
 const READ_MIN: usize = 512;
-const READ_MAX: usize = 128 * 1024;
+const READ_MAX: usize = 64 * 1024;
 
 /// Adaptive read-buffer sizing for one direction.
 #[derive(Debug)]
@@ -111,8 +111,11 @@ where
     if shutting {
         s.shutdown(Instant::now());
     }
-    // One timer for the session, moved when the core's deadline moves
-    // (creating a timer per turn costs a timer-wheel registration).
+    // One timer for the session. It is moved only when the core's deadline
+    // comes earlier than the armed one: the idle deadline moves later with
+    // every client read, and each reset takes the runtime's timer-wheel
+    // lock. A timer that fires early is harmless (the core checks `now`)
+    // and is then armed for the real deadline.
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + FAR);
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
@@ -120,7 +123,7 @@ where
         let read_c = s.wants_client_read();
         let read_b = s.wants_backend_read();
         let deadline = s.poll_timeout();
-        if deadline != armed {
+        if rearm(deadline, armed) {
             armed = deadline;
             let at = deadline.map_or_else(|| tokio::time::Instant::now() + FAR, Into::into);
             sleep.as_mut().reset(at);
@@ -193,7 +196,11 @@ where
             Turn::Backend(Ok(Written::Flushed)) => b_dirty = false,
             Turn::Client(_) => s.client_write_failed(),
             Turn::Backend(_) => s.backend_write_failed(),
-            Turn::Deadline => s.handle_timeout(now),
+            Turn::Deadline => {
+                s.handle_timeout(now);
+                // Fired (early or due): arm for whatever is next.
+                armed = None;
+            }
             Turn::Shutdown => {
                 shutting = true;
                 s.shutdown(now);
@@ -203,7 +210,7 @@ where
     let finish = s
         .finished()
         .cloned()
-        .unwrap_or(Finish::End(crate::session::end::EndReason::ClientError));
+        .unwrap_or(Finish::End(crate::lifecycle::EndReason::ClientError));
     // What the client is owed goes out (bounded by the BYE grace time).
     let mut client_ok = true;
     if finish.flush_client() {
@@ -239,13 +246,24 @@ where
             out.backend = Some((br.unsplit(bw), bleft));
         }
         Finish::Park(_) => {
-            out.finish = Finish::End(crate::session::end::EndReason::ClientError);
+            out.finish = Finish::End(crate::lifecycle::EndReason::ClientError);
         }
         Finish::End(_) => {
             let _ = tokio::time::timeout(grace, cw.shutdown()).await;
         }
     }
     out
+}
+
+/// Whether the timer armed for `armed` must move to `deadline`: when there
+/// is none armed, or the new one is earlier. A later deadline keeps the
+/// armed timer, which fires early once and is armed again then.
+fn rearm(deadline: Option<Instant>, armed: Option<Instant>) -> bool {
+    match (deadline, armed) {
+        (Some(d), Some(a)) => d < a,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// Most queued pieces handed to one vectored write (a response line, its
@@ -287,5 +305,23 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
             }
             Ok(Written::Some(n, flushed))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_timer_moves_only_for_an_earlier_deadline() {
+        let t = Instant::now();
+        let later = t + Duration::from_secs(5);
+        assert!(rearm(Some(t), None));
+        assert!(rearm(Some(t), Some(later)));
+        assert!(!rearm(Some(later), Some(t)));
+        assert!(!rearm(Some(t), Some(t)));
+        assert!(!rearm(None, Some(t)));
+        assert!(!rearm(None, None));
     }
 }

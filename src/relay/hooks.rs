@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::ledger::{Command, Completed};
-use crate::session::mailbox::{Change, Tracker};
+use crate::imap::mailbox::{Change, Tracker};
 
 /// What to do with a client command.
 #[derive(Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::conn::{take_pooled, Context, LOG_TARGET};
+use super::conn::{Context, LOG_TARGET};
 use super::{ClientInfo, Credentials};
 use crate::auth::penalty::Gate;
 use crate::auth::{AuthDecision, Request};
@@ -217,6 +217,7 @@ async fn login_at(
         return login_line_protocol(ctx, who, b, backend_creds, via_master).await;
     }
     let reuse_id = ctx
+        .mux
         .pool
         .as_ref()
         .map(|p| (who.owner.to_string(), p.key(who.creds, &backend_creds)));
@@ -227,7 +228,16 @@ async fn login_at(
         backend_creds,
         owner: who.owner.to_string(),
     };
-    if let Some(li) = take_pooled(ctx, &b.name, reuse_id.as_ref()).await {
+    if let Some(li) = ctx
+        .mux
+        .take_pooled(
+            &ctx.metrics,
+            ctx.config.timeouts.backend_response,
+            &b.name,
+            reuse_id.as_ref(),
+        )
+        .await
+    {
         tracing::debug!(target: LOG_TARGET, session = %session, backend = %b.name, "reusing a pooled backend connection");
         return Some(Ok(ok(li, reuse_id, backend_creds)));
     }

@@ -1,13 +1,11 @@
 //! One client connection: the sans-I/O pre-auth state machine
-//! ([`preauth`]), the client stream type ([`stream`]), the thin driver
-//! that runs them over sockets ([`conn`]) and the login flow it calls
-//! (`login`: auth → route → backend login).
+//! ([`preauth`]), the thin driver that runs it and the relay over sockets
+//! ([`conn`]) and the login flow it calls (`login`: auth → route →
+//! backend login). The types other layers share with it live below them
+//! all: [`crate::stream`], [`crate::lifecycle`], [`crate::imap::mailbox`].
 
 pub mod conn;
-pub mod end;
 pub(crate) mod login;
-pub mod mailbox;
 pub mod preauth;
-pub mod stream;
 
 pub use crate::identity::{new_session_id, ClientInfo, Credentials, Mechanism};

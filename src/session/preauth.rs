@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::end::EndReason;
 pub use crate::identity::{Credentials, Mechanism};
 use crate::imap::command::{parse_command, tag_of, trim_crlf, Arg, Command, ParseError};
 use crate::imap::framing::{Frame, Framer};
 use crate::imap::response::sanitize_text;
+use crate::lifecycle::EndReason;
 
 /// Settings for one client connection's pre-auth phase.
 #[derive(Debug, Clone)]

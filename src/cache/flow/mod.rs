@@ -34,8 +34,8 @@ use bytes::{Bytes, BytesMut};
 use super::templates::Slot;
 use super::{CachedItem, FetchCache, MailboxKey, MessageItems, MessageKey};
 use crate::imap::fetch::FetchAtt;
+use crate::imap::mailbox::{Change, Tracker};
 use crate::relay::{Command, Hook};
-use crate::session::mailbox::{Change, Tracker};
 
 mod plan;
 mod respond;

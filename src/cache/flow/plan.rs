@@ -16,8 +16,8 @@ use crate::imap::command::trim_crlf;
 use crate::imap::fetch::{
     build_fetch_response as build_fetch, parse_fetch_command, FetchAtt, FetchCommand, SeqNum,
 };
+use crate::imap::mailbox::{Selected, Tracker};
 use crate::relay::Command;
-use crate::session::mailbox::{Selected, Tracker};
 
 /// Most messages one served FETCH may cover.
 const MAX_SERVE_MESSAGES: usize = 1000;

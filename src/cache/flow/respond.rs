@@ -12,7 +12,7 @@ use crate::cache::split::{parse_fetch, FetchResponse};
 use crate::cache::templates::{Slot, Templates};
 use crate::cache::{CachedItem, FetchCache, MessageItems, MessageKey};
 use crate::imap::fetch::{build_fetch_response as build_fetch, fetch_seq};
-use crate::session::mailbox::{Change, Tracker};
+use crate::imap::mailbox::{Change, Tracker};
 
 impl Flow {
     /// Is a FETCH of ours (Fill/Serve) at the head of the queue?

@@ -10,8 +10,8 @@ use super::{Finish, Parked, RelaySession};
 use crate::imap::command::tag_of;
 use crate::imap::fetch::fetch_seq;
 use crate::imap::framing::Piece;
+use crate::imap::mailbox::uid_in_line;
 use crate::relay::hooks::Disposition;
-use crate::session::mailbox::uid_in_line;
 
 /// Tags of imapmux's own commands on a client's backend connection.
 pub const OWN_TAG_PREFIX: &[u8] = b"imapmux.";
@@ -43,6 +43,7 @@ impl RelaySession {
                 if end {
                     self.view.on_response(&frame)
                 } else {
+                    self.view.literal_response();
                     Vec::new()
                 }
             } else {
@@ -121,12 +122,13 @@ impl RelaySession {
                     read_only: sel.read_only,
                     idle_tag: idle.tag.into(),
                     enabled: self.enabled,
+                    select_reply: self.view.select_reply().cloned(),
                 }));
                 false
             }
             // Cannot happen (parking requires both); end cleanly anyway.
             _ => {
-                self.finish = Some(Finish::End(crate::session::end::EndReason::BackendError));
+                self.finish = Some(Finish::End(crate::lifecycle::EndReason::BackendError));
                 false
             }
         }

@@ -135,7 +135,11 @@ impl RelaySession {
         }
         let args = std::str::from_utf8(trim_crlf(line.get(cmd.args_at..).unwrap_or_default()))
             .unwrap_or("");
+        let others_in_flight = !self.ledger.is_empty();
         self.view.command(&cmd.tag, &cmd.verb, args);
+        if others_in_flight {
+            self.view.spoil_select_reply();
+        }
         let mut up = Upstream::Forward;
         let mut by = 0;
         for (i, h) in self.hooks.iter_mut().enumerate() {

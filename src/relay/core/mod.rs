@@ -18,6 +18,7 @@ pub(crate) mod backend;
 mod client;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,8 +28,9 @@ use super::ledger::{Command, Completed, Ledger};
 use super::outq::OutQueue;
 use crate::imap::enabled::Enabled;
 use crate::imap::framing::{Framer, LiteralSpec, Piece};
-use crate::session::end::{EndReason, Phase};
-use crate::session::mailbox::Tracker;
+use crate::imap::mailbox::Tracker;
+use crate::imap::select::SelectReply;
+use crate::lifecycle::{EndReason, Phase};
 
 /// Most bytes queued toward one side before the relay stops reading the
 /// other side.
@@ -74,6 +76,8 @@ pub struct SelectedMailbox {
     pub uidvalidity: u32,
     /// Every message's UID, in sequence order.
     pub uids: Vec<u32>,
+    /// Its SELECT answer, if nothing changed since.
+    pub select_reply: Option<Arc<SelectReply>>,
 }
 
 /// The session's buffers, borrowed for one turn of the driver.
@@ -113,6 +117,8 @@ pub struct Parked {
     pub idle_tag: String,
     /// What the client enabled (the parked view answers in that shape).
     pub enabled: Enabled,
+    /// The mailbox's SELECT answer, if nothing changed since it.
+    pub select_reply: Option<Arc<SelectReply>>,
 }
 
 /// How the relay finished.
@@ -235,7 +241,13 @@ impl RelaySession {
             Tracker::without_uid_map()
         };
         if let Some(m) = &cfg.selected {
-            view.assume_selected(&m.name, m.read_only, m.uidvalidity, &m.uids);
+            view.assume_selected(
+                &m.name,
+                m.read_only,
+                m.uidvalidity,
+                &m.uids,
+                m.select_reply.clone(),
+            );
         }
         let cfg_enabled = cfg.enabled;
         let mut s = RelaySession {

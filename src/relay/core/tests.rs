@@ -265,6 +265,8 @@ fn an_idling_client_parks_after_the_delay_and_every_time() {
             read_only: false,
             idle_tag: "i2".into(),
             enabled: Default::default(),
+            // The mailbox changed since its SELECT (`* 4 EXISTS`).
+            select_reply: None,
         }))
     );
     let (client_left, backend_left) = t.s.take_input();
@@ -566,4 +568,60 @@ fn the_metrics_hook_records_commands_answered_anywhere() {
     // A session that ends while idling leaves the gauge.
     drop(t);
     assert_eq!(m.park.idling.get(), 0);
+}
+
+/// The SELECT answer a parked session may give again: kept while only
+/// IDLE, NOOP and CHECK ran and nothing changed, dropped otherwise.
+#[test]
+fn the_select_answer_is_kept_only_while_nothing_changed() {
+    let park = |t: &mut T, tag: &str| {
+        t.client(&format!("{tag} IDLE\r\n"));
+        t.backend("+ idling\r\n");
+        t.advance(Duration::from_secs(60));
+        t.backend(&format!("* OK Still here\r\n{tag} OK Idle completed.\r\n"));
+        match t.s.finished() {
+            Some(Finish::Park(p)) => p
+                .select_reply
+                .as_ref()
+                .map(|r| String::from_utf8(r.again("x", 0)).unwrap()),
+            f => panic!("{f:?}"),
+        }
+    };
+    let mut t = T::new(parking_cfg());
+    t.select();
+    t.client("n NOOP\r\n");
+    t.backend("* OK Still here\r\nn OK NOOP completed.\r\n");
+    assert_eq!(
+        park(&mut t, "i1").as_deref(),
+        Some(
+            "* OK [CLOSED] Previous mailbox closed.\r\n* 2 EXISTS\r\n\
+             * OK [UIDVALIDITY 7] UIDs valid\r\nx OK [READ-WRITE] Select completed.\r\n"
+        )
+    );
+    // A change reported to the session, a command that may change the
+    // mailbox, a FETCH whose answer carries a literal, a SELECT pipelined
+    // behind another command: nothing kept.
+    for (after_select, answer) in [
+        ("n NOOP\r\n", "* 1 FETCH (FLAGS (\\Seen))\r\nn OK done\r\n"),
+        ("f STORE 1 +FLAGS.SILENT (\\Seen)\r\n", "f OK done\r\n"),
+        (
+            "f FETCH 1 BODY.PEEK[]\r\n",
+            "* 1 FETCH (BODY[] {1}\r\nx)\r\nf OK done\r\n",
+        ),
+    ] {
+        let mut t = T::new(parking_cfg());
+        t.select();
+        t.client(after_select);
+        t.backend(answer);
+        assert_eq!(park(&mut t, "i1"), None, "{after_select}");
+    }
+    let mut t = T::new(parking_cfg());
+    t.client("a NOOP\r\ns SELECT INBOX\r\n");
+    t.backend("a OK done\r\n* 2 EXISTS\r\ns OK [READ-WRITE] Select completed.\r\n");
+    assert_eq!(park(&mut t, "i1"), None);
+    // A failed SELECT or one with unexpected data keeps nothing either.
+    let mut t = T::new(parking_cfg());
+    t.client("s SELECT INBOX\r\n");
+    t.backend("* 2 EXISTS\r\n* OK [XVENDOR] hm\r\ns OK [READ-WRITE] Select completed.\r\n");
+    assert_eq!(park(&mut t, "i1"), None);
 }

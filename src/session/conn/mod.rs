@@ -18,20 +18,21 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::end::EndReason;
-use super::stream::ClientStream;
 use super::{ClientInfo, Credentials};
 use crate::auth::penalty::Penalty;
 use crate::auth::Authenticator;
 use crate::backend::{self, LoggedIn};
 use crate::config::{Config, ListenerMode};
 use crate::imap::enabled::Enabled;
+use crate::lifecycle::EndReason;
 use crate::listener::limits::Admission;
 use crate::metrics::Metrics;
 use crate::multiplex::park::Outcome;
-use crate::multiplex::pool::{BackendPool, CredKey};
+use crate::multiplex::pool::CredKey;
+use crate::multiplex::Multiplex;
 use crate::relay::{relay, Counters, Finish, Hook, MetricsHook, RelayConfig, RelayOutcome};
 use crate::route::{Backend, Router};
+use crate::stream::ClientStream;
 
 /// The log target of the session's lines, also those logged from
 /// `preauth.rs` and `session/login.rs`: `imapmux::session::conn`, which the
@@ -54,10 +55,8 @@ pub struct Context {
     )>,
     /// Flips to true when sessions must end (end of the drain time).
     pub close_now: watch::Receiver<bool>,
-    /// Logged-in backend connections kept for reuse after logout.
-    pub pool: Option<Arc<BackendPool>>,
-    /// Watchers of parked IDLE clients' mailboxes (IDLE offload on).
-    pub watch: Option<Arc<crate::multiplex::watch::Registry>>,
+    /// The reuse pool and the watchers of parked sessions.
+    pub mux: Multiplex,
 }
 
 /// How a session ended, for the log line.
@@ -221,8 +220,8 @@ async fn run(
 fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig, bool, bool) {
     let cfg = &ctx.config;
     let has = |c: &str| crate::imap::response::has_capability(&li.capabilities, c);
-    let reusable = ctx.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
-    let parkable = ctx.watch.is_some()
+    let reusable = ctx.mux.pool.is_some() && summary.reuse.is_some() && has("UNSELECT");
+    let parkable = ctx.mux.watch.is_some()
         && summary.retained.is_some()
         && !cfg.multiplex.idle_offload_after.is_zero();
     let relay_cfg = RelayConfig {
@@ -303,7 +302,10 @@ fn after_relay<'a>(
                 logged_in_at,
             };
             let p = crate::multiplex::park::Parking {
-                ctx,
+                mux: &ctx.mux,
+                config: &ctx.config,
+                metrics: &ctx.metrics,
+                close_now: ctx.close_now.clone(),
                 client_info: client,
                 backend,
                 creds,
@@ -330,57 +332,24 @@ fn after_relay<'a>(
                     };
                     match (summary.reuse.take(), summary.backend.clone()) {
                         (Some(reuse), Some(backend)) => {
-                            Next::Release(Box::pin(release(ctx, backend, reuse, li)))
+                            let t = ctx.config.timeouts.backend_response;
+                            Next::Release(Box::pin(ctx.mux.release(
+                                &ctx.metrics,
+                                t,
+                                backend,
+                                reuse,
+                                li,
+                            )))
                         }
                         _ => Next::Stop,
                     }
                 }
-                (Finish::End(EndReason::Logout), _) if ctx.pool.is_some() => {
+                (Finish::End(EndReason::Logout), _) if ctx.mux.pool.is_some() => {
                     ctx.metrics.pool.released(false);
                     Next::Stop
                 }
                 _ => Next::Stop,
             }
         }
-    }
-}
-
-/// A pooled connection for this login (backend login name and credential
-/// key), if one is kept and answers its NOOP probe.
-pub(crate) async fn take_pooled(
-    ctx: &Context,
-    backend: &str,
-    reuse: Option<&(String, CredKey)>,
-) -> Option<LoggedIn> {
-    let (pool, (user, key)) = (ctx.pool.as_ref()?, reuse?);
-    let m = &ctx.metrics.pool;
-    let mut li = pool.take(backend, user, key, Instant::now())?;
-    m.pooled.set(pool.len() as i64);
-    if crate::multiplex::pool::probe(&mut li, ctx.config.timeouts.backend_response).await {
-        m.reuses.inc();
-        return Some(li);
-    }
-    m.discarded("probe_failed", 1);
-    None
-}
-
-/// A logged-out client's backend connection: clean it and pool it under
-/// its backend and (backend login name, credential key).
-async fn release(ctx: &Context, backend: String, (user, key): (String, CredKey), mut li: LoggedIn) {
-    let Some(pool) = &ctx.pool else {
-        return;
-    };
-    let m = &ctx.metrics.pool;
-    let t = ctx.config.timeouts.backend_response;
-    if crate::multiplex::pool::clean(&mut li, t).await.is_ok() {
-        m.released(true);
-        let evicted = pool.put(&backend, &user, key, li, Instant::now());
-        m.discarded("evicted", evicted.len());
-        m.pooled.set(pool.len() as i64);
-        for old in evicted {
-            tokio::spawn(crate::multiplex::pool::logout(old, t));
-        }
-    } else {
-        m.released(false);
     }
 }

@@ -13,14 +13,14 @@ use tokio::sync::watch;
 use super::{Context, Summary, LOG_TARGET};
 use crate::backend::{client_capabilities, LoggedIn};
 use crate::config::ListenerMode;
+use crate::lifecycle::EndReason;
 use crate::listener::limits::Admission;
 use crate::metrics::{LoginResult, RejectReason};
 use crate::relay::Counters;
-use crate::session::end::EndReason;
 use crate::session::login::{login, LoginOk};
 use crate::session::preauth::{CloseReason, Event, PreAuth, PreAuthConfig};
-use crate::session::stream::ClientStream;
 use crate::session::{ClientInfo, Credentials};
+use crate::stream::ClientStream;
 
 /// The TLS handshake, bounded by `timeouts.tls_handshake` and by the
 /// pre-auth `deadline` (which counts from accept, so under connection
@@ -300,7 +300,7 @@ async fn on_login(
             summary.reuse = reuse;
             // From here on the session is the mailbox owner's.
             summary.user = Some(owner.clone());
-            if ctx.watch.is_some() {
+            if ctx.mux.watch.is_some() {
                 summary.retained = Some((backend.clone(), backend_creds, owner.clone()));
             }
             pre.login_ok(&tag, &client_capabilities(&li.capabilities));

@@ -32,7 +32,7 @@ fn a_parked_session_keeps_small_futures() {
         "serve {serve} + park {park} + ParkedSession {parked} = {total} bytes \
          (run {}, release {}, relay {})",
         fut6(run),
-        fut4(release),
+        fut6(crate::multiplex::Multiplex::release),
         fut6(crate::relay::relay::<ClientStream, backend::BoxStream>),
     );
     eprintln!("{breakdown}");

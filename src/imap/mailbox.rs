@@ -19,7 +19,10 @@
 )]
 #![warn(unreachable_pub)]
 
+use std::sync::Arc;
+
 use crate::imap::command::trim_crlf;
+use crate::imap::select::{Recorder, SelectReply};
 
 /// The selected mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +188,11 @@ pub struct Tracker {
     select_uidvalidity: Option<u32>,
     /// EXISTS seen in the mailbox being selected.
     pending_exists: Option<u32>,
+    /// The answer of the SELECT in flight, being collected.
+    recording: Option<Recorder>,
+    /// The selected mailbox's SELECT answer, while nothing changed since
+    /// (a parked session answers a re-SELECT with it).
+    reply: Option<Arc<SelectReply>>,
 }
 
 fn atom_or_quoted(s: &str) -> Option<(String, &str)> {
@@ -219,7 +227,15 @@ impl Tracker {
 
     /// A mailbox selected before tracking started (a parked session
     /// re-attached to a new backend connection, which selected it).
-    pub fn assume_selected(&mut self, name: &str, read_only: bool, uidvalidity: u32, uids: &[u32]) {
+    pub fn assume_selected(
+        &mut self,
+        name: &str,
+        read_only: bool,
+        uidvalidity: u32,
+        uids: &[u32],
+        reply: Option<Arc<SelectReply>>,
+    ) {
+        self.reply = reply;
         let mut s = Selected::new(name.to_string());
         s.read_only = read_only;
         s.uidvalidity = Some(uidvalidity);
@@ -249,8 +265,18 @@ impl Tracker {
     /// verb (without CRLF).
     pub fn command(&mut self, tag: &str, verb: &str, rest: &str) {
         let tag = tag.to_string();
+        // What may change the mailbox or the session's view of it ends the
+        // kept SELECT answer (and spoils one being collected: its
+        // responses would mix with this command's).
+        if !matches!(verb, "IDLE" | "NOOP" | "CHECK") {
+            self.reply = None;
+            if let Some(r) = self.recording.as_mut() {
+                r.spoil();
+            }
+        }
         match verb {
             "SELECT" | "EXAMINE" => {
+                self.recording = Some(Recorder::default());
                 // Per RFC 9051 a SELECT deselects at once, success or not.
                 self.selected = None;
                 self.select_uidvalidity = None;
@@ -295,6 +321,14 @@ impl Tracker {
             return changes;
         };
         if let Some(rest) = text.strip_prefix("* ") {
+            let selecting = self.pending_select().is_some();
+            match self.recording.as_mut() {
+                Some(r) if selecting => r.line(line),
+                // `* OK` without a response code changes nothing (IDLE's
+                // "Still here"); everything else may.
+                _ if rest.starts_with("OK ") && !rest.starts_with("OK [") => {}
+                _ => self.reply = None,
+            }
             let mut words = rest.splitn(3, ' ');
             let a = words.next().unwrap_or("");
             let b = words.next().unwrap_or("");
@@ -366,6 +400,11 @@ impl Tracker {
             Pending::Select {
                 name, read_only, ..
             } => {
+                let recorded = self.recording.take();
+                self.reply = match recorded {
+                    Some(r) if ok => r.finish(rest.as_bytes()).map(Arc::new),
+                    _ => None,
+                };
                 if ok {
                     let mut s = Selected::new(name);
                     s.map = !self.no_uid_map;
@@ -406,6 +445,28 @@ impl Tracker {
         if let Some(s) = self.selected.as_mut() {
             s.learn(seq, uid);
         }
+    }
+
+    /// A response line that carries a literal (not seen by
+    /// [`Tracker::on_response`]): it may change the mailbox.
+    pub fn literal_response(&mut self) {
+        self.reply = None;
+        if let Some(r) = self.recording.as_mut() {
+            r.spoil();
+        }
+    }
+
+    /// The SELECT in flight shares the backend with other commands: its
+    /// answer is not kept.
+    pub fn spoil_select_reply(&mut self) {
+        if let Some(r) = self.recording.as_mut() {
+            r.spoil();
+        }
+    }
+
+    /// The selected mailbox's SELECT answer, if nothing changed since.
+    pub fn select_reply(&self) -> Option<&Arc<SelectReply>> {
+        self.reply.as_ref().filter(|_| self.selected.is_some())
     }
 
     /// True while a SELECT/EXAMINE/CLOSE is in flight (state in flux).
