@@ -92,6 +92,22 @@ fn retr_top_byte_exact_with_curl_and_a_raw_client_50mb_included() {
             );
         }
     }
+    // curl over STLS: the LIST is Dovecot's.
+    let via = run_curl(&[
+        "-k",
+        "--ssl-reqd",
+        &format!("pop3://{stls}/"),
+        "-u",
+        "user1:pass1",
+    ]);
+    let direct = run_curl(&[&format!("pop3://{}/", dc.pop3_addr()), "-u", "user1:pass1"]);
+    assert!(
+        via.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via.stderr)
+    );
+    assert_eq!(via.stdout, direct.stdout);
+    assert_eq!(String::from_utf8_lossy(&via.stdout).lines().count(), 4);
     // The raw responses (dot-stuffing, CRLF, status lines) byte for byte,
     // over STLS too.
     let cmds = [
@@ -112,7 +128,7 @@ fn retr_top_byte_exact_with_curl_and_a_raw_client_50mb_included() {
             show_bytes(&direct, 2000)
         );
     }
-    // Metrics by protocol: 4 curl and 2 raw logins, once every session
+    // Metrics by protocol: 5 curl and 2 raw logins, once every session
     // ended (bytes are counted at the end).
     wait_admin_metric(
         &admin,
@@ -124,7 +140,7 @@ fn retr_top_byte_exact_with_curl_and_a_raw_client_50mb_included() {
         &admin,
         "imapmux_protocol_logins_total{protocol=\"pop3\",result=\"ok\"}",
     );
-    assert_eq!(ok, 6.0);
+    assert_eq!(ok, 7.0);
     assert_eq!(
         admin_metric(
             &admin,

@@ -364,3 +364,53 @@ fn master_user_logins_over_pop3_and_managesieve() {
         "{log}"
     );
 }
+
+const INJECTED: &str = r#"
+import socket, ssl, sys
+h, p = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((h, int(p)), timeout=30)
+f = s.makefile("rb")
+def until_status(f):
+    while True:
+        l = f.readline().decode().strip()
+        if l.startswith(("OK", "NO", "BYE")):
+            return l
+until_status(f)
+# An attacker appends a login to STARTTLS in plaintext: it must not run.
+s.sendall(b'STARTTLS\r\nAUTHENTICATE "PLAIN" "AHVzZXIxAHBhc3Mx"\r\n')
+print(until_status(f))
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s)
+g = t.makefile("rb")
+print(until_status(g))
+t.sendall(b"LISTSCRIPTS\r\n")
+print(until_status(g))
+"#;
+
+#[test]
+fn a_login_injected_before_starttls_is_not_run() {
+    let dc = Dovecot::builder().managesieve().start();
+    let sieve = free_addr();
+    let cfg = ProxyConfig::new()
+        .listener_for("sieve", &sieve, "starttls")
+        .backend(sieve_backend(&dc))
+        .to_toml();
+    let _p = Imapmux::start(&cfg, &sieve);
+    let out = Command::new(require_tool("python3"))
+        .arg("-c")
+        .arg(INJECTED)
+        .arg(&sieve)
+        .output()
+        .unwrap();
+    let out = ok(&out, "python");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "OK \"Begin TLS negotiation now.\"",
+            "OK \"TLS negotiation successful.\"",
+            "NO \"Authenticate first.\""
+        ],
+        "{out}"
+    );
+}
