@@ -112,6 +112,11 @@ pub struct ServerConfig {
     /// (reload without restart); "0s" turns the check off (SIGHUP only).
     #[serde(deserialize_with = "de_duration")]
     pub reload_check_interval: Duration,
+    /// Offer COMPRESS=DEFLATE (RFC 4978) to clients after login,
+    /// terminated in imapmux.
+    pub compress: bool,
+    /// Deflate level toward clients, 1 (fastest) to 9 (smallest).
+    pub compress_level: u32,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +131,8 @@ impl Default for ServerConfig {
             max_line_length: 65_536,
             max_auth_failures: 3,
             reload_check_interval: Duration::from_secs(5),
+            compress: true,
+            compress_level: 6,
         }
     }
 }
@@ -394,6 +401,13 @@ impl Config {
                 "server.max_connections",
                 "must be at least 1",
                 "set a positive number, e.g. 10000",
+            ));
+        }
+        if !(1..=9).contains(&self.server.compress_level) {
+            return Err(invalid(
+                "server.compress_level",
+                "must be 1 (fastest) to 9 (smallest)",
+                "use the default 6 (as Dovecot's imap_zlib), or 1 to save CPU",
             ));
         }
         if self.server.max_line_length < 1024 {

@@ -31,6 +31,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod front;
 pub mod identity;

@@ -1,22 +1,67 @@
 //! The client-side stream: plaintext TCP, or TLS over TCP (implicit or
-//! after STARTTLS).
+//! after STARTTLS), either with COMPRESS=DEFLATE on it after login.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::compress::Deflated;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 pub enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// COMPRESS=DEFLATE over a plain or TLS stream.
+    Deflate(Box<Deflated<ClientStream>>),
 }
 
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(_) => true,
+            ClientStream::Deflate(d) => d.get_ref().is_tls(),
+        }
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        matches!(self, ClientStream::Deflate(_))
+    }
+
+    /// The same stream with COMPRESS=DEFLATE on it from now on; `pending`:
+    /// compressed bytes already read from it. (Already compressed: as is.)
+    pub fn start_deflate(self, pending: BytesMut, level: u32) -> ClientStream {
+        match self {
+            ClientStream::Deflate(_) => self,
+            s => ClientStream::Deflate(Box::new(Deflated::new(s, pending, level))),
+        }
+    }
+
+    /// Give back what an idle (parked) session need not hold.
+    pub fn shrink(&mut self) {
+        if let ClientStream::Deflate(d) = self {
+            d.shrink();
+        }
+    }
+}
+
+/// Streams the relay can turn COMPRESS=DEFLATE on for.
+pub trait Compressible: Sized {
+    fn start_deflate(self, pending: BytesMut, level: u32) -> Self;
+    fn is_compressed(&self) -> bool;
+}
+
+impl Compressible for ClientStream {
+    fn start_deflate(self, pending: BytesMut, level: u32) -> Self {
+        ClientStream::start_deflate(self, pending, level)
+    }
+
+    fn is_compressed(&self) -> bool {
+        ClientStream::is_compressed(self)
     }
 }
 
@@ -29,6 +74,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -42,6 +88,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -49,6 +96,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -56,6 +104,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -67,6 +116,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ClientStream::Deflate(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -74,6 +124,7 @@ impl AsyncWrite for ClientStream {
         match self {
             ClientStream::Plain(s) => s.is_write_vectored(),
             ClientStream::Tls(s) => s.is_write_vectored(),
+            ClientStream::Deflate(s) => s.is_write_vectored(),
         }
     }
 }

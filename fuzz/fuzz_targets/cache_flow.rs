@@ -5,7 +5,8 @@
 //! cache's planning, prefetch, response splitting and rebuilding, all from
 //! network input.
 //!
-//! Input: byte 0 picks `cache.max_item_size`; then a transcript: `C: `
+//! Input: byte 0 picks `cache.max_item_size` (bit 0), LOGOUT release (bit 1)
+//! and COMPRESS offered (bit 2); then a transcript: `C: `
 //! lines are client input, a `T` line lets 61 s pass (idle timeout is 600 s,
 //! parking after 60 s), the rest is backend output.
 //!
@@ -25,10 +26,10 @@ use imapmux::cache::flow::{Flow, Templates, PREFETCH_TAG_PREFIX};
 use imapmux::cache::{CacheConfig, FetchCache};
 use imapmux::imap::command::tag_of;
 use imapmux::imap::framing::{Frame, Framer};
+use imapmux::imap::mailbox::{Change, Tracker};
 use imapmux::relay::{
     Command, Disposition, Hook, RelayConfig, RelaySession, Upstream, INJECT_MAX, OUT_MAX,
 };
-use imapmux::imap::mailbox::{Change, Tracker};
 use libfuzzer_sys::fuzz_target;
 
 /// Check what the flow wants sent for the client command `line`; returns
@@ -147,6 +148,12 @@ fn drain(s: &mut RelaySession, now: Instant) {
         let n = d.len();
         s.client_sent(n, now);
     }
+    // COMPRESS's OK is out: the driver turns compression on (what the
+    // client sent after the command is the compressed stream's).
+    if s.deflate_due().is_some() {
+        let _ = s.deflate_started(now);
+        assert!(s.compressed());
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -178,6 +185,10 @@ fuzz_target!(|data: &[u8]| {
         track_uids: true,
         selected: None,
         enabled: Default::default(),
+        // COMPRESS=DEFLATE offered (its answer and the switch are the
+        // core's; the stream is the driver's).
+        compress: (mode & 4 != 0).then_some(1),
+        compressed: false,
     };
     let mut now = Instant::now();
     let mut s = RelaySession::new(relay, BytesMut::new(), BytesMut::new(), hooks, now);

@@ -336,10 +336,12 @@ impl Parking<'_> {
         };
         let watcher = registry.join(&self.backend, &self.user, &self.creds);
         let changes = watcher.subscribe(&mailbox, view.modseq);
-        // Memory per parked client: no relay buffer capacity kept around.
+        // Memory per parked client: no relay buffer capacity kept around,
+        // no compressor (COMPRESS=DEFLATE).
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
         }
+        client.shrink();
         m.parks.inc();
         let guard = m.parked_session();
         tracing::debug!(session = %self.client_info.session_id, mailbox = %mailbox, uids = view.uids.len(), "parked");
@@ -401,6 +403,8 @@ impl Parking<'_> {
                     return Err(EndReason::ClientError);
                 }
                 s.sent(n);
+                // A compressed stream drops its compressor between wakes.
+                client.shrink();
             }
             if s.finished().is_some() {
                 return Ok((client, s));

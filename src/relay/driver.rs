@@ -98,7 +98,7 @@ pub async fn relay<C, B>(
     mut shutdown: watch::Receiver<bool>,
 ) -> RelayOutcome<C, B>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + crate::stream::Compressible,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let grace = cfg.bye_grace;
@@ -120,6 +120,14 @@ where
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
     while s.finished().is_none() {
+        if let (Some(level), false) = (s.deflate_due(), c_dirty) {
+            // COMPRESS's OK is written and flushed: compressed from here
+            // on (what the client sent after the command is compressed).
+            let pending = s.deflate_started(Instant::now());
+            let c = cr.unsplit(cw).start_deflate(pending, level);
+            (cr, cw) = tokio::io::split(c);
+            continue;
+        }
         let read_c = s.wants_client_read();
         let read_b = s.wants_backend_read();
         let deadline = s.poll_timeout();

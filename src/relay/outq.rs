@@ -19,6 +19,10 @@ pub(crate) struct OutQueue {
 
 impl OutQueue {
     /// Bytes queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -531,7 +531,7 @@ impl PreAuth {
             "NOOP" if cmd.args.is_empty() => self.send(format!("{tag} OK NOOP completed.\r\n")),
             "LOGOUT" if cmd.args.is_empty() => {
                 self.send(format!(
-                    "* BYE Logging out.\r\n{tag} OK Logout completed.\r\n"
+                    "* BYE Logging out\r\n{tag} OK Logout completed.\r\n"
                 ));
                 self.close(CloseReason::Logout);
             }

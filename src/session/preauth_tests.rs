@@ -224,7 +224,7 @@ fn other_commands() {
     let (sent, _) = run(&mut s, b"(bad\r\n");
     assert_eq!(sent, "* BAD Invalid tag.\r\n");
     let (sent, ev) = run(&mut s, b"z LOGOUT\r\n");
-    assert_eq!(sent, "* BYE Logging out.\r\nz OK Logout completed.\r\n");
+    assert_eq!(sent, "* BYE Logging out\r\nz OK Logout completed.\r\n");
     assert_eq!(ev, vec![Event::Close(CloseReason::Logout)]);
 }
 

@@ -49,6 +49,8 @@ pub struct ConnCfg {
     pub max_literal: u64,
     pub max_line: usize,
     pub literal: LiteralMode,
+    /// COMPRESS=DEFLATE after LOGIN.
+    pub compress: bool,
     pub live: Arc<Live>,
 }
 
@@ -399,6 +401,36 @@ impl Conn {
         }
         rec.lat("LOGIN", t.elapsed());
         self.caps = st.capabilities().or(caps).unwrap_or_default();
+        if self.cfg.compress {
+            self.compress(rec).await?;
+        }
+        Ok(())
+    }
+
+    /// COMPRESS DEFLATE: from its OK on, the stream is compressed.
+    async fn compress(&mut self, rec: &Rec) -> Res<()> {
+        if !self
+            .caps
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("COMPRESS=DEFLATE"))
+        {
+            return Err(BenchError::new(
+                ErrKind::Bad,
+                "--compress: the server does not offer COMPRESS=DEFLATE",
+            ));
+        }
+        self.ok(rec, "COMPRESS", "COMPRESS DEFLATE", |_| Ok(()))
+            .await?;
+        let inner = std::mem::replace(&mut self.stream, Stream::Gone);
+        // Whatever was read past the OK is compressed already.
+        let pending = self.rbuf.split();
+        let counted = crate::stream::Counted {
+            inner,
+            live: self.cfg.live.clone(),
+        };
+        self.stream = Stream::Deflate(Box::new(imapmux::compress::Deflated::new(
+            counted, pending, 6,
+        )));
         Ok(())
     }
 

@@ -21,6 +21,7 @@ fn cfg(target: String, literal: LiteralMode) -> Arc<ConnCfg> {
         max_literal: 1 << 20,
         max_line: 4096,
         literal,
+        compress: false,
         live: Arc::new(Live::default()),
     })
 }

@@ -180,6 +180,11 @@ pub struct Cli {
     /// APPEND literal style.
     #[arg(long, value_enum, default_value = "auto")]
     pub literal: LiteralMode,
+    /// COMPRESS=DEFLATE (RFC 4978) after every LOGIN; a server that does
+    /// not offer it fails the login. The report's counters give the bytes
+    /// on the socket (`wire_bytes_read`, `wire_bytes_written`).
+    #[arg(long)]
+    pub compress: bool,
     /// idle-hold, mobile: PID(s) of the proxy to measure (comma-separated:
     /// several replicas are summed).
     #[arg(long, conflicts_with = "proxy_name", value_delimiter = ',')]
@@ -354,6 +359,7 @@ fn build_ctx(cli: Cli) -> Result<Ctx, String> {
         max_literal: cli.max_literal,
         max_line: 256 * 1024,
         literal: cli.literal,
+        compress: cli.compress,
         live: live.clone(),
     });
     let threads = cli.threads.unwrap_or_else(|| {

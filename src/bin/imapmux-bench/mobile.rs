@@ -764,6 +764,8 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
             max_literal: ctx.conn.max_literal,
             max_line: ctx.conn.max_line,
             literal: ctx.conn.literal,
+            // The delivering connection never compresses.
+            compress: false,
             live: ctx.live.clone(),
         })
     });

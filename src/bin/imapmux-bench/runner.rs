@@ -107,6 +107,7 @@ async fn run_timed(ctx: Arc<Ctx>) -> Report {
     }
     let read0 = ctx.live.bytes_read.load(Ordering::Relaxed);
     let written0 = ctx.live.bytes_written.load(Ordering::Relaxed);
+    let wire0 = wire(&ctx);
     // The window starts at measure_from (or now, when stopped in warmup).
     let t0 = measure_from.min(Instant::now());
     while Instant::now() < end && !stopped(&ctx) {
@@ -114,17 +115,36 @@ async fn run_timed(ctx: Arc<Ctx>) -> Report {
     }
     let read1 = ctx.live.bytes_read.load(Ordering::Relaxed);
     let written1 = ctx.live.bytes_written.load(Ordering::Relaxed);
+    let wire1 = wire(&ctx);
     let measured = Instant::now().min(end).saturating_duration_since(t0);
     ctx.live.stop.store(true, Ordering::Relaxed);
     join_all(handles, ctx.cli.timeout * 2 + Duration::from_secs(2)).await;
     let total = merged(&ctx, &recs, measure_from, end);
-    Report::build(
+    let mut report = Report::build(
         &ctx,
         &total,
         measured,
         read1.saturating_sub(read0),
         written1.saturating_sub(written0),
         None,
+    );
+    if ctx.cli.compress {
+        let (r, w) = wire1;
+        report
+            .counters
+            .insert("wire_bytes_read".into(), r.saturating_sub(wire0.0));
+        report
+            .counters
+            .insert("wire_bytes_written".into(), w.saturating_sub(wire0.1));
+    }
+    report
+}
+
+/// Bytes on the sockets of compressed connections so far.
+fn wire(ctx: &Ctx) -> (u64, u64) {
+    (
+        ctx.live.wire_read.load(Ordering::Relaxed),
+        ctx.live.wire_written.load(Ordering::Relaxed),
     )
 }
 

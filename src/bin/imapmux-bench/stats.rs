@@ -83,6 +83,10 @@ pub struct Live {
     pub errors: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Bytes on the socket of compressed connections (`--compress`), after
+    /// COMPRESS took effect.
+    pub wire_read: AtomicU64,
+    pub wire_written: AtomicU64,
     pub conns_open: AtomicU64,
     pub stop: AtomicBool,
 }

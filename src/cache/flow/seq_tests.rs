@@ -24,6 +24,8 @@ fn cfg() -> RelayConfig {
         track_uids: true,
         selected: None,
         enabled: Default::default(),
+        compress: None,
+        compressed: false,
     }
 }
 

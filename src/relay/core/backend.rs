@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::compress::DeflateState;
 use super::{Finish, Parked, RelaySession};
 use crate::imap::command::tag_of;
 use crate::imap::fetch::fetch_seq;
@@ -19,7 +20,9 @@ pub const OWN_TAG_PREFIX: &[u8] = b"imapmux.";
 impl RelaySession {
     /// Process every complete backend frame.
     pub(super) fn process_backend(&mut self, now: Instant) {
-        while self.finish.is_none() {
+        // While compression is being turned on, nothing more for the
+        // client (it would go out uncompressed).
+        while self.finish.is_none() && self.deflate != DeflateState::Switching {
             let Some((piece, len)) = self.down.step(&self.backend_in) else {
                 break;
             };
@@ -64,7 +67,11 @@ impl RelaySession {
                     self.pass_to_client(out);
                 }
             } else if to_client {
-                self.pass_to_client(frame);
+                let out = match (first && line && end, &frame) {
+                    (true, f) if f.starts_with(b"* ") => self.client_capability_line(f),
+                    _ => None,
+                };
+                self.pass_to_client(out.unwrap_or(frame));
             }
             if self.held.is_some() {
                 self.resume_held(now);

@@ -22,6 +22,7 @@ impl RelaySession {
                 || self.closing.is_some()
                 || self.parking
                 || self.held.is_some()
+                || self.deflate.pending()
             {
                 return;
             }
@@ -98,6 +99,11 @@ impl RelaySession {
     }
 
     fn command(&mut self, cmd: Command, line: Bytes, literal: Option<LiteralSpec>, now: Instant) {
+        // imapmux's own COMPRESS leaves no state on the backend connection:
+        // the session still parks and is reused.
+        if literal.is_none() && cmd.is("COMPRESS") && self.compress_command(&cmd, &line) {
+            return;
+        }
         if cmd.leaves_state {
             self.dirty = true;
             let args = line.get(cmd.args_at..).unwrap_or_default();
@@ -113,14 +119,14 @@ impl RelaySession {
             "LOGOUT" if self.cfg.release_on_logout && literal.is_none() && quiet => {
                 // Answer it here; the backend connection stays logged in,
                 // for the next login.
-                let reply = format!("* BYE Logging out.\r\n{} OK Logout completed.\r\n", cmd.tag);
+                let reply = format!("* BYE Logging out\r\n{} OK Logout completed.\r\n", cmd.tag);
                 self.answered_here(&cmd, CommandResult::Ok);
                 self.closing = Some(now + self.cfg.bye_grace);
                 self.inject(reply.into(), Some(Finish::Release));
                 return;
             }
-            // COMPRESS would change the framing under us and STARTTLS is
-            // only valid before login.
+            // COMPRESS (when not offered) would change the framing under
+            // us and STARTTLS is only valid before login.
             "COMPRESS" | "STARTTLS" if literal.is_none() => {
                 let reply = format!(
                     "{} NO [CANNOT] {} is not available through this proxy.\r\n",
@@ -210,7 +216,7 @@ impl RelaySession {
     }
 
     /// A command imapmux answers itself completes at once.
-    fn answered_here(&mut self, cmd: &Command, result: CommandResult) {
+    pub(super) fn answered_here(&mut self, cmd: &Command, result: CommandResult) {
         for h in &mut self.hooks {
             h.answered_by_proxy(&cmd.tag);
         }

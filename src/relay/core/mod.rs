@@ -16,6 +16,7 @@
 
 pub(crate) mod backend;
 mod client;
+mod compress;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use self::compress::DeflateState;
 use super::hooks::Hook;
 use super::ledger::{Command, Completed, Ledger};
 use super::outq::OutQueue;
@@ -66,6 +68,10 @@ pub struct RelayConfig {
     /// Extensions already enabled on the backend connection for this
     /// client (a parked session re-attached).
     pub enabled: Enabled,
+    /// COMPRESS=DEFLATE may be turned on, at this level.
+    pub compress: Option<u32>,
+    /// The client stream is compressed already (a re-attached session).
+    pub compressed: bool,
 }
 
 /// A mailbox selected before the relay started.
@@ -149,6 +155,8 @@ impl Finish {
 struct Inject {
     bytes: Bytes,
     then: Option<Finish>,
+    /// Compression starts right after these bytes (COMPRESS's OK).
+    compress: bool,
 }
 
 #[derive(Debug)]
@@ -198,6 +206,8 @@ pub struct RelaySession {
     /// Tag of the client message being read (literals continue it).
     cur_tag: Box<str>,
     idle: Option<Idle>,
+    /// COMPRESS=DEFLATE toward the client (compress.rs).
+    deflate: DeflateState,
     /// imapmux sent DONE to park the client.
     parking: bool,
     /// The session changed backend state that outlives it (the
@@ -250,6 +260,7 @@ impl RelaySession {
             );
         }
         let cfg_enabled = cfg.enabled;
+        let cfg_compressed = cfg.compressed;
         let mut s = RelaySession {
             up: Framer::new(cfg.max_line),
             down: Framer::new(cfg.max_line),
@@ -271,6 +282,11 @@ impl RelaySession {
             awaiting_plus: None,
             cur_tag: "".into(),
             idle: None,
+            deflate: if cfg_compressed {
+                DeflateState::On
+            } else {
+                DeflateState::Off
+            },
             parking: false,
             dirty: cfg_enabled.any(),
             unparkable: false,
@@ -318,6 +334,7 @@ impl RelaySession {
     /// Whether the driver should read the client now.
     pub fn wants_client_read(&self) -> bool {
         self.finish.is_none()
+            && !self.deflate.pending()
             && self.closing.is_none()
             && !self.parking
             && self.held.is_none()
@@ -328,7 +345,9 @@ impl RelaySession {
 
     /// Whether the driver should read the backend now.
     pub fn wants_backend_read(&self) -> bool {
-        self.finish.is_none() && self.to_client.len() < OUT_MAX
+        self.finish.is_none()
+            && self.deflate != DeflateState::Switching
+            && self.to_client.len() < OUT_MAX
     }
 
     /// The input buffers (for the driver to read into) and the output
@@ -558,7 +577,11 @@ impl RelaySession {
     /// Queue an answer of imapmux's own for the client.
     fn inject(&mut self, bytes: Bytes, then: Option<Finish>) {
         self.inject_pending += bytes.len();
-        self.injects.push_back(Inject { bytes, then });
+        self.injects.push_back(Inject {
+            bytes,
+            then,
+            compress: false,
+        });
         self.flush_injects();
     }
 
@@ -572,6 +595,12 @@ impl RelaySession {
             self.to_client.push(i.bytes);
             self.client_pushed += n as u64;
             self.inject_marks.push_back((self.client_pushed, n));
+            if i.compress {
+                // Nothing more toward the client until the driver has
+                // turned compression on after these bytes.
+                self.deflate = DeflateState::Switching;
+                return;
+            }
             if let Some(f) = i.then {
                 self.finish = Some(f);
                 self.injects.clear();

@@ -22,6 +22,8 @@ fn cfg() -> RelayConfig {
         track_uids: true,
         selected: None,
         enabled: Default::default(),
+        compress: None,
+        compressed: false,
     }
 }
 
@@ -203,7 +205,7 @@ fn logout_releases_the_backend_only_when_quiet() {
     assert_eq!(t.sent_to_backend(), "");
     assert_eq!(
         t.sent_to_client(),
-        "* BYE Logging out.\r\nz OK Logout completed.\r\n"
+        "* BYE Logging out\r\nz OK Logout completed.\r\n"
     );
     assert_eq!(t.s.finished(), Some(&Finish::Release));
     assert_eq!(t.events(), ["z logout ok"]);
@@ -624,4 +626,66 @@ fn the_select_answer_is_kept_only_while_nothing_changed() {
     t.client("s SELECT INBOX\r\n");
     t.backend("* 2 EXISTS\r\n* OK [XVENDOR] hm\r\ns OK [READ-WRITE] Select completed.\r\n");
     assert_eq!(park(&mut t, "i1"), None);
+}
+
+/// COMPRESS=DEFLATE: answered here, the switch right after the OK, what
+/// the client sent after the command handed to the stream as compressed
+/// data; refused while anything is in flight, or twice, or for another
+/// mechanism. The backend never sees it; its CAPABILITY gets ours.
+#[test]
+fn compress_is_answered_here_and_switches_after_its_ok() {
+    let mut c = cfg();
+    c.compress = Some(6);
+    let mut t = T::new(c);
+    // Not while a command is in flight, not for another mechanism.
+    t.client("a NOOP\r\nb COMPRESS DEFLATE\r\nc COMPRESS LZMA\r\n");
+    assert_eq!(t.sent_to_backend(), "a NOOP\r\n");
+    t.backend("* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\na OK done\r\n");
+    let out = t.sent_to_client();
+    assert_eq!(
+        out,
+        "b NO [CANNOT] Can't use COMPRESS while other commands are running.\r\n\
+         c BAD Unknown compression mechanism.\r\n\
+         * CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE\r\na OK done\r\n"
+    );
+    assert_eq!(t.s.deflate_due(), None);
+    // Quiet: OK, then nothing is read or sent until the driver switches.
+    t.client("d COMPRESS deflate\r\n\x01\x02compressed");
+    assert_eq!(t.sent_to_backend(), "");
+    assert!(!t.s.wants_client_read() && !t.s.wants_backend_read());
+    assert_eq!(t.s.deflate_due(), None, "the OK is not written yet");
+    assert_eq!(t.sent_to_client(), "d OK Begin compression.\r\n");
+    assert_eq!(t.s.deflate_due(), Some(6));
+    let pending = t.s.deflate_started(t.now);
+    assert_eq!(&pending[..], b"\x01\x02compressed");
+    assert!(t.s.compressed() && t.s.wants_client_read());
+    // Plain inside: commands go on; a second COMPRESS is refused.
+    t.client("e NOOP\r\nf COMPRESS DEFLATE\r\n");
+    assert_eq!(t.sent_to_backend(), "e NOOP\r\n");
+    t.backend("e OK done\r\n");
+    assert_eq!(
+        t.sent_to_client(),
+        // (Answered here at once, as other refusals are.)
+        "f NO [COMPRESSIONACTIVE] DEFLATE active via COMPRESS.\r\ne OK done\r\n"
+    );
+    assert_eq!(
+        t.events(),
+        [
+            "b compress no",
+            "c compress no",
+            "a noop ok",
+            "d compress ok",
+            "f compress no",
+            "e noop ok"
+        ]
+    );
+    // Without compression offered: refused as before, and the backend's
+    // COMPRESS is not advertised.
+    let mut t = T::new(cfg());
+    t.client("a CAPABILITY\r\n");
+    t.backend("* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE\r\na OK done\r\n");
+    assert_eq!(
+        t.sent_to_client(),
+        "* CAPABILITY IMAP4rev1\r\na OK done\r\n"
+    );
 }

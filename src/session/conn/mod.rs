@@ -146,6 +146,7 @@ async fn run(
         let (mut relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
         relay_cfg.selected = selected.take();
         relay_cfg.enabled = enabled;
+        relay_cfg.compressed = client_side.0.is_compressed();
         let hooks = hooks(ctx, &summary);
         // Counted open for as long as the relay runs.
         let backend_conn = summary
@@ -234,6 +235,8 @@ fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig
         track_uids: ctx.cache.is_some(),
         selected: None,
         enabled: Enabled::default(),
+        compress: cfg.server.compress.then_some(cfg.server.compress_level),
+        compressed: false,
     };
     (relay_cfg, reusable, parkable)
 }

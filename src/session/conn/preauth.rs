@@ -303,7 +303,12 @@ async fn on_login(
             if ctx.mux.watch.is_some() {
                 summary.retained = Some((backend.clone(), backend_creds, owner.clone()));
             }
-            pre.login_ok(&tag, &client_capabilities(&li.capabilities));
+            let mut caps = client_capabilities(&li.capabilities);
+            if ctx.config.server.compress {
+                // imapmux's own (RFC 4978), whatever the backend offers.
+                caps.push_str(" COMPRESS=DEFLATE");
+            }
+            pre.login_ok(&tag, &caps);
             tracing::info!(target: LOG_TARGET, session = %client.session_id, user = owner.as_str(), auth_user = creds.user.as_str(), backend = %backend.name, method = creds.mechanism.as_str(), "login");
             Some(li)
         }
