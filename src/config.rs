@@ -178,6 +178,20 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub self_signed: bool,
+    /// More certificates, chosen by the name the client asks for (SNI).
+    #[serde(rename = "certificate")]
+    pub certificates: Vec<SniCertificate>,
+}
+
+/// A certificate served to clients that ask for one of `names` (SNI).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// Host names, exact (`mail.example.org`) or one wildcard label
+    /// (`*.example.org`).
+    pub names: Vec<String>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -392,6 +406,25 @@ impl Config {
                         "a listener uses TLS but no certificate is configured",
                         "set tls.cert_file and tls.key_file, or tls.self_signed = true for a local test",
                     ))
+                }
+            }
+        }
+        for (i, c) in self.tls.certificates.iter().enumerate() {
+            let key = format!("tls.certificate[{i}].names");
+            if c.names.is_empty() {
+                return Err(invalid(
+                    key,
+                    "is empty",
+                    "list the host names clients ask for, e.g. [\"mail.example.org\"]",
+                ));
+            }
+            for n in &c.names {
+                if crate::tls::sni_name(n).is_none() {
+                    return Err(invalid(
+                        key,
+                        format!("{n:?} is not a host name"),
+                        "use a DNS name, or one leading wildcard label as in \"*.example.org\"",
+                    ));
                 }
             }
         }

@@ -28,6 +28,10 @@ pub fn fingerprint(path: &Path, cfg: &Config) -> u64 {
     let mut files: Vec<PathBuf> = vec![path.to_path_buf()];
     files.extend(cfg.tls.cert_file.iter().cloned());
     files.extend(cfg.tls.key_file.iter().cloned());
+    for c in &cfg.tls.certificates {
+        files.push(c.cert_file.clone());
+        files.push(c.key_file.clone());
+    }
     for p in &cfg.pools {
         for b in &p.backends {
             files.extend(b.ca_file.iter().cloned());

@@ -2,6 +2,7 @@
 //! client side (connections to backends). One crypto provider (ring) is
 //! injected explicitly everywhere.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,6 +10,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
 
@@ -26,6 +29,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("self-signed certificate: {0}")]
     SelfSigned(String),
+    #[error("tls.certificate[{index}]: {message}")]
+    Sni { index: usize, message: String },
 }
 
 /// The one crypto provider used by imapmux.
@@ -36,7 +41,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// Build the client-facing server config (TLS 1.2+ only).
+/// Build the client-facing server config (TLS 1.2+ only): the default
+/// certificate, and those of `[[tls.certificate]]` chosen by SNI.
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let (certs, key) = match (&cfg.cert_file, &cfg.key_file) {
         (Some(c), Some(k)) => (load_certs(c)?, load_key(k)?),
@@ -45,12 +51,101 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
             self_signed()?
         }
     };
-    let mut sc = ServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let certified = |certs, key: PrivateKeyDer<'static>| {
+        CertifiedKey::from_der(certs, key, &provider).map(Arc::new)
+    };
+    let mut resolver = SniResolver {
+        default: certified(certs, key)?,
+        exact: HashMap::new(),
+        wildcard: HashMap::new(),
+    };
+    for (i, c) in cfg.certificates.iter().enumerate() {
+        let sni_err = |message: String| TlsError::Sni { index: i, message };
+        let chain = load_certs(&c.cert_file).map_err(|e| sni_err(e.to_string()))?;
+        let key = load_key(&c.key_file).map_err(|e| sni_err(e.to_string()))?;
+        let ck = certified(chain, key).map_err(|e| sni_err(e.to_string()))?;
+        for n in &c.names {
+            match sni_name(n) {
+                Some(Sni::Exact(name)) => resolver.exact.insert(name, ck.clone()),
+                Some(Sni::Wildcard(parent)) => resolver.wildcard.insert(parent, ck.clone()),
+                None => {
+                    return Err(TlsError::Sni {
+                        index: i,
+                        message: format!("{n:?} is not a host name"),
+                    })
+                }
+            };
+        }
+    }
+    let mut sc = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(resolver));
     sc.alpn_protocols = vec![b"imap".to_vec()];
     Ok(Arc::new(sc))
+}
+
+/// A configured SNI name, normalized (lower case, no trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sni {
+    Exact(String),
+    /// `*.example.org`: any one label under `example.org` (stored).
+    Wildcard(String),
+}
+
+/// Check and normalize a configured name; `None` when it is no host name.
+pub fn sni_name(name: &str) -> Option<Sni> {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    let (wild, host) = match n.strip_prefix("*.") {
+        Some(rest) => (true, rest.to_string()),
+        None => (false, n),
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    match (ok, wild) {
+        (false, _) => None,
+        (true, true) => Some(Sni::Wildcard(host)),
+        (true, false) => Some(Sni::Exact(host)),
+    }
+}
+
+/// Picks the certificate for the name the client asked for: an exact name,
+/// else a wildcard for its parent, else the default (also for clients
+/// that send no SNI, or an IP address).
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    fn pick(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = sni.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
+            return self.default.clone();
+        };
+        if let Some(c) = self.exact.get(&name) {
+            return c.clone();
+        }
+        name.split_once('.')
+            .and_then(|(_, parent)| self.wildcard.get(parent))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(hello.server_name()))
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -194,5 +289,59 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_names_are_checked_and_normalized() {
+        assert_eq!(
+            sni_name("Mail.Example.ORG."),
+            Some(Sni::Exact("mail.example.org".into()))
+        );
+        assert_eq!(
+            sni_name("*.example.org"),
+            Some(Sni::Wildcard("example.org".into()))
+        );
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "-a.b",
+            "a b",
+            "a.*.b",
+            "1.2.3.4:993",
+            "x_y.org",
+        ] {
+            assert_eq!(sni_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_certificate_follows_the_name_asked_for() {
+        let key = |name: &str| {
+            let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+            let k = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+            Arc::new(CertifiedKey::from_der(vec![ck.cert.der().clone()], k, &provider()).unwrap())
+        };
+        let (d, a, w) = (key("localhost"), key("a.test"), key("x.b.test"));
+        let r = SniResolver {
+            default: d.clone(),
+            exact: HashMap::from([("a.test".to_string(), a.clone())]),
+            wildcard: HashMap::from([("b.test".to_string(), w.clone())]),
+        };
+        let is = |got: Arc<CertifiedKey>, want: &Arc<CertifiedKey>| Arc::ptr_eq(&got, want);
+        assert!(is(r.pick(Some("a.test")), &a));
+        assert!(is(r.pick(Some("A.TEST.")), &a));
+        assert!(is(r.pick(Some("x.b.test")), &w));
+        // One label only, and not the parent itself.
+        assert!(is(r.pick(Some("y.x.b.test")), &d));
+        assert!(is(r.pick(Some("b.test")), &d));
+        assert!(is(r.pick(Some("other.test")), &d));
+        assert!(is(r.pick(None), &d));
     }
 }

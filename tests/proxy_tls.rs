@@ -325,3 +325,66 @@ async fn backend_insecure_switch_skips_verification() {
         s.dovecot.message("user2", 1)
     );
 }
+
+/// Several certificates chosen by SNI (issue 15, item 5): one front for
+/// many mail domains. Each client verifies the certificate against the
+/// name it asked for, with the test CA.
+#[tokio::test]
+async fn the_certificate_follows_the_name_the_client_asks_for() {
+    let dovecot = Dovecot::builder().messages(1).start();
+    let ca = TestCa::new("imapmux SNI CA");
+    let default = ca.issue_localhost();
+    let a = ca.issue(&["mail.a.test"]);
+    let b = ca.issue(&["*.b.test"]);
+    let implicit = free_addr();
+    let toml = |a_names: &str| {
+        ProxyConfig::new()
+            .tls_files(&default.chain, &default.key)
+            .listener(&implicit, "implicit")
+            .backend(BackendCfg::new("b1", &dovecot.addr()))
+            .extra(&format!(
+                "[[tls.certificate]]\nnames = {a_names}\ncert_file = {}\nkey_file = {}\n\
+                 [[tls.certificate]]\nnames = [\"*.b.test\"]\ncert_file = {}\nkey_file = {}\n",
+                toml_str(&a.chain.display().to_string()),
+                toml_str(&a.key.display().to_string()),
+                toml_str(&b.chain.display().to_string()),
+                toml_str(&b.key.display().to_string()),
+            ))
+            .to_toml()
+    };
+    let _proxy = Imapmux::start(&toml("[\"Mail.A.test\"]"), &implicit);
+    let leaf = |c: &ImapClient| c.peer_certificates().unwrap()[0].as_ref().to_vec();
+    let pem_der = |pem: &str| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    };
+    for (name, want) in [
+        ("mail.a.test", &a),
+        ("imap.b.test", &b),
+        ("localhost", &default),
+    ] {
+        let tls = TlsClient::with_ca(ca.ca_pem_path()).server_name(name);
+        let mut c = ImapClient::connect_tls(&implicit, &tls).await.unwrap();
+        assert_eq!(leaf(&c), pem_der(&want.cert_pem), "{name}");
+        // And the session works behind it.
+        c.login("user1", "pass1").await.unwrap().ok().unwrap();
+    }
+    // A name nobody configured gets the default certificate, which the
+    // client rightly refuses for that name.
+    let tls = TlsClient::with_ca(ca.ca_pem_path()).server_name("mail.c.test");
+    assert!(ImapClient::connect_tls(&implicit, &tls).await.is_err());
+    // check-config names the key of a bad name.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml("[\"mail a.test\"]")).unwrap();
+    let out = imapmux_command()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("tls.certificate[0].names"), "{err}");
+}
