@@ -214,6 +214,9 @@ pub enum ListenerMode {
 pub struct ListenerConfig {
     pub address: String,
     pub mode: ListenerMode,
+    /// The protocol spoken to clients: "imap" (default), "pop3", "sieve".
+    #[serde(default)]
+    pub protocol: crate::front::Protocol,
     /// Expect a PROXY protocol v1/v2 header (behind a load balancer).
     #[serde(default)]
     pub proxy_protocol: bool,
@@ -315,6 +318,21 @@ pub struct BackendConfig {
     /// File whose first line is Dovecot's `doveadm_api_key`.
     #[serde(default)]
     pub doveadm_api_key_file: Option<PathBuf>,
+    /// HOST:PORT of the backend's POP3 service (for `protocol = "pop3"`
+    /// listeners).
+    #[serde(default)]
+    pub pop3_address: Option<String>,
+    /// How the POP3 service is reached; default: `tls`.
+    #[serde(default)]
+    pub pop3_tls: Option<BackendTls>,
+    /// HOST:PORT of the backend's ManageSieve service (for
+    /// `protocol = "sieve"` listeners).
+    #[serde(default)]
+    pub sieve_address: Option<String>,
+    /// How the ManageSieve service is reached (`none` or `starttls`);
+    /// default: `tls`.
+    #[serde(default)]
+    pub sieve_tls: Option<BackendTls>,
 }
 
 fn default_backend_tls() -> BackendTls {
@@ -531,8 +549,13 @@ impl Config {
                     ));
                 }
                 crate::multiplex::poll::validate_backend(b, &key)?;
+                crate::front::config::validate_backend(self, b, &key)?;
                 if let Some(ca) = &b.ca_file {
-                    if b.tls == BackendTls::None {
+                    if [Some(b.tls), b.pop3_tls, b.sieve_tls]
+                        .into_iter()
+                        .flatten()
+                        .all(|t| t == BackendTls::None)
+                    {
                         return Err(invalid(
                             format!("{key}.ca_file"),
                             "ca_file is set but tls = \"none\"",

@@ -298,3 +298,47 @@ fn plaintext_auth_per_listener() {
     ));
     assert!(e.contains("listener[1].allow_plaintext_auth"), "{e}");
 }
+
+#[test]
+fn protocol_listeners_and_backend_addresses() {
+    use crate::front::Protocol;
+    let c = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+    assert_eq!(c.listeners[0].protocol, Protocol::Imap);
+    let pop3 = MINIMAL.replace(
+        "mode = \"starttls\"",
+        "mode = \"starttls\"\nprotocol = \"pop3\"",
+    );
+    let e = err(&pop3);
+    assert!(
+        e.contains("pool[0].backend[0].pop3_address") && e.contains("fix: set pop3_address"),
+        "{e}"
+    );
+    let ok = pop3.replace(
+        "address = \"127.0.0.1:10143\"",
+        "address = \"127.0.0.1:10143\"\npop3_address = \"127.0.0.1:10110\"",
+    );
+    let c = Config::parse(&ok, Path::new("t.toml")).unwrap();
+    assert_eq!(c.listeners[0].protocol, Protocol::Pop3);
+    let e = err(&ok.replace("127.0.0.1:10110", "nohost"));
+    assert!(e.contains("pop3_address"), "{e}");
+    // "managesieve" is accepted for "sieve"; ManageSieve has no implicit TLS
+    let sieve = MINIMAL
+        .replace("mode = \"starttls\"", "mode = \"starttls\"\nprotocol = \"managesieve\"")
+        .replace(
+            "address = \"127.0.0.1:10143\"",
+            "address = \"127.0.0.1:10143\"\nsieve_address = \"127.0.0.1:4190\"\nsieve_tls = \"implicit\"",
+        );
+    let e = err(&sieve);
+    assert!(e.contains("sieve_tls") && e.contains("starttls"), "{e}");
+    let c = Config::parse(
+        &sieve.replace("sieve_tls = \"implicit\"", ""),
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.listeners[0].protocol, Protocol::Sieve);
+    let e = err(&MINIMAL.replace(
+        "mode = \"starttls\"",
+        "mode = \"starttls\"\nprotocol = \"smtp\"",
+    ));
+    assert!(e.contains("smtp") || e.contains("protocol"), "{e}");
+}

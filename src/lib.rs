@@ -11,6 +11,11 @@
 //!                                   Finish: End(EndReason) | Release (reuse pool) | Park (multiplex::park)
 //! ```
 //!
+//! POP3 ([`pop3`]) and ManageSieve ([`sieve`]) listeners run their own
+//! sans-I/O pre-auth state machines in [`front::driver`], log in through the
+//! same [`session`] login flow (auth, penalty, routing) and relay bytes
+//! ([`front::relay`]) after login.
+//!
 //! Data flows one way: [`listener`] → [`session`] → [`auth`] → [`route`] →
 //! [`backend`]; [`relay`] carries the authenticated session, with [`cache`]
 //! and [`metrics`] as hooks beside it; [`multiplex`] (reuse pool, parking,
@@ -28,16 +33,19 @@ pub mod backend;
 pub mod cache;
 pub mod compress;
 pub mod config;
+pub mod front;
 pub mod identity;
 pub mod imap;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod multiplex;
+pub mod pop3;
 pub mod relay;
 pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod sieve;
 pub mod stream;
 pub mod tls;

@@ -48,13 +48,22 @@ pub fn fingerprint(path: &Path, cfg: &Config) -> u64 {
     h.digest()
 }
 
-fn listener_key(cfg: &Config) -> Vec<(String, ListenerMode, bool, Vec<ipnet::IpNet>)> {
+type ListenerKey = (
+    String,
+    ListenerMode,
+    crate::front::Protocol,
+    bool,
+    Vec<ipnet::IpNet>,
+);
+
+fn listener_key(cfg: &Config) -> Vec<ListenerKey> {
     cfg.listeners
         .iter()
         .map(|l| {
             (
                 l.address.clone(),
                 l.mode,
+                l.protocol,
                 l.proxy_protocol,
                 l.trusted_proxies.clone(),
             )
@@ -69,7 +78,7 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
     let (router, tls) = crate::server::build_parts(&cfg)?;
     if listener_key(&cfg) != listener_key(&old.config) {
         tracing::warn!(
-            "listener changes (address, mode, PROXY protocol) take effect after a restart"
+            "listener changes (address, mode, protocol, PROXY protocol) take effect after a restart"
         );
     }
     if cfg.cache.enabled != old.config.cache.enabled

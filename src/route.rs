@@ -15,6 +15,7 @@ use rustls::pki_types::ServerName;
 use thiserror::Error;
 
 use crate::config::{split_host_port, BackendConfig, Config};
+use crate::front::Protocol;
 use crate::tls::{backend_client_config, TlsError};
 
 /// One backend server, with its health state.
@@ -32,6 +33,12 @@ pub struct Backend {
     /// backend are polled through it in batches (see `multiplex::poll`).
     pub doveadm: Option<Arc<crate::multiplex::poll::Endpoint>>,
     up: AtomicBool,
+    /// Health of the POP3 and ManageSieve services, where configured.
+    pop3_up: AtomicBool,
+    sieve_up: AtomicBool,
+    /// The Sieve capability lines its ManageSieve service last reported
+    /// (advertised to clients before login).
+    sieve_capabilities: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl Backend {
@@ -42,6 +49,39 @@ impl Backend {
     /// Record the health-check verdict; returns true if it changed.
     pub fn set_up(&self, up: bool) -> bool {
         self.up.swap(up, Ordering::Relaxed) != up
+    }
+
+    fn up_flag(&self, protocol: Protocol) -> &AtomicBool {
+        match protocol {
+            Protocol::Imap => &self.up,
+            Protocol::Pop3 => &self.pop3_up,
+            Protocol::Sieve => &self.sieve_up,
+        }
+    }
+
+    /// The health of this backend's service for `protocol` (IMAP's is
+    /// [`is_up`](Self::is_up), which routing follows).
+    pub fn is_up_for(&self, protocol: Protocol) -> bool {
+        self.up_flag(protocol).load(Ordering::Relaxed)
+    }
+
+    /// Record a health-check verdict for `protocol`; true if it changed.
+    pub fn set_up_for(&self, protocol: Protocol, up: bool) -> bool {
+        self.up_flag(protocol).swap(up, Ordering::Relaxed) != up
+    }
+
+    /// Keep the Sieve capability lines its ManageSieve service reported.
+    pub fn set_sieve_capabilities(&self, lines: &str) {
+        if let Ok(mut g) = self.sieve_capabilities.lock() {
+            if g.as_deref() != Some(lines) {
+                *g = Some(Arc::from(lines));
+            }
+        }
+    }
+
+    /// The Sieve capability lines last reported, if any.
+    pub fn sieve_capabilities(&self) -> Option<Arc<str>> {
+        self.sieve_capabilities.lock().ok().and_then(|g| g.clone())
     }
 }
 
@@ -88,9 +128,14 @@ impl Router {
             let mut backends = Vec::new();
             for (j, b) in p.backends.iter().enumerate() {
                 let key = format!("pool[{i}].backend[{j}]");
-                let tls = match b.tls {
-                    crate::config::BackendTls::None => None,
-                    _ => Some(backend_client_config(b, &key)?),
+                let any_tls = [Some(b.tls), b.pop3_tls, b.sieve_tls]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t != crate::config::BackendTls::None);
+                let tls = if any_tls {
+                    Some(backend_client_config(b, &key)?)
+                } else {
+                    None
                 };
                 let host = b
                     .server_name
@@ -115,6 +160,9 @@ impl Router {
                     master: master.clone(),
                     doveadm,
                     up: AtomicBool::new(true),
+                    pop3_up: AtomicBool::new(true),
+                    sieve_up: AtomicBool::new(true),
+                    sieve_capabilities: std::sync::Mutex::new(None),
                 }));
             }
             pools.push(Pool {
@@ -158,12 +206,24 @@ impl Router {
             .cloned()
     }
 
-    /// The backend a directory named: a backend name, its exact address,
-    /// or a host (with or without port) that only one backend has.
+    /// The backend a directory named: a backend name, the exact address of
+    /// one of its services (IMAP, POP3, ManageSieve: an nginx-style auth
+    /// service answers a POP3 login with the POP3 service's address), or a
+    /// host (with or without port) that only one backend has.
     pub fn backend_for(&self, spec: &str) -> Option<Arc<Backend>> {
+        let addresses = |b: &Backend| {
+            [
+                Some(b.cfg.address.clone()),
+                b.cfg.pop3_address.clone(),
+                b.cfg.sieve_address.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+        };
         if let Some(b) = self
             .backends()
-            .find(|b| b.name == spec || b.cfg.address == spec)
+            .find(|b| b.name == spec || addresses(b).iter().any(|a| a == spec))
         {
             return Some(b.clone());
         }
@@ -172,8 +232,10 @@ impl Router {
             None => (spec.trim_matches(['[', ']']).to_string(), None),
         };
         let mut found = self.backends().filter(|b| {
-            crate::config::split_host_port(&b.cfg.address).is_some_and(|(h, p)| {
-                h.eq_ignore_ascii_case(&host) && port.map_or(true, |want| want == p)
+            addresses(b).iter().any(|a| {
+                crate::config::split_host_port(a).is_some_and(|(h, p)| {
+                    h.eq_ignore_ascii_case(&host) && port.map_or(true, |want| want == p)
+                })
             })
         });
         match (found.next(), found.next()) {
@@ -433,5 +495,22 @@ mod tests {
             on.candidates(user).unwrap_err(),
             RouteError::NoHealthyBackend("p".into())
         );
+    }
+
+    #[test]
+    fn a_directory_may_name_any_service_address_of_a_backend() {
+        let text = "[tls]\nself_signed = true\n[[listener]]\naddress = \"127.0.0.1:1110\"\n\
+                    mode = \"starttls\"\nprotocol = \"pop3\"\n[[pool]]\nname = \"p\"\n\
+                    [[pool.backend]]\nname = \"b1\"\naddress = \"10.0.0.1:143\"\n\
+                    pop3_address = \"10.0.0.1:110\"\nsieve_address = \"10.0.0.1:4190\"\n\
+                    [[pool.backend]]\nname = \"b2\"\naddress = \"10.0.0.2:143\"\n\
+                    pop3_address = \"10.0.0.2:110\"\n";
+        let r = Router::from_config(&Config::parse(text, Path::new("t")).unwrap()).unwrap();
+        let name = |spec: &str| r.backend_for(spec).map(|b| b.name.clone());
+        assert_eq!(name("10.0.0.1:110").as_deref(), Some("b1"));
+        assert_eq!(name("10.0.0.1:4190").as_deref(), Some("b1"));
+        assert_eq!(name("10.0.0.2:110").as_deref(), Some("b2"));
+        assert_eq!(name("10.0.0.2").as_deref(), Some("b2"));
+        assert_eq!(name("10.0.0.2:4190"), None);
     }
 }

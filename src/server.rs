@@ -279,7 +279,13 @@ fn start_health(
     server_stop: &watch::Receiver<bool>,
 ) -> watch::Sender<bool> {
     let (tx, rx) = watch::channel(false);
-    for b in router.backends() {
+    let services = router.backends().flat_map(|b| {
+        crate::front::Protocol::ALL
+            .into_iter()
+            .filter(|p| crate::front::backend::endpoint(b, *p).is_some())
+            .map(move |p| (b, p))
+    });
+    for (b, protocol) in services {
         let (b, hc, m, mut server_stop, mut rx) = (
             b.clone(),
             cfg.health.clone(),
@@ -289,7 +295,7 @@ fn start_health(
         );
         tokio::spawn(async move {
             let (gen_tx, gen_rx) = watch::channel(false);
-            let checks = crate::backend::health::run(b, hc, m, gen_rx);
+            let checks = crate::backend::health::run(b, protocol, hc, m, gen_rx);
             tokio::pin!(checks);
             tokio::select! {
                 _ = &mut checks => {}

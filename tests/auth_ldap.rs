@@ -39,6 +39,7 @@ async fn check(s: &LdapSource, user: &str, password: &str) -> Result<Verdict, So
         client: &client,
         attempt: 1,
         tls: false,
+        protocol: imapmux::front::Protocol::Imap,
     })
     .await
 }

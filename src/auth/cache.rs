@@ -62,6 +62,9 @@ pub struct ClientScope {
     pub ip: IpAddr,
     /// The client connection is TLS (`Auth-SSL: on`).
     pub tls: bool,
+    /// The protocol (`Auth-Protocol`): a service may allow a user IMAP
+    /// but not POP3.
+    pub protocol: crate::front::Protocol,
 }
 
 pub struct AuthCache {
@@ -92,12 +95,19 @@ impl AuthCache {
         let authzid = c.authzid.as_deref().unwrap_or("").as_bytes();
         match client {
             None => salted_digest(&self.salt, [c.user.as_bytes(), &c.password, authzid]),
-            Some(ClientScope { ip, tls }) => {
+            Some(ClientScope { ip, tls, protocol }) => {
                 let ip = ip.to_string();
                 let tls: &[u8] = if tls { b"tls" } else { b"plain" };
                 salted_digest(
                     &self.salt,
-                    [c.user.as_bytes(), &c.password, authzid, ip.as_bytes(), tls],
+                    [
+                        c.user.as_bytes(),
+                        &c.password,
+                        authzid,
+                        ip.as_bytes(),
+                        tls,
+                        protocol.as_str().as_bytes(),
+                    ],
                 )
             }
         }
@@ -153,6 +163,7 @@ mod tests {
             Some(ClientScope {
                 ip: ip.parse().unwrap(),
                 tls,
+                protocol: crate::front::Protocol::Imap,
             })
         };
         let k = c.key(&bob, at("192.0.2.1", true));
@@ -160,6 +171,11 @@ mod tests {
         assert_ne!(k, c.key(&bob, at("192.0.2.2", true)));
         assert_ne!(k, c.key(&bob, at("192.0.2.1", false)));
         assert_ne!(k, c.key(&bob, at("2001:db8::1", true)));
+        let pop3 = at("192.0.2.1", true).map(|s| ClientScope {
+            protocol: crate::front::Protocol::Pop3,
+            ..s
+        });
+        assert_ne!(k, c.key(&bob, pop3));
         assert_ne!(k, c.key(&bob, None));
         // Without a scope the address plays no part.
         assert_eq!(c.key(&bob, None), c.key_of(&bob));

@@ -80,6 +80,7 @@ impl Authenticator for Directory {
             .then(|| ClientScope {
                 ip: req.client.peer.ip(),
                 tls: req.tls,
+                protocol: req.protocol,
             });
         let key = self
             .cache
@@ -197,6 +198,7 @@ mod tests {
             client: &client,
             attempt: 1,
             tls,
+            protocol: crate::front::Protocol::Imap,
         };
         matches!(d.authenticate(req).await, AuthDecision::Login { .. })
     }

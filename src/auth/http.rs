@@ -3,7 +3,7 @@
 //!
 //! Request: `GET` with `Auth-Method`, `Auth-User`, `Auth-Pass` (escaped the
 //! way nginx escapes them: space, `%` and control bytes as `%XX`),
-//! `Auth-Protocol: imap`, `Auth-Login-Attempt`, `Client-IP`, `Client-Host`,
+//! `Auth-Protocol` (`imap`, `pop3` or `sieve`), `Auth-Login-Attempt`, `Client-IP`, `Client-Host`,
 //! `Auth-SSL` when the client uses TLS, plus configured extra headers.
 //! Answer: `Auth-Status: OK` with `Auth-Server`/`Auth-Port` (where the
 //! user's mail is) and optionally rewritten `Auth-User`/`Auth-Pass`; any
@@ -105,7 +105,10 @@ impl HttpSource {
         h.insert("Auth-Method", HeaderValue::from_static(method));
         h.insert("Auth-User", hv(&escape(c.user.as_bytes()))?);
         h.insert("Auth-Pass", hv(&escape(&c.password))?);
-        h.insert("Auth-Protocol", HeaderValue::from_static("imap"));
+        h.insert(
+            "Auth-Protocol",
+            HeaderValue::from_static(req.protocol.as_str()),
+        );
         h.insert("Auth-Login-Attempt", HeaderValue::from(req.attempt));
         h.insert(
             "Client-IP",

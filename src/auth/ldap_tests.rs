@@ -264,6 +264,7 @@ async fn check(s: &LdapSource, c: &Credentials) -> Result<Verdict, SourceError> 
         client: &client,
         attempt: 1,
         tls: false,
+        protocol: crate::front::Protocol::Imap,
     })
     .await
 }

@@ -75,6 +75,8 @@ pub struct Request<'a> {
     pub attempt: u32,
     /// The client connection is TLS.
     pub tls: bool,
+    /// The protocol the client logs in with (auth_http's Auth-Protocol).
+    pub protocol: crate::front::Protocol,
 }
 
 /// A verified login: where to send the user, and as whom. `Debug` does

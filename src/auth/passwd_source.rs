@@ -276,6 +276,7 @@ mod tests {
             client: &client,
             attempt: 1,
             tls: true,
+            protocol: crate::front::Protocol::Imap,
         })
         .await
         .unwrap()

@@ -79,7 +79,7 @@ pub async fn connect(
     })
 }
 
-async fn tls_wrap(
+pub(crate) async fn tls_wrap(
     backend: &Backend,
     tcp: TcpStream,
     timeout: Duration,

@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::config::HealthConfig;
+use crate::front::Protocol;
 use crate::metrics::Metrics;
 use crate::route::Backend;
 
@@ -51,10 +52,29 @@ pub async fn check(backend: &Backend, cfg: &HealthConfig) -> Result<(), super::B
     Ok(())
 }
 
-/// Run health checks for `backend` until `shutdown` flips; failures are
-/// counted in `metrics` (the up/down state is read from `backend`).
+/// Check one backend's service for `protocol` once (connect, TLS as
+/// configured, greeting).
+pub async fn check_protocol(
+    backend: &Backend,
+    protocol: Protocol,
+    cfg: &HealthConfig,
+) -> Result<(), super::BackendError> {
+    let endpoint = crate::front::backend::endpoint(backend, protocol);
+    match (protocol, endpoint) {
+        (Protocol::Imap, _) => check(backend, cfg).await,
+        (Protocol::Pop3, Some(e)) => crate::pop3::backend::check(backend, e, cfg.timeout).await,
+        (Protocol::Sieve, Some(e)) => crate::sieve::backend::check(backend, e, cfg.timeout).await,
+        (_, None) => Ok(()),
+    }
+}
+
+/// Run health checks for `backend`'s service for `protocol` until
+/// `shutdown` flips; failures are counted in `metrics` (the up/down state
+/// is kept on `backend`: [`Backend::is_up`] for IMAP, which routing
+/// follows, [`Backend::is_up_for`] for the others).
 pub async fn run(
     backend: Arc<Backend>,
+    protocol: Protocol,
     cfg: HealthConfig,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -62,23 +82,26 @@ pub async fn run(
     let mut h = Hysteresis::new(cfg.fall, cfg.rise);
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let p = protocol.as_str();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let result = check(&backend, &cfg).await;
+        let result = check_protocol(&backend, protocol, &cfg).await;
         if result.is_err() {
             metrics.health_check_failed(&backend.name);
         }
-        if let Some(up) = h.record(result.is_ok(), backend.is_up()) {
-            backend.set_up(up);
+        if let Some(up) = h.record(result.is_ok(), backend.is_up_for(protocol)) {
+            backend.set_up_for(protocol, up);
             match &result {
-                Ok(()) => tracing::info!(backend = %backend.name, "backend is up"),
-                Err(e) => tracing::warn!(backend = %backend.name, error = %e, "backend is down"),
+                Ok(()) => tracing::info!(backend = %backend.name, protocol = p, "backend is up"),
+                Err(e) => {
+                    tracing::warn!(backend = %backend.name, protocol = p, error = %e, "backend is down")
+                }
             }
         } else if let Err(e) = &result {
-            tracing::debug!(backend = %backend.name, error = %e, "health check failed");
+            tracing::debug!(backend = %backend.name, protocol = p, error = %e, "health check failed");
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::imap::response::parse_capability_data;
 
 pub use command::Answer;
 pub use connect::connect;
+pub(crate) use connect::tls_wrap;
 pub use login::LoginStep;
 
 /// The log target of the backend connection's lines, also those logged

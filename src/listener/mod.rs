@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::{Config, ListenerMode};
+use crate::front::Protocol;
 use crate::identity::{new_session_id, ClientInfo};
 use crate::metrics::RejectReason;
 use crate::session::conn::{serve, Context};
@@ -21,6 +22,8 @@ use limits::{Admission, Limits};
 pub struct Listener {
     pub tcp: TcpListener,
     pub mode: ListenerMode,
+    /// The protocol spoken to clients.
+    pub protocol: Protocol,
     pub address: SocketAddr,
     /// The address as written in the config (finds this listener's
     /// settings in a reloaded config).
@@ -44,6 +47,7 @@ pub async fn bind_all(cfg: &crate::config::Config) -> anyhow::Result<Vec<Listene
             configured: l.address.clone(),
             tcp,
             mode: l.mode,
+            protocol: l.protocol,
             index: i,
             proxy_protocol: l
                 .proxy_protocol
@@ -64,9 +68,36 @@ fn plaintext_auth_allowed(cfg: &Config, l: &Listener) -> bool {
         .is_some_and(|c| cfg.plaintext_auth_allowed(c))
 }
 
-const BYE_MAX_CONNECTIONS: &[u8] =
-    b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n";
-const BYE_PER_IP: &[u8] = b"* BYE [UNAVAILABLE] Too many connections from your address\r\n";
+/// Why a connection is refused at accept time.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    MaxConnections,
+    PerIp,
+}
+
+/// The refusal in the listener's protocol.
+fn bye(protocol: Protocol, why: Refusal) -> &'static [u8] {
+    match (protocol, why) {
+        (Protocol::Imap, Refusal::MaxConnections) => {
+            b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+        }
+        (Protocol::Imap, Refusal::PerIp) => {
+            b"* BYE [UNAVAILABLE] Too many connections from your address\r\n"
+        }
+        (Protocol::Pop3, Refusal::MaxConnections) => {
+            b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n"
+        }
+        (Protocol::Pop3, Refusal::PerIp) => {
+            b"-ERR [SYS/TEMP] Too many connections from your address\r\n"
+        }
+        (Protocol::Sieve, Refusal::MaxConnections) => {
+            b"BYE (TRYLATER) \"Too many connections, try again later.\"\r\n"
+        }
+        (Protocol::Sieve, Refusal::PerIp) => {
+            b"BYE (TRYLATER) \"Too many connections from your address\"\r\n"
+        }
+    }
+}
 
 /// Send a refused client `bye` and close, in the background.
 fn refuse(mut tcp: TcpStream, bye: &'static [u8]) {
@@ -85,6 +116,7 @@ async fn admit_proxied(
     client: &mut ClientInfo,
     trusted: Option<Arc<Vec<ipnet::IpNet>>>,
     limits: &Limits,
+    protocol: Protocol,
 ) -> Option<limits::PreauthSlot> {
     let trusted = trusted?;
     let timeout = ctx.config.timeouts.tls_handshake;
@@ -101,7 +133,7 @@ async fn admit_proxied(
     if slot.is_none() {
         tracing::warn!(client = %client.peer, limit = max, "too many pre-auth connections from this address; refusing");
         ctx.metrics.connection_rejected(RejectReason::PerIpPreauth);
-        let _ = tcp.write_all(BYE_PER_IP).await;
+        let _ = tcp.write_all(bye(protocol, Refusal::PerIp)).await;
         let _ = tcp.shutdown().await;
     }
     slot
@@ -114,9 +146,10 @@ pub async fn accept_loop(
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
 ) {
-    tracing::info!(address = %l.address, mode = ?l.mode, "listening");
+    tracing::info!(address = %l.address, mode = ?l.mode, protocol = l.protocol.as_str(), "listening");
     let metrics = ctx.load().metrics.clone();
     let accepted = metrics.accepted_counter(l.index, l.mode);
+    metrics.protocol.listening(l.protocol);
     loop {
         let (tcp, peer) = tokio::select! {
             r = l.tcp.accept() => match r {
@@ -134,7 +167,7 @@ pub async fn accept_loop(
         let Ok(permit) = limits.permits.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection limit reached; refusing");
             metrics.connection_rejected(RejectReason::MaxConnections);
-            refuse(tcp, BYE_MAX_CONNECTIONS);
+            refuse(tcp, bye(l.protocol, Refusal::MaxConnections));
             continue;
         };
         // The configuration in force now (a reload swaps it; sessions keep
@@ -148,7 +181,7 @@ pub async fn accept_loop(
             let Some(slot) = limits.try_preauth(peer.ip(), max_per_ip) else {
                 tracing::warn!(client = %peer, limit = max_per_ip, "too many pre-auth connections from this address; refusing");
                 metrics.connection_rejected(RejectReason::PerIpPreauth);
-                refuse(tcp, BYE_PER_IP);
+                refuse(tcp, bye(l.protocol, Refusal::PerIp));
                 continue;
             };
             Some(slot)
@@ -156,6 +189,7 @@ pub async fn accept_loop(
             None
         };
         accepted.inc();
+        metrics.protocol.accepted(l.protocol);
         let open = metrics.client_connection_opened();
         let preauth_timeout = if limits::under_pressure(limits.open(), limits.max_connections) {
             metrics.preauth_shortened();
@@ -170,6 +204,7 @@ pub async fn accept_loop(
         let local = tcp.local_addr().unwrap_or(l.address);
         let client = ClientInfo::new(peer, local, new_session_id());
         let mode = l.mode;
+        let protocol = l.protocol;
         let proxy = l.proxy_protocol.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
@@ -177,11 +212,15 @@ pub async fn accept_loop(
             let mut tcp = tcp;
             let slot = match slot {
                 Some(s) => Some(s),
-                None => admit_proxied(&ctx, &mut tcp, &mut client, proxy, &limits).await,
+                None => admit_proxied(&ctx, &mut tcp, &mut client, proxy, &limits, protocol).await,
             };
             if let Some(slot) = slot {
                 let admission = Admission::new(preauth_timeout, allow_plaintext_auth, limits, slot);
-                serve(ctx, tcp, client, mode, admission).await;
+                match protocol {
+                    Protocol::Imap => serve(ctx, tcp, client, mode, admission).await,
+                    Protocol::Pop3 => crate::pop3::serve(ctx, tcp, client, mode, admission).await,
+                    Protocol::Sieve => crate::sieve::serve(ctx, tcp, client, mode, admission).await,
+                }
             }
             drop((open, permit));
         });

@@ -18,6 +18,7 @@ pub mod command;
 pub mod doveadm;
 pub mod park;
 pub mod pool;
+pub mod protocol;
 pub mod push;
 mod sampled;
 
@@ -159,6 +160,7 @@ pub struct Metrics {
     pub park: park::ParkMetrics,
     pub push: push::PushMetrics,
     pub doveadm: doveadm::DoveadmMetrics,
+    pub protocol: protocol::ProtocolMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -367,6 +369,7 @@ impl Metrics {
             park: park::ParkMetrics::new(&r)?,
             push: push::PushMetrics::new(&r)?,
             doveadm: doveadm::DoveadmMetrics::new(&r)?,
+            protocol: protocol::ProtocolMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),
@@ -558,6 +561,14 @@ impl Metrics {
                 self.backend_up
                     .with_label_values(&[&b.name])
                     .set(b.is_up().into());
+                for p in crate::front::Protocol::ALL {
+                    if crate::front::backend::endpoint(b, p).is_some() {
+                        self.protocol
+                            .backend_up
+                            .with_label_values(&[&b.name, p.as_str()])
+                            .set(b.is_up_for(p).into());
+                    }
+                }
             }
         }
         self.registry.gather()

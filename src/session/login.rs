@@ -11,17 +11,18 @@ use super::{ClientInfo, Credentials};
 use crate::auth::penalty::Gate;
 use crate::auth::{AuthDecision, Request};
 use crate::backend::{self, LoggedIn, LoginOutcome};
+use crate::front::Protocol;
 use crate::metrics::LoginResult;
 use crate::multiplex::pool::CredKey;
 use crate::route::Backend;
 
 /// A failed login: what the client is told, and for the log and metrics.
-pub(super) struct LoginFail {
-    pub(super) status: &'static str,
-    pub(super) code: Option<String>,
-    pub(super) text: String,
-    pub(super) backend: Option<String>,
-    pub(super) result: LoginResult,
+pub(crate) struct LoginFail {
+    pub(crate) status: &'static str,
+    pub(crate) code: Option<String>,
+    pub(crate) text: String,
+    pub(crate) backend: Option<String>,
+    pub(crate) result: LoginResult,
 }
 
 fn unavailable(backend: Option<String>) -> LoginFail {
@@ -44,12 +45,13 @@ fn unavailable_with(backend: Option<String>, text: &str) -> LoginFail {
 /// Penalty gate → auth → route → backend login. Failed logins feed the
 /// brute-force defence; one log line per failure names the client address
 /// (`rip=`) for fail2ban.
-pub(super) async fn login(
+pub(crate) async fn login(
     ctx: &Context,
     creds: &Credentials,
     client: &ClientInfo,
     attempt_no: u32,
     tls: bool,
+    protocol: Protocol,
 ) -> Result<LoginOk, LoginFail> {
     let ip = client.peer.ip();
     if client.proxy_ttl <= 1 {
@@ -82,7 +84,7 @@ pub(super) async fn login(
             attempt
         }
     };
-    let result = login_unguarded(ctx, creds, client, attempt_no, tls).await;
+    let result = login_unguarded(ctx, creds, client, attempt_no, tls, protocol).await;
     match &result {
         Ok(_) => attempt.succeeded(),
         Err(f) if f.result == LoginResult::Failed => attempt.failed(Instant::now()),
@@ -102,16 +104,16 @@ fn rejected(code: &str, text: String, backend: Option<String>) -> LoginFail {
 }
 
 /// A successful login: the logged-in backend connection and who it is.
-pub(super) struct LoginOk {
-    pub(super) conn: LoggedIn,
-    pub(super) backend: Arc<Backend>,
+pub(crate) struct LoginOk {
+    pub(crate) conn: LoggedIn,
+    pub(crate) backend: Arc<Backend>,
     /// Identity in the reuse pool: mailbox owner and credential key.
-    pub(super) reuse: Option<(String, CredKey)>,
+    pub(crate) reuse: Option<(String, CredKey)>,
     /// The credentials that logged in to the backend (kept to log in again
     /// when a parked client resumes).
-    pub(super) backend_creds: Credentials,
+    pub(crate) backend_creds: Credentials,
     /// The mailbox owner the backend logged in: see [`mailbox_owner`].
-    pub(super) owner: String,
+    pub(crate) owner: String,
 }
 
 /// The mailbox owner a backend login acts for, the key of everything kept
@@ -135,12 +137,14 @@ async fn login_unguarded(
     client: &ClientInfo,
     attempt: u32,
     tls: bool,
+    protocol: Protocol,
 ) -> Result<LoginOk, LoginFail> {
     let req = Request {
         credentials: creds,
         client,
         attempt,
         tls,
+        protocol,
     };
     let (user_creds, hint, verified) = match ctx.auth.authenticate(req).await {
         AuthDecision::Login {
@@ -184,6 +188,7 @@ async fn login_unguarded(
             user_creds: &user_creds,
             verified,
             owner: &owner,
+            protocol,
         };
         if let Some(done) = login_at(ctx, &who, b).await {
             return done;
@@ -203,6 +208,8 @@ struct Who<'a> {
     /// imapmux verified the password itself.
     verified: bool,
     owner: &'a str,
+    /// The protocol the client logs in with (the backend service used).
+    protocol: Protocol,
 }
 
 /// Log in on one candidate backend: `None` when it failed before any
@@ -221,6 +228,9 @@ async fn login_at(
         _ => who.user_creds.clone(),
     };
     let m = &ctx.metrics;
+    if who.protocol != Protocol::Imap {
+        return login_line_protocol(ctx, who, b, backend_creds, via_master).await;
+    }
     let reuse_id = ctx
         .mux
         .pool
@@ -271,6 +281,60 @@ async fn login_at(
             m.backend_error(&b.name, stage, e.kind());
             tracing::warn!(target: LOG_TARGET, session = %session, backend = %b.name, error = %e, retry = e.retry(), "backend {stage} failed");
             // Nothing was sent yet: the next candidate may serve.
+            (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
+        }
+    }
+}
+
+/// [`login_at`] for POP3 and ManageSieve: the backend's service for the
+/// protocol (no reuse pool; these sessions end with the client's).
+async fn login_line_protocol(
+    ctx: &Context,
+    who: &Who<'_>,
+    b: &Arc<Backend>,
+    backend_creds: Credentials,
+    via_master: bool,
+) -> Option<Result<LoginOk, LoginFail>> {
+    let session = &who.client.session_id;
+    let m = &ctx.metrics;
+    let Some(endpoint) = crate::front::backend::endpoint(b, who.protocol) else {
+        tracing::error!(target: LOG_TARGET, session = %session, backend = %b.name, protocol = who.protocol.as_str(), "the backend has no address for this protocol; set its {}_address", who.protocol.as_str());
+        return None;
+    };
+    if !b.is_up_for(who.protocol) {
+        tracing::warn!(target: LOG_TARGET, session = %session, backend = %b.name, protocol = who.protocol.as_str(), "the backend's service for this protocol is down");
+        return None;
+    }
+    let t = &ctx.config.timeouts;
+    let info = b.cfg.trusted.then_some(who.client);
+    let timeouts = (t.backend_connect, t.backend_response);
+    let t0 = Instant::now();
+    let answer = match who.protocol {
+        Protocol::Pop3 => {
+            crate::pop3::backend::login(b, endpoint, &backend_creds, info, timeouts).await
+        }
+        _ => crate::sieve::backend::login(b, endpoint, &backend_creds, info, timeouts).await,
+    };
+    let ok = |conn, backend_creds| LoginOk {
+        conn,
+        backend: b.clone(),
+        reuse: None,
+        backend_creds,
+        owner: who.owner.to_string(),
+    };
+    match answer {
+        Ok(LoginOutcome::Ok(li)) => {
+            m.backend_logged_in(&b.name, t0.elapsed().as_secs_f64());
+            Some(Ok(ok(li, backend_creds)))
+        }
+        Ok(LoginOutcome::Rejected { status, code, text }) => {
+            let refusal = Refusal { status, code, text };
+            Some(Err(backend_refused(who, &b.name, via_master, refusal)))
+        }
+        Err(e) => {
+            let stage = if e.retry() { "connect" } else { "login" };
+            m.backend_error(&b.name, stage, e.kind());
+            tracing::warn!(target: LOG_TARGET, session = %session, backend = %b.name, protocol = who.protocol.as_str(), error = %e, retry = e.retry(), "backend {stage} failed");
             (!e.retry()).then(|| Err(unavailable(Some(b.name.clone()))))
         }
     }
@@ -359,6 +423,7 @@ mod tests {
             user_creds,
             verified,
             owner: "alice",
+            protocol: Protocol::Imap,
         };
         let refusal = |status, code: Option<&str>| Refusal {
             status,

@@ -5,7 +5,7 @@
 //! all: [`crate::stream`], [`crate::lifecycle`], [`crate::imap::mailbox`].
 
 pub mod conn;
-mod login;
+pub(crate) mod login;
 pub mod preauth;
 
 pub use crate::identity::{new_session_id, ClientInfo, Credentials, Mechanism};

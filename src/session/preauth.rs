@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use base64::Engine;
 use bytes::{Bytes, BytesMut};
 
 pub use crate::identity::{Credentials, Mechanism};
@@ -662,26 +661,12 @@ impl PreAuth {
         authzid: Option<Vec<u8>>,
         mechanism: Mechanism,
     ) {
-        let user = match String::from_utf8(user) {
-            Ok(u) if !u.is_empty() && !u.contains(['\0', '\r', '\n']) => u,
-            _ => return self.auth_failed(&tag, "Authentication failed."),
-        };
-        let authzid = match authzid.map(String::from_utf8) {
-            None => None,
-            Some(Ok(a)) if a.is_empty() || a == user => None,
-            Some(Ok(a)) => Some(a),
-            Some(Err(_)) => return self.auth_failed(&tag, "Authentication failed."),
+        let Some(credentials) = crate::front::sasl::credentials(user, password, authzid, mechanism)
+        else {
+            return self.auth_failed(&tag, "Authentication failed.");
         };
         self.state = State::LoginPending;
-        self.events.push_back(Event::Login {
-            tag,
-            credentials: Credentials {
-                user,
-                password,
-                authzid,
-                mechanism,
-            },
-        });
+        self.events.push_back(Event::Login { tag, credentials });
     }
 
     fn authenticate(&mut self, cmd: &Command) {
@@ -725,18 +710,13 @@ impl PreAuth {
     /// A SASL response (the initial one from the command line, or a line
     /// sent after a `+` challenge): decode it and take the next step.
     fn sasl_response(&mut self, tag: &str, step: SaslStep, response: &[u8]) {
-        if response == b"*" {
-            return self.bad(tag, "Authentication cancelled.");
-        }
-        let decoded = if response == b"=" {
-            Some(Vec::new())
-        } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(response)
-                .ok()
-        };
-        let Some(decoded) = decoded else {
-            return self.bad(tag, "Invalid base64 in SASL response.");
+        use crate::front::sasl::ResponseError;
+        let decoded = match crate::front::sasl::decode_response(response) {
+            Ok(d) => d,
+            Err(ResponseError::Cancelled) => return self.bad(tag, "Authentication cancelled."),
+            Err(ResponseError::InvalidBase64) => {
+                return self.bad(tag, "Invalid base64 in SASL response.")
+            }
         };
         match step {
             SaslStep::Plain => self.sasl_plain(tag, &decoded),
@@ -767,22 +747,21 @@ impl PreAuth {
     }
 
     fn sasl_plain(&mut self, tag: &str, decoded: &[u8]) {
-        let mut parts = decoded.splitn(3, |b| *b == 0);
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(authz), Some(user), Some(pass)) if !user.is_empty() => {
-                if self.too_big(tag, &[authz, user, pass]) {
+        match crate::front::sasl::parse_plain(decoded) {
+            Some(p) => {
+                let authz = p.authzid.unwrap_or_default();
+                if self.too_big(tag, &[authz, p.user, p.password]) {
                     return;
                 }
-                let authz = (!authz.is_empty()).then(|| authz.to_vec());
                 self.request_login(
                     tag.to_string(),
-                    user.to_vec(),
-                    pass.to_vec(),
-                    authz,
+                    p.user.to_vec(),
+                    p.password.to_vec(),
+                    p.authzid.map(<[u8]>::to_vec),
                     Mechanism::Plain,
                 );
             }
-            _ => self.bad(tag, "Invalid PLAIN SASL response."),
+            None => self.bad(tag, "Invalid PLAIN SASL response."),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct DovecotBuilder {
     extra_config: String,
     lua_push: Option<(String, String)>,
     doveadm_http: bool,
+    pop3: bool,
+    managesieve: bool,
 }
 
 impl Default for DovecotBuilder {
@@ -46,6 +48,8 @@ impl Default for DovecotBuilder {
             extra_config: String::new(),
             lua_push: None,
             doveadm_http: false,
+            pop3: false,
+            managesieve: false,
         }
     }
 }
@@ -127,6 +131,20 @@ impl DovecotBuilder {
         self
     }
 
+    /// Also serve POP3 (`pop3_port`, and `pop3s_port` with `.tls()`; STLS
+    /// on the plain port with `.tls()`). UIDLs are `%08Xu%08Xv`.
+    pub fn pop3(mut self) -> Self {
+        self.pop3 = true;
+        self
+    }
+
+    /// Also serve ManageSieve (`sieve_port`; STARTTLS with `.tls()`),
+    /// scripts under `~/sieve`.
+    pub fn managesieve(mut self) -> Self {
+        self.managesieve = true;
+        self
+    }
+
     pub fn extra_config(mut self, conf: &str) -> Self {
         self.extra_config.push_str(conf);
         self.extra_config.push('\n');
@@ -203,6 +221,9 @@ pub struct Dovecot {
     port: u16,
     imaps_port: Option<u16>,
     doveadm_port: Option<u16>,
+    pop3_port: Option<u16>,
+    pop3s_port: Option<u16>,
+    sieve_port: Option<u16>,
     users: Vec<(String, String)>,
     conf_path: PathBuf,
     log_path: PathBuf,
@@ -254,6 +275,9 @@ impl Dovecot {
             port: 0,
             imaps_port: None,
             doveadm_port: None,
+            pop3_port: None,
+            pop3s_port: None,
+            sieve_port: None,
             users: opts.users.clone(),
             rawlog: opts.rawlog,
             ca,
@@ -269,6 +293,9 @@ impl Dovecot {
             dc.port = free_port();
             dc.imaps_port = dc.opts.tls.then(free_port);
             dc.doveadm_port = dc.opts.doveadm_http.then(free_port);
+            dc.pop3_port = dc.opts.pop3.then(free_port);
+            dc.pop3s_port = (dc.opts.pop3 && dc.opts.tls).then(free_port);
+            dc.sieve_port = dc.opts.managesieve.then(free_port);
             dc.write_config();
             match dc.spawn() {
                 Ok(()) => {
@@ -345,10 +372,16 @@ impl Dovecot {
                 ));
             }
             if self.greets() {
-                let imaps_ok = [self.imaps_port, self.doveadm_port]
-                    .into_iter()
-                    .flatten()
-                    .all(|p| TcpStream::connect(("127.0.0.1", p)).is_ok());
+                let imaps_ok = [
+                    self.imaps_port,
+                    self.doveadm_port,
+                    self.pop3_port,
+                    self.pop3s_port,
+                    self.sieve_port,
+                ]
+                .into_iter()
+                .flatten()
+                .all(|p| TcpStream::connect(("127.0.0.1", p)).is_ok());
                 if imaps_ok {
                     return Ok(());
                 }
@@ -427,6 +460,29 @@ impl Dovecot {
     /// `127.0.0.1:<imaps port>`.
     pub fn imaps_addr(&self) -> String {
         format!("127.0.0.1:{}", self.imaps_port())
+    }
+    /// `127.0.0.1:<POP3 port>` (STLS with `.tls()`); panics without `.pop3()`.
+    pub fn pop3_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.pop3_port.expect("Dovecot built without .pop3()")
+        )
+    }
+    /// `127.0.0.1:<POP3S port>`; panics without `.pop3().tls()`.
+    pub fn pop3s_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.pop3s_port
+                .expect("Dovecot built without .pop3().tls()")
+        )
+    }
+    /// `127.0.0.1:<ManageSieve port>`; panics without `.managesieve()`.
+    pub fn sieve_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.sieve_port
+                .expect("Dovecot built without .managesieve()")
+        )
     }
     /// URL of the doveadm HTTP API; panics without `.doveadm_http()`.
     pub fn doveadm_url(&self) -> String {

@@ -16,6 +16,7 @@ pub mod client;
 pub mod client_tls;
 pub mod client_types;
 pub mod dovecot;
+pub mod fronts;
 pub mod haproxy;
 pub mod messages;
 pub mod park;

@@ -230,6 +230,8 @@ pub struct ListenerCfg {
     pub address: String,
     /// "starttls" | "implicit" | "plaintext"
     pub mode: String,
+    /// "imap" (not written) | "pop3" | "sieve"
+    pub protocol: String,
 }
 
 impl ListenerCfg {
@@ -237,6 +239,7 @@ impl ListenerCfg {
         ListenerCfg {
             address: address.into(),
             mode: mode.into(),
+            protocol: "imap".into(),
         }
     }
 }
@@ -255,6 +258,10 @@ pub struct BackendCfg {
     pub server_name: Option<String>,
     /// `doveadm_url` and `doveadm_api_key_file`.
     pub doveadm: Option<(String, PathBuf)>,
+    /// `pop3_address`
+    pub pop3: Option<String>,
+    /// `sieve_address`
+    pub sieve: Option<String>,
 }
 
 impl BackendCfg {
@@ -270,7 +277,19 @@ impl BackendCfg {
             insecure: false,
             server_name: None,
             doveadm: None,
+            pop3: None,
+            sieve: None,
         }
+    }
+    /// The backend's POP3 service (`pop3_address`).
+    pub fn pop3(mut self, address: &str) -> Self {
+        self.pop3 = Some(address.into());
+        self
+    }
+    /// The backend's ManageSieve service (`sieve_address`).
+    pub fn sieve(mut self, address: &str) -> Self {
+        self.sieve = Some(address.into());
+        self
     }
     /// Poll parked clients' mailboxes through Dovecot's doveadm HTTP API
     /// (see [`crate::common::DovecotBuilder::doveadm_http`]).
@@ -392,6 +411,13 @@ impl ProxyConfig {
         self.listeners.push(ListenerCfg::new(address, mode));
         self
     }
+    /// A listener for `protocol` ("pop3", "sieve").
+    pub fn listener_for(mut self, protocol: &str, address: &str, mode: &str) -> Self {
+        let mut l = ListenerCfg::new(address, mode);
+        l.protocol = protocol.into();
+        self.listeners.push(l);
+        self
+    }
     /// Use a certificate chain + key instead of the self-signed demo cert.
     pub fn tls_files(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
         self.cert_file = Some(cert.as_ref().into());
@@ -506,6 +532,9 @@ impl ProxyConfig {
             let _ = writeln!(w, "\n[[listener]]");
             let _ = writeln!(w, "address = {}", toml_str(&l.address));
             let _ = writeln!(w, "mode = {}", toml_str(&l.mode));
+            if l.protocol != "imap" {
+                let _ = writeln!(w, "protocol = {}", toml_str(&l.protocol));
+            }
         }
         if let Some(a) = &self.admin {
             let _ = writeln!(w, "\n[admin]\naddress = {}", toml_str(a));
@@ -543,6 +572,12 @@ impl ProxyConfig {
                 let _ = writeln!(w, "insecure = {}", b.insecure);
                 if let Some(sn) = &b.server_name {
                     let _ = writeln!(w, "server_name = {}", toml_str(sn));
+                }
+                if let Some(a) = &b.pop3 {
+                    let _ = writeln!(w, "pop3_address = {}", toml_str(a));
+                }
+                if let Some(a) = &b.sieve {
+                    let _ = writeln!(w, "sieve_address = {}", toml_str(a));
                 }
                 if let Some((url, key)) = &b.doveadm {
                     let _ = writeln!(w, "doveadm_url = {}", toml_str(url));

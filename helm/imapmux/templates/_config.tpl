@@ -47,6 +47,16 @@ allow_plaintext_auth = {{ $l.allow_plaintext_auth }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- range $name := list "pop3" "pop3s" "sieve" }}
+{{- $l := index $c.listeners $name | default dict }}
+{{- if $l.enabled }}
+
+[[listener]]
+address = {{ include "imapmux.bind" (dict "root" $ "port" $l.port) | toJson }}
+mode = {{ ternary "implicit" "starttls" (eq $name "pop3s") | toJson }}
+protocol = {{ ternary "sieve" "pop3" (eq $name "sieve") | toJson }}
+{{- end }}
+{{- end }}
 
 [admin]
 address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJson }}
@@ -111,6 +121,18 @@ ca_file = {{ . | toJson }}
 insecure = {{ .insecure | default false }}
 {{- with .server_name }}
 server_name = {{ . | toJson }}
+{{- end }}
+{{- with .pop3_address }}
+pop3_address = {{ . | toJson }}
+{{- end }}
+{{- with .pop3_tls }}
+pop3_tls = {{ . | toJson }}
+{{- end }}
+{{- with .sieve_address }}
+sieve_address = {{ . | toJson }}
+{{- end }}
+{{- with .sieve_tls }}
+sieve_tls = {{ . | toJson }}
 {{- end }}
 {{- with .doveadm_url }}
 doveadm_url = {{ . | toJson }}

@@ -75,7 +75,8 @@ be more than one pod (replicaCount > 1 or autoscaling).
 {{/* True ("true") when a listener needs the TLS certificate. */}}
 {{- define "imapmux.needsTLS" -}}
 {{- $l := .Values.config.listeners }}
-{{- if or $l.starttls.enabled $l.implicit.enabled }}true{{ end }}
+{{- $pop3 := or (dig "pop3" "enabled" false $l) (dig "pop3s" "enabled" false $l) }}
+{{- if or $l.starttls.enabled $l.implicit.enabled $pop3 (dig "sieve" "enabled" false $l) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -138,8 +139,9 @@ complex (then the grace-period check below is skipped).
 {{/* Fail early on combinations the schema cannot express. */}}
 {{- define "imapmux.validate" -}}
 {{- $l := .Values.config.listeners }}
-{{- if not (or $l.starttls.enabled $l.implicit.enabled $l.plaintext.enabled) }}
-{{- fail "config.listeners: enable at least one of starttls, implicit, plaintext" }}
+{{- $others := or (dig "pop3" "enabled" false $l) (dig "pop3s" "enabled" false $l) (dig "sieve" "enabled" false $l) }}
+{{- if not (or $l.starttls.enabled $l.implicit.enabled $l.plaintext.enabled $others) }}
+{{- fail "config.listeners: enable at least one of starttls, implicit, plaintext, pop3, pop3s, sieve" }}
 {{- end }}
 {{- $ports := list .Values.config.admin.port }}
 {{- range $name, $li := $l }}

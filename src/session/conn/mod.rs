@@ -5,6 +5,7 @@
 //! session ends.
 
 mod preauth;
+pub(crate) use preauth::{count_session, handshake};
 #[cfg(test)]
 mod sizes;
 
@@ -36,7 +37,7 @@ use crate::stream::ClientStream;
 /// The log target of the session's lines, also those logged from
 /// `preauth.rs` and `session/login.rs`: `imapmux::session::conn`, which the
 /// fail2ban filter (config/fail2ban) and log filters match.
-pub(super) const LOG_TARGET: &str = module_path!();
+pub(crate) const LOG_TARGET: &str = module_path!();
 
 /// Everything a connection needs, shared by all connections.
 pub struct Context {
@@ -86,6 +87,9 @@ pub async fn serve(
     let summary = run(&ctx, tcp, &client, mode, &counters, &mut admission).await;
     drop(bytes);
     ctx.metrics.session_ended(summary.end, started.elapsed());
+    ctx.metrics
+        .protocol
+        .session_bytes(crate::front::Protocol::Imap, &counters);
     tracing::info!(
         session = %client.session_id,
         client = %client.peer,
@@ -130,6 +134,11 @@ async fn run(
     // From here on the session is who the login was for (the client
     // behind a trusted webmail or proxy, when its ID said so).
     let client = &who;
+    // Counted open (by protocol) while logged in, parked time included.
+    let _open = ctx
+        .metrics
+        .protocol
+        .session_open(crate::front::Protocol::Imap);
     let mut client_side = (stream, pipelined);
     let mut li = logged_in;
     // After a parked session re-attached: the mailbox it has selected and

@@ -25,7 +25,7 @@ use crate::stream::ClientStream;
 /// The TLS handshake, bounded by `timeouts.tls_handshake` and by the
 /// pre-auth `deadline` (which counts from accept, so under connection
 /// pressure a slow handshake gets the shorter time too).
-async fn handshake(
+pub(crate) async fn handshake(
     ctx: &Context,
     tcp: TcpStream,
     mode: ListenerMode,
@@ -272,7 +272,15 @@ async fn on_login(
 ) -> Option<LoggedIn> {
     summary.user = Some(creds.user.clone());
     let t0 = Instant::now();
-    let result = login(ctx, &creds, client, attempt, tls).await;
+    let result = login(
+        ctx,
+        &creds,
+        client,
+        attempt,
+        tls,
+        crate::front::Protocol::Imap,
+    )
+    .await;
     // Sessions are counted per mailbox owner, like everything per user.
     let over = match &result {
         Ok(ok) => !count_session(ctx, client, &ok.owner, admission),
@@ -301,6 +309,9 @@ async fn on_login(
         .as_ref()
         .map_or_else(|f| f.result, |_| LoginResult::Ok);
     ctx.metrics.login(outcome, t0.elapsed().as_secs_f64());
+    ctx.metrics
+        .protocol
+        .login(crate::front::Protocol::Imap, outcome);
     match result {
         Ok(ok) => {
             let LoginOk {
@@ -348,7 +359,7 @@ async fn on_login(
 /// `server.max_sessions_per_user_ip`: count the session of `user` (a
 /// successful login) from the client's address until the session ends.
 /// `false` (counted as a `per_user_ip` rejection) when that many are open.
-fn count_session(
+pub(crate) fn count_session(
     ctx: &Context,
     client: &ClientInfo,
     user: &str,

@@ -17,7 +17,7 @@ instance_name = imapmux-test-{port}
 log_path = {b}/dovecot.log
 info_log_path = {b}/dovecot.log
 debug_log_path = {b}/dovecot.log
-protocols = imap
+protocols = {protocols}
 listen = 127.0.0.1
 default_internal_user = {iu}
 default_internal_group = {ig}
@@ -69,6 +69,12 @@ protocol imap {{
 "#,
             port = self.port,
             imaps = self.imaps_port.unwrap_or(0),
+            protocols = match (o.pop3, o.managesieve) {
+                (false, false) => "imap",
+                (true, false) => "imap pop3",
+                (false, true) => "imap sieve",
+                (true, true) => "imap pop3 sieve",
+            },
             mechanisms = if o.oauth2_introspection.is_some() {
                 "plain login oauthbearer xoauth2"
             } else {
@@ -146,6 +152,25 @@ protocol imap {{
             c.push_str(&format!(
                 "doveadm_api_key = {key}\nservice doveadm {{\n  inet_listener http {{\n    \
                  address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
+            ));
+        }
+        if let Some(port) = self.pop3_port {
+            c.push_str(&format!(
+                "service pop3-login {{\n  chroot =\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  \
+                 inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {}\n    ssl = yes\n  }}\n}}\n\
+                 protocol pop3 {{\n  mail_max_userip_connections = 100000\n  pop3_uidl_format = %08Xu%08Xv\n",
+                self.pop3s_port.unwrap_or(0)
+            ));
+            if self.rawlog {
+                c.push_str(&format!("  rawlog_dir = {b}/rawlog/%u\n"));
+            }
+            c.push_str("}\n");
+        }
+        if let Some(port) = self.sieve_port {
+            c.push_str(&format!(
+                "service managesieve-login {{\n  chroot =\n  inet_listener sieve {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n\
+                 protocol sieve {{\n  mail_max_userip_connections = 100000\n}}\n\
+                 plugin {{\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}}\n"
             ));
         }
         c.push_str(&o.extra_config);
