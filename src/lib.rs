@@ -34,6 +34,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod multiplex;
+pub mod ops;
 pub mod relay;
 pub mod reload;
 pub mod route;

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod command;
 pub mod doveadm;
+pub mod ops;
 pub mod park;
 pub mod pool;
 pub mod push;
@@ -159,6 +160,7 @@ pub struct Metrics {
     pub park: park::ParkMetrics,
     pub push: push::PushMetrics,
     pub doveadm: doveadm::DoveadmMetrics,
+    pub ops: ops::OpsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -367,6 +369,7 @@ impl Metrics {
             park: park::ParkMetrics::new(&r)?,
             push: push::PushMetrics::new(&r)?,
             doveadm: doveadm::DoveadmMetrics::new(&r)?,
+            ops: ops::OpsMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),

@@ -689,3 +689,6 @@ fn compress_is_answered_here_and_switches_after_its_ok() {
         "* CAPABILITY IMAP4rev1\r\na OK done\r\n"
     );
 }
+
+#[path = "soft_close_tests.rs"]
+mod soft_close;
