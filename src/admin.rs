@@ -277,6 +277,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                         Some(api) if req.uri().path().starts_with(crate::ops::api::PREFIX) => {
                             api.respond(peer, req).await
                         }
+                        // Without a token the API does not exist.
+                        None if req.uri().path().starts_with(crate::ops::api::PREFIX) => {
+                            text(StatusCode::NOT_FOUND, "not found\n")
+                        }
                         _ => respond(&state, req).await,
                     };
                     e.set_busy(false);
