@@ -56,6 +56,13 @@ address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJso
 push_secret_file = "/etc/imapmux/admin/push-secret"
 {{- end }}
 {{- end }}
+{{- if $c.admin.tokenSecret.name }}
+# Operations API token from the Secret {{ $c.admin.tokenSecret.name }}.
+token_file = "/etc/imapmux/admin/token"
+{{- end }}
+{{- if $c.admin.readonlyTokenSecret.name }}
+readonly_token_file = "/etc/imapmux/admin/readonly-token"
+{{- end }}
 {{- if include "imapmux.pushFanout" $ }}
 # Push fan-out: every ready pod of the release, from the headless Service.
 push_peers_dns = {{ printf "%s.%s.svc:%d" (include "imapmux.peersServiceName" $) $.Release.Namespace (int $c.admin.port) | toJson }}
