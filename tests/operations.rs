@@ -525,6 +525,21 @@ async fn move_lands_on_the_new_backend_and_the_old_cache_is_not_served() {
         vec![s("user1", "attached", "b2", "INBOX")]
     );
     assert_eq!(c.fetch_body(1).await.unwrap(), other);
+    // cache stats / purge: the purge drops what the user had cached.
+    let (ok, v) = o.ctl(&["cache", "stats"]);
+    assert!(ok, "{v}");
+    assert_eq!(v[0]["response"]["enabled"], true, "{v}");
+    assert!(v[0]["response"]["fills"].as_u64().unwrap() >= 2, "{v}");
+    let (ok, v) = o.ctl(&["cache", "purge", "--user", "user1"]);
+    assert!(ok, "{v}");
+    assert_eq!(v[0]["response"]["purged"], true, "{v}");
+    let hits = o.metric("imapmux_cache_hits_total");
+    assert_eq!(c.fetch_body(1).await.unwrap(), other);
+    assert_eq!(
+        o.metric("imapmux_cache_hits_total"),
+        hits,
+        "purged: not served from the cache"
+    );
     c.logout().await.unwrap();
     // A restart (same state file) agrees.
     let Ops {

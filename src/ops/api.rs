@@ -392,7 +392,7 @@ impl Api {
             within,
         };
         let n = self.ops.registry.stop_where(stop, |e| {
-            e.backend().as_deref() == Some(&b) && (e.phase() == Phase::Attached || !failover)
+            e.backend().as_deref() == Some(&b) && (e.phase() != Phase::Parked || !failover)
         });
         ctx.metrics.ops.stopped("drain", n);
         let pooled = match &ctx.mux.pool {
