@@ -166,6 +166,11 @@ impl Router {
         &self.state
     }
 
+    /// Are user names compared case-insensitively (`routing.lowercase_users`)?
+    pub fn folds_case(&self) -> bool {
+        self.lowercase
+    }
+
     /// The routing key of a user name (lowercased when configured).
     pub fn user_key(&self, user: &str) -> String {
         if self.lowercase {

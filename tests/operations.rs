@@ -666,6 +666,17 @@ async fn a_wrong_or_missing_token_gets_401_and_changes_nothing() {
     assert_eq!(code, 400);
     let (code, _) = curl(&o.admin, "GET", "/api/v1/kick", &[&admin_h], "");
     assert_eq!(code, 405);
+    let huge = format!(r#"{{"user":"{}"}}"#, "u".repeat(20_000));
+    let (code, _) = curl(&o.admin, "POST", "/api/v1/kick", &[&admin_h], &huge);
+    assert_eq!(code, 413);
+    let (code, _) = curl(
+        &o.admin,
+        "POST",
+        "/api/v1/kick",
+        &[&admin_h],
+        r#"{"user":"a\r\nb"}"#,
+    );
+    assert_eq!(code, 400);
     c.cmd_ok("NOOP").await.unwrap();
 }
 
@@ -842,6 +853,29 @@ async fn one_cli_call_drives_three_replicas() {
         table.lines().filter(|l| l.contains(" b1 ")).count(),
         3,
         "{table}"
+    );
+    // --all: every address of a DNS name (here localhost: one replica).
+    let port = admins[0].rsplit_once(':').unwrap().1;
+    let out = imapmux_command()
+        .args([
+            "ctl",
+            "--all",
+            &format!("localhost:{port}"),
+            "--json",
+            "--token-file",
+        ])
+        .arg(&token)
+        .arg("sessions")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["replica"], admins[0], "{v}");
+    assert_eq!(
+        summary(&v),
+        vec![s("user1", "attached", "b2", "INBOX")],
+        "{v}"
     );
     // A replica that is down is reported, the others still act.
     let (mut dead, _, dead_admin) = replicas.pop().unwrap();

@@ -442,10 +442,9 @@ impl Api {
         let Some((c, _)) = &ctx.cache else {
             return false;
         };
-        let lower = ctx.router.user_key("A") == "a";
         c.invalidate_user(
             user,
-            if lower {
+            if ctx.router.folds_case() {
                 |a: &str, b: &str| a.to_lowercase() == b.to_lowercase()
             } else {
                 |a: &str, b: &str| a == b
