@@ -330,3 +330,15 @@ mod tests {
         assert_eq!(a.entry().stop_requested(), Some(stop));
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// Every parked client has an entry: keep it small (its names, a
+    /// 16-slot map entry and the `Arc` header come on top).
+    #[test]
+    fn an_entry_is_small() {
+        let n = std::mem::size_of::<super::SessionEntry>();
+        eprintln!("SessionEntry: {n} bytes");
+        assert!(n <= 256, "SessionEntry is {n} bytes");
+    }
+}
