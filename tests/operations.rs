@@ -311,6 +311,31 @@ async fn sessions_lists_attached_parked_and_pooled() {
     let (ok, v) = ctl(&[&o.admin], &o.read_token(), &["kick", "--user", "user1"]);
     assert!(!ok);
     assert_eq!(v[0]["status"], 403, "{v}");
+    // From the configuration alone (as in a pod): admin.address and
+    // admin.token_file; `--all` without a name needs admin.push_peers_dns.
+    let out = imapmux_command()
+        .args(["ctl", "--json", "--config"])
+        .arg(o.proxy.config_path())
+        .arg("sessions")
+        .env_remove("IMAPMUX_TOKEN_FILE")
+        .env_remove("IMAPMUX_ADMIN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["replica"], o.admin.as_str(), "{v}");
+    assert_eq!(summary(&v).len(), 3, "{v}");
+    let out = imapmux_command()
+        .args(["ctl", "--all", "--config"])
+        .arg(o.proxy.config_path())
+        .arg("sessions")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin.push_peers_dns"),
+        "{out:?}"
+    );
     attached.cmd_ok("NOOP").await.unwrap();
 }
 

@@ -26,23 +26,35 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// Admin address (HOST:PORT) of a replica; repeat, or separate with
-    /// commas, for several.
+    /// commas, for several. Default: the configuration's admin.address
+    /// (an unspecified host as loopback), else 127.0.0.1:9143.
     #[arg(
         long = "server",
         short = 's',
         env = "IMAPMUX_ADMIN",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:9143"
+        value_delimiter = ','
     )]
     pub servers: Vec<String>,
     /// Every replica: a DNS name (HOST:PORT) whose addresses are the
     /// replicas' admin listeners, e.g. the chart's headless Service
-    /// `<release>-peers.<namespace>.svc:9143`. Replaces --server.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// `<release>-peers.<namespace>.svc:9143`. Replaces --server. Without
+    /// a value: the configuration's admin.push_peers_dns (the same
+    /// discovery as push fan-out).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "")]
     pub all: Option<String>,
-    /// File whose first line is the admin API token.
+    /// File whose first line is the admin API token. Default: the
+    /// configuration's admin.token_file.
     #[arg(long, env = "IMAPMUX_TOKEN_FILE")]
-    pub token_file: PathBuf,
+    pub token_file: Option<PathBuf>,
+    /// The configuration file that gives the defaults above (read only
+    /// when one of them is needed).
+    #[arg(
+        long,
+        short,
+        env = "IMAPMUX_CONFIG",
+        default_value = "/etc/imapmux/imapmux.toml"
+    )]
+    pub config: PathBuf,
     /// Print every replica's JSON answer instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -191,8 +203,89 @@ fn request_of(cmd: &CtlCommand) -> (Method, String, Option<Value>) {
     }
 }
 
+/// What `ctl` takes from the configuration file when the command line
+/// does not say: the token file, the replicas.
+struct Defaults {
+    token_file: PathBuf,
+    /// `--all` name, or the `--server` list.
+    all: Option<String>,
+    servers: Vec<String>,
+}
+
+/// The admin address as a client reaches it: an unspecified host
+/// (`0.0.0.0`, `[::]`) is the loopback address of its family.
+fn reachable(address: &str) -> String {
+    match address.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(ip, a.port()).to_string()
+        }
+        _ => address.to_string(),
+    }
+}
+
+fn defaults(args: &CtlArgs) -> anyhow::Result<Defaults> {
+    let need_config = args.token_file.is_none()
+        || args.all.as_deref() == Some("")
+        || (args.all.is_none() && args.servers.is_empty());
+    let cfg = if need_config {
+        match crate::config::Config::load(&args.config) {
+            Ok(c) => Some(c),
+            Err(e) if args.token_file.is_none() || args.all.as_deref() == Some("") => {
+                anyhow::bail!(
+                    "--config {}: {e} (give --token-file and --server or --all NAME:PORT instead)",
+                    args.config.display()
+                )
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let admin = cfg.as_ref().map(|c| &c.admin);
+    let token_file = match (
+        args.token_file.clone(),
+        admin.and_then(|a| a.token_file.clone()),
+    ) {
+        (Some(f), _) | (None, Some(f)) => f,
+        (None, None) => anyhow::bail!(
+            "no token: give --token-file, or set admin.token_file in {}",
+            args.config.display()
+        ),
+    };
+    let all = match args.all.as_deref() {
+        Some("") => Some(
+            admin
+                .and_then(|a| a.push_peers_dns.clone())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                "--all without a name needs admin.push_peers_dns in {}; give --all NAME:PORT",
+                args.config.display()
+            )
+                })?,
+        ),
+        other => other.map(String::from),
+    };
+    let servers = if !args.servers.is_empty() {
+        args.servers.clone()
+    } else if let Some(a) = admin.and_then(|a| a.address.as_deref()) {
+        vec![reachable(a)]
+    } else {
+        vec!["127.0.0.1:9143".to_string()]
+    };
+    Ok(Defaults {
+        token_file,
+        all,
+        servers,
+    })
+}
+
 /// The replicas to call: every address of `--all`, else `--server`s.
-async fn targets(args: &CtlArgs) -> anyhow::Result<Vec<String>> {
+async fn targets(args: &Defaults) -> anyhow::Result<Vec<String>> {
     if let Some(name) = &args.all {
         let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(name.as_str())
             .await
@@ -244,12 +337,13 @@ async fn call(
 
 /// Run `imapmux ctl`; the process's exit code.
 pub fn run(args: CtlArgs) -> anyhow::Result<bool> {
-    let token = super::tokens::read_token_file(&args.token_file)
-        .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", args.token_file.display()))?;
+    let d = defaults(&args)?;
+    let token = super::tokens::read_token_file(&d.token_file)
+        .map_err(|e| anyhow::anyhow!("token file {}: {e}", d.token_file.display()))?;
     anyhow::ensure!(
         !token.is_empty(),
-        "--token-file {}: the first line is empty",
-        args.token_file.display()
+        "token file {}: the first line is empty",
+        d.token_file.display()
     );
     let token = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
@@ -257,7 +351,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     let answers = rt.block_on(async {
-        let replicas = targets(&args).await?;
+        let replicas = targets(&d).await?;
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let req = std::sync::Arc::new(request_of(&args.command));
