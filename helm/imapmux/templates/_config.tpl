@@ -80,6 +80,9 @@ rise = {{ int64 $c.health.rise }}
 default_pool = {{ . | toJson }}
 {{- end }}
 lowercase_users = {{ $c.routing.lowercase_users }}
+{{- if $c.routing.stateVolume }}
+state_file = "/var/lib/imapmux/routing-state.json"
+{{- end }}
 
 [routing.users]
 {{- range $user, $backend := $c.routing.users }}
