@@ -75,9 +75,11 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Byt
 fn result_label(status: StatusCode) -> &'static str {
     match status {
         StatusCode::OK => "ok",
-        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
-            "bad_request"
-        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::NOT_FOUND
+        | StatusCode::METHOD_NOT_ALLOWED
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::REQUEST_TIMEOUT => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
         _ => "error",
@@ -538,4 +540,53 @@ pub struct WeightRequest {
 pub struct MoveRequest {
     pub user: String,
     pub to: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_scopes_and_methods() {
+        assert_eq!(
+            route("/api/v1/sessions"),
+            Some(("sessions", false, Method::GET))
+        );
+        assert_eq!(route("/api/v1/kick"), Some(("kick", true, Method::POST)));
+        assert_eq!(
+            route("/api/v1/backends/drain"),
+            Some(("drain", true, Method::POST))
+        );
+        assert_eq!(
+            route("/api/v1/cache"),
+            Some(("cache_stats", false, Method::GET))
+        );
+        assert_eq!(route("/api/v1/"), None);
+        assert_eq!(route("/api/v1/kick/"), None);
+        assert_eq!(route("/metrics"), None);
+        for (_, _, a) in ["sessions", "kick", "move", "cache/purge", "backends/weight"]
+            .iter()
+            .filter_map(|p| route(&format!("{PREFIX}{p}")))
+            .map(|(a, w, m)| (w, m, a))
+        {
+            assert!(crate::metrics::ops::ACTIONS.contains(&a), "{a}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_and_queries_bounded() {
+        assert!(non_empty("alice", "user").is_ok());
+        assert!(non_empty("", "user").is_err());
+        assert!(non_empty("a\r\nb", "user").is_err());
+        assert!(non_empty(&"x".repeat(2000), "user").is_err());
+        let q = parse_query("user=al%20ice&backend=b1&x=1");
+        assert_eq!(q[0], ("user".into(), "al ice".into()));
+        assert_eq!(parse_query(&"a=1&".repeat(100)).len(), 16);
+        assert!(parse::<MoveRequest>(br#"{"user":"a","to":"b","x":1}"#).is_err());
+        assert!(parse::<MoveRequest>(br#"{"user":"a","to":"b"}"#).is_ok());
+        assert_eq!(result_label(StatusCode::OK), "ok");
+        assert_eq!(result_label(StatusCode::UNAUTHORIZED), "unauthorized");
+        assert_eq!(result_label(StatusCode::PAYLOAD_TOO_LARGE), "bad_request");
+        assert_eq!(result_label(StatusCode::INTERNAL_SERVER_ERROR), "error");
+    }
 }
