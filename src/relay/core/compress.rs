@@ -105,6 +105,8 @@ impl RelaySession {
         self.deflate = DeflateState::On;
         let pending = std::mem::take(&mut self.client_in);
         self.process_backend(now);
+        // An operator's stop that waited for the switch goes out now.
+        self.try_soft_close(now);
         pending
     }
 

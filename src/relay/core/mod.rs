@@ -489,6 +489,7 @@ impl RelaySession {
             && self.held.is_none()
             && self.awaiting_plus.is_none()
             && !self.parking
+            && !self.deflate.pending()
     }
 
     fn try_soft_close(&mut self, now: Instant) {

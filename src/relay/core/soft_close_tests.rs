@@ -83,3 +83,20 @@ fn the_deadline_ends_a_session_that_never_reaches_a_safe_point() {
     assert_eq!(t.sent_to_client(), String::from_utf8_lossy(BYE));
     assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::Kicked)));
 }
+
+#[test]
+fn a_compress_switch_under_way_finishes_first() {
+    let mut c = cfg();
+    c.compress = Some(6);
+    let mut t = T::new(c);
+    t.client("d COMPRESS DEFLATE\r\n");
+    soft(&mut t, Duration::from_secs(30));
+    // Only the OK, uncompressed; the BYE waits for the switch.
+    assert_eq!(t.sent_to_client(), "d OK Begin compression.\r\n");
+    assert!(t.s.finished().is_none());
+    assert_eq!(t.s.deflate_due(), Some(6));
+    let now = t.now;
+    t.s.deflate_started(now);
+    assert_eq!(t.sent_to_client(), String::from_utf8_lossy(BYE));
+    assert_eq!(t.s.finished(), Some(&Finish::End(EndReason::Kicked)));
+}
