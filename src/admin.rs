@@ -6,6 +6,8 @@
 //! clients, and are forwarded to the other replicas unless a replica
 //! forwarded them ([`crate::multiplex::fanout`]). HTTP/1.1 only; request heads are bounded, and only `/push`
 //! reads a body (authenticated first, at most [`MAX_BODY`] bytes).
+//! With an operations token configured, `/api/v1/` is the operations API
+//! ([`crate::ops::api`]; bodies of at most 16 KiB, token checked first).
 //!
 //! Probes must always get an answer, so idle connections cannot lock the
 //! server: at most [`MAX_CONNECTIONS`] are open, and a new connection
@@ -128,6 +130,8 @@ pub struct AdminState {
     pub instance: InstanceId,
     /// Forwards pushes from Dovecot to the other replicas, when configured.
     pub fanout: Option<Arc<Fanout>>,
+    /// The operations API (`/api/v1/`), when a token is configured.
+    pub api: Option<Arc<crate::ops::api::Api>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -240,7 +244,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
     tracing::info!(address = ?local, "admin server listening");
     let conns = Arc::new(Mutex::new(Conns::default()));
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -269,7 +273,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
                 let (state, e) = (state.clone(), e.clone());
                 async move {
                     e.set_busy(true);
-                    let r = respond(&state, req).await;
+                    let r = match &state.api {
+                        Some(api) if req.uri().path().starts_with(crate::ops::api::PREFIX) => {
+                            api.respond(peer, req).await
+                        }
+                        // Without a token the API does not exist.
+                        None if req.uri().path().starts_with(crate::ops::api::PREFIX) => {
+                            text(StatusCode::NOT_FOUND, "not found\n")
+                        }
+                        _ => respond(&state, req).await,
+                    };
                     e.set_busy(false);
                     Ok::<_, Infallible>(r)
                 }

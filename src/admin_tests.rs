@@ -20,6 +20,7 @@ fn state() -> AdminState {
         wake: Arc::new(crate::multiplex::wake::NoWake),
         instance: crate::multiplex::fanout::InstanceId::fixed("0123456789abcdef"),
         fanout: None,
+        api: None,
     }
 }
 

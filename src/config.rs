@@ -261,6 +261,10 @@ pub struct RoutingConfig {
     pub users: BTreeMap<String, String>,
     /// Compare user names case-insensitively for routing and the static map.
     pub lowercase_users: bool,
+    /// Where the operator's runtime routing changes (drains, weights,
+    /// per-user overrides from `imapmux ctl`) are kept: read at start and
+    /// on reload, written on every change.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RoutingConfig {
@@ -269,6 +273,7 @@ impl Default for RoutingConfig {
             default_pool: None,
             users: BTreeMap::new(),
             lowercase_users: true,
+            state_file: None,
         }
     }
 }
@@ -587,6 +592,16 @@ impl Config {
                     format!("routing.users.{user}"),
                     format!("no backend is named {backend:?}"),
                     "use the name of a [[pool.backend]]",
+                ));
+            }
+        }
+        if let Some(f) = &self.routing.state_file {
+            let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+            if f.as_os_str().is_empty() || dir.is_some_and(|d| !d.is_dir()) {
+                return Err(invalid(
+                    "routing.state_file",
+                    format!("{}: its directory does not exist", f.display()),
+                    "give a path in a directory imapmux can write (e.g. a volume)",
                 ));
             }
         }

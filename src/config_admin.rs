@@ -27,6 +27,12 @@ pub struct AdminConfig {
     pub push_peers_dns: Option<String>,
     #[serde(deserialize_with = "de_duration")]
     pub push_peers_refresh: Duration,
+    /// File whose first line is the operations API token with the write
+    /// scope (`imapmux ctl`); without it (and `readonly_token_file`)
+    /// the API does not exist.
+    pub token_file: Option<PathBuf>,
+    /// File whose first line is a read-only operations API token.
+    pub readonly_token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -38,6 +44,8 @@ impl Default for AdminConfig {
             push_peers: Vec::new(),
             push_peers_dns: None,
             push_peers_refresh: Duration::from_secs(15),
+            token_file: None,
+            readonly_token_file: None,
         }
     }
 }
@@ -51,6 +59,8 @@ impl std::fmt::Debug for AdminConfig {
             .field("push_peers", &self.push_peers)
             .field("push_peers_dns", &self.push_peers_dns)
             .field("push_peers_refresh", &self.push_peers_refresh)
+            .field("token_file", &self.token_file)
+            .field("readonly_token_file", &self.readonly_token_file)
             .finish()
     }
 }
@@ -116,7 +126,68 @@ impl AdminConfig {
                 "set admin.address, or remove the push secret",
             ));
         }
+        self.validate_tokens()?;
         self.validate_peers()
+    }
+
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        for (key, f) in [
+            ("admin.token_file", &self.token_file),
+            ("admin.readonly_token_file", &self.readonly_token_file),
+        ] {
+            let Some(f) = f else { continue };
+            if f.as_os_str().is_empty() {
+                return Err(invalid(
+                    key,
+                    "the path is empty",
+                    "give the path of a file holding the token on its first line",
+                ));
+            }
+            if self.address.is_none() {
+                return Err(invalid(
+                    key,
+                    "the operations API is served by the admin server, but admin.address is not set",
+                    "set admin.address, or remove the key",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The operations API's tokens, read from their files (first line).
+    pub fn load_tokens(&self) -> Result<crate::ops::tokens::Tokens, ConfigError> {
+        let read =
+            |key: &'static str, f: &Option<PathBuf>| -> Result<Option<String>, ConfigError> {
+                let Some(f) = f else { return Ok(None) };
+                let t = crate::ops::tokens::read_token_file(f).map_err(|e| {
+                    invalid(
+                        key,
+                        format!("cannot read {}: {e}", f.display()),
+                        "make the file readable by imapmux",
+                    )
+                })?;
+                if t.len() < 16 {
+                    return Err(invalid(
+                    key,
+                    format!("the token in {} is shorter than 16 characters", f.display()),
+                    "put a long random string on its first line, e.g. from `openssl rand -hex 32`",
+                ));
+                }
+                Ok(Some(t))
+            };
+        let w = read("admin.token_file", &self.token_file)?;
+        let r = read("admin.readonly_token_file", &self.readonly_token_file)?;
+        if w.is_some() && w == r {
+            return Err(invalid(
+                "admin.readonly_token_file",
+                "the read-only token is the same as the write token",
+                "give each scope its own token",
+            ));
+        }
+        Ok(crate::ops::tokens::Tokens::new(
+            w.as_deref().map(str::as_bytes),
+            r.as_deref().map(str::as_bytes),
+        ))
     }
 
     fn validate_peers(&self) -> Result<(), ConfigError> {

@@ -342,3 +342,36 @@ fn protocol_listeners_and_backend_addresses() {
     ));
     assert!(e.contains("smtp") || e.contains("protocol"), "{e}");
 }
+
+#[test]
+fn operations_keys_name_the_key_and_the_fix() {
+    let e = err(&format!("{MINIMAL}[admin]\ntoken_file = \"/x\"\n"));
+    assert!(
+        e.contains("admin.token_file") && e.contains("admin.address"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}[admin]\naddress = \"127.0.0.1:9\"\nreadonly_token_file = \"\"\n"
+    ));
+    assert!(
+        e.contains("admin.readonly_token_file") && e.contains("path is empty"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}[routing]\nstate_file = \"/nonexistent/dir/s.json\"\n"
+    ));
+    assert!(e.contains("routing.state_file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let ok = format!(
+        "{MINIMAL}[routing]\nstate_file = {:?}\n[admin]\naddress = \"127.0.0.1:9\"\ntoken_file = \"/x\"\n",
+        dir.path().join("s.json")
+    );
+    let c = Config::parse(&ok, Path::new("t.toml")).unwrap();
+    assert_eq!(c.admin.token_file.as_deref(), Some(Path::new("/x")));
+    // The token file is read (and checked) when the API is built.
+    let e = c.admin.load_tokens().unwrap_err().to_string();
+    assert!(
+        e.contains("admin.token_file") && e.contains("cannot read"),
+        "{e}"
+    );
+}

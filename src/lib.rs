@@ -40,6 +40,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod multiplex;
+pub mod ops;
 pub mod pop3;
 pub mod relay;
 pub mod reload;

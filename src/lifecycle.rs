@@ -53,6 +53,10 @@ pub enum EndReason {
     TlsHandshakeTimeout,
     /// An implicit-TLS listener without a TLS configuration.
     NoTlsConfig,
+    /// The operator ended the user's sessions (`imapmux ctl kick`, `move`).
+    Kicked,
+    /// The operator drained the session's backend (`imapmux ctl backend drain`).
+    Drained,
 }
 
 impl EndReason {
@@ -73,6 +77,8 @@ impl EndReason {
         EndReason::TlsHandshakeFailed,
         EndReason::TlsHandshakeTimeout,
         EndReason::NoTlsConfig,
+        EndReason::Kicked,
+        EndReason::Drained,
     ];
 
     /// The metric label and log word.
@@ -93,6 +99,8 @@ impl EndReason {
             EndReason::TlsHandshakeFailed => "tls_handshake_failed",
             EndReason::TlsHandshakeTimeout => "tls_handshake_timeout",
             EndReason::NoTlsConfig => "no_tls_config",
+            EndReason::Kicked => "kicked",
+            EndReason::Drained => "drained",
         }
     }
 }
@@ -100,6 +108,78 @@ impl EndReason {
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An operator's request that a session end (`imapmux ctl kick`, `move`,
+/// `backend drain`): `* BYE` at a safe point (nothing in flight but IDLE,
+/// the client between two commands, never inside an APPEND), and at the
+/// latest after `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    pub reason: EndReason,
+    pub within: std::time::Duration,
+}
+
+impl Stop {
+    /// The `* BYE` line the client gets.
+    pub fn bye(&self) -> &'static [u8] {
+        match self.reason {
+            EndReason::Drained => b"* BYE [UNAVAILABLE] Server maintenance; please reconnect.\r\n",
+            _ => b"* BYE [UNAVAILABLE] Session ended by the administrator.\r\n",
+        }
+    }
+}
+
+/// Where a session learns that the operator wants it to end: set once
+/// (the first request wins), read without a lock on every relay turn,
+/// waited for by one task at a time.
+#[derive(Debug, Default)]
+pub struct StopSignal {
+    /// Set once `stop` holds a request.
+    stopping: std::sync::atomic::AtomicBool,
+    stop: std::sync::Mutex<Option<Stop>>,
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    /// Ask the session to end (the first request wins).
+    pub fn stop(&self, s: Stop) {
+        let mut cur = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.is_none() {
+            *cur = Some(s);
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+            drop(cur);
+            self.notify.notify_one();
+        }
+    }
+
+    /// The request to end, if one was made.
+    pub fn requested(&self) -> Option<Stop> {
+        if !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until the session is asked to end. Cancel-safe; one waiter.
+    pub async fn stopped(&self) -> Stop {
+        loop {
+            let n = self.notify.notified();
+            if let Some(s) = self.requested() {
+                return s;
+            }
+            n.await;
+        }
+    }
+
+    /// [`StopSignal::stopped`] of `signal`, or never without one.
+    pub async fn of(signal: Option<&StopSignal>) -> Stop {
+        match signal {
+            Some(s) => s.stopped().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -42,6 +42,9 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Operations: list and steer live sessions and backends through the
+    /// admin API (`[admin] token_file`), on one replica or all of them.
+    Ctl(imapmux::ops::ctl::CtlArgs),
     /// Hash a password for a passwd-file: reads it from stdin (one line;
     /// asks twice, without echo, on a terminal) and prints `{SCHEME}hash`.
     HashPassword {
@@ -65,6 +68,14 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => match imapmux::ops::ctl::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::HashPassword { scheme } => {
             let hashed = read_password().and_then(|pw| Ok(password::hash(scheme, &pw)?));
             match hashed {
@@ -126,7 +137,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     for w in cfg.warnings() {
         eprintln!("warning: {w}");
     }
-    imapmux::server::build_parts(&cfg)?;
+    let routes = imapmux::ops::routes::RouteState::open(cfg.routing.state_file.as_deref())?;
+    imapmux::server::build_parts(&cfg, &std::sync::Arc::new(routes))?;
+    cfg.admin.load_tokens()?;
     cfg.admin.load_push_secret()?;
     imapmux::auth::build(&cfg.auth, None).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     Ok(())

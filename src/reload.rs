@@ -75,7 +75,11 @@ fn listener_key(cfg: &Config) -> Vec<ListenerKey> {
 /// lives across reloads (metrics, cache, auth, shutdown signal).
 pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>)> {
     let cfg = Config::load(path)?;
-    let (router, tls) = crate::server::build_parts(&cfg)?;
+    // The operator's routing changes live on; the state file (which
+    // another replica or the operator may have changed) is read again.
+    let routes = old.router.state().clone();
+    routes.set_file(cfg.routing.state_file.as_deref())?;
+    let (router, tls) = crate::server::build_parts(&cfg, &routes)?;
     if listener_key(&cfg) != listener_key(&old.config) {
         tracing::warn!(
             "listener changes (address, mode, protocol, PROXY protocol) take effect after a restart"
@@ -112,6 +116,7 @@ pub fn build(path: &Path, old: &Context) -> anyhow::Result<(Context, Arc<Router>
         cache: old.cache.clone(),
         close_now: old.close_now.clone(),
         mux: old.mux.clone(),
+        ops: old.ops.clone(),
     };
     Ok((ctx, router))
 }

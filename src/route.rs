@@ -98,6 +98,8 @@ pub enum RouteError {
     BackendDown(String),
     #[error("no healthy backend in pool {0}")]
     NoHealthyBackend(String),
+    #[error("backend {0} is drained and its pool has failover off")]
+    BackendDrained(String),
 }
 
 #[derive(Debug, Error)]
@@ -116,6 +118,9 @@ pub struct Router {
     /// user → (pool index, backend index)
     users: HashMap<String, (usize, usize)>,
     lowercase: bool,
+    /// The operator's runtime changes (drains, weights, moved users),
+    /// shared across reloads.
+    state: Arc<crate::ops::routes::RouteState>,
 }
 
 impl Router {
@@ -195,7 +200,67 @@ impl Router {
             default_pool,
             users,
             lowercase,
+            state: Default::default(),
         })
+    }
+
+    /// Use the operator's runtime routing state (kept across reloads).
+    pub fn with_state(mut self, state: Arc<crate::ops::routes::RouteState>) -> Router {
+        self.state = state;
+        self
+    }
+
+    pub fn state(&self) -> &Arc<crate::ops::routes::RouteState> {
+        &self.state
+    }
+
+    /// Are user names compared case-insensitively (`routing.lowercase_users`)?
+    pub fn folds_case(&self) -> bool {
+        self.lowercase
+    }
+
+    /// The routing key of a user name (lowercased when configured).
+    pub fn user_key(&self, user: &str) -> String {
+        if self.lowercase {
+            user.to_lowercase()
+        } else {
+            user.to_string()
+        }
+    }
+
+    /// Is this backend drained by the operator (no new logins)?
+    pub fn is_drained(&self, backend: &str) -> bool {
+        self.state.is_drained(backend)
+    }
+
+    /// The backend's weight: the operator's, else the configured one.
+    pub fn weight(&self, b: &Backend) -> u32 {
+        self.state.weight(&b.name).unwrap_or(b.cfg.weight)
+    }
+
+    /// Where a backend is: (pool index, backend index).
+    fn index_of(&self, name: &str) -> Option<(usize, usize)> {
+        self.pools.iter().enumerate().find_map(|(i, p)| {
+            p.backends
+                .iter()
+                .position(|b| b.name == name)
+                .map(|j| (i, j))
+        })
+    }
+
+    /// The user's operator override, when it names a configured backend.
+    pub fn override_for(&self, user: &str) -> Option<Arc<Backend>> {
+        let name = self.state.user(&self.user_key(user))?;
+        let (i, j) = self.index_of(&name)?;
+        self.pools.get(i)?.backends.get(j).cloned()
+    }
+
+    /// Whether sessions of the pool of `backend` may move to another
+    /// backend (failover on).
+    pub fn failover_of(&self, backend: &str) -> bool {
+        self.index_of(backend)
+            .and_then(|(i, _)| self.pools.get(i))
+            .is_some_and(|p| p.failover)
     }
 
     /// A backend by name (an auth source may assign users to backends),
@@ -253,19 +318,16 @@ impl Router {
     /// only the user's own backend (an error if it is down); with failover on
     /// it is the healthy backends of the pool in the user's hash order.
     pub fn candidates(&self, user: &str) -> Result<Vec<Arc<Backend>>, RouteError> {
-        let key = if self.lowercase {
-            user.to_lowercase()
-        } else {
-            user.to_string()
-        };
-        let (pool, primary) = match self.users.get(&key) {
-            Some(&(p, b)) => (&self.pools[p], Some(&self.pools[p].backends[b])),
+        let key = self.user_key(user);
+        let over = self.state.user(&key).and_then(|name| self.index_of(&name));
+        let (pool, primary) = match over.or_else(|| self.users.get(&key).copied()) {
+            Some((p, b)) => (&self.pools[p], Some(&self.pools[p].backends[b])),
             None => (&self.pools[self.default_pool], None),
         };
         let mut order: Vec<&Arc<Backend>> = pool.backends.iter().collect();
         order.sort_by(|a, b| {
-            score(&key, &b.name, b.cfg.weight)
-                .partial_cmp(&score(&key, &a.name, a.cfg.weight))
+            score(&key, &b.name, self.weight(b))
+                .partial_cmp(&score(&key, &a.name, self.weight(a)))
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then_with(|| a.name.cmp(&b.name))
         });
@@ -278,13 +340,19 @@ impl Router {
             let Some(first) = order.first().copied() else {
                 return Err(RouteError::NoHealthyBackend(pool.name.clone()));
             };
-            return if first.is_up() {
+            return if self.is_drained(&first.name) {
+                Err(RouteError::BackendDrained(first.name.clone()))
+            } else if first.is_up() {
                 Ok(vec![first.clone()])
             } else {
                 Err(RouteError::BackendDown(first.name.clone()))
             };
         }
-        let healthy: Vec<Arc<Backend>> = order.into_iter().filter(|b| b.is_up()).cloned().collect();
+        let healthy: Vec<Arc<Backend>> = order
+            .into_iter()
+            .filter(|b| b.is_up() && !self.is_drained(&b.name))
+            .cloned()
+            .collect();
         if healthy.is_empty() {
             return Err(RouteError::NoHealthyBackend(pool.name.clone()));
         }
@@ -460,6 +528,56 @@ mod tests {
         .unwrap();
         assert_eq!(pick(&r, "alice"), "b2");
         assert_eq!(pick(&r, "ALICE"), "b2");
+    }
+
+    #[test]
+    fn operator_drain_weight_and_override() {
+        let state = Arc::new(crate::ops::routes::RouteState::default());
+        let on = Router::from_config(&config(&[("b1", 1), ("b2", 1), ("b3", 1)], true, ""))
+            .unwrap()
+            .with_state(state.clone());
+        let off = Router::from_config(&config(&[("b1", 1), ("b2", 1), ("b3", 1)], false, ""))
+            .unwrap()
+            .with_state(state.clone());
+        let user = "someone";
+        let home = pick(&on, user);
+        state
+            .update(|o| {
+                o.drained.insert(home.clone());
+            })
+            .unwrap();
+        assert_ne!(
+            pick(&on, user),
+            home,
+            "a drained backend takes no new logins"
+        );
+        assert!(on.candidates(user).unwrap().iter().all(|b| b.name != home));
+        assert_eq!(
+            off.candidates(user).unwrap_err(),
+            RouteError::BackendDrained(home.clone())
+        );
+        state.update(|o| o.drained.clear()).unwrap();
+        assert_eq!(pick(&on, user), home);
+        // A per-user override wins over hashing (and is case-folded).
+        let other = if home == "b1" { "b2" } else { "b1" };
+        state
+            .update(|o| {
+                o.users.insert(user.into(), other.into());
+            })
+            .unwrap();
+        assert_eq!(pick(&on, "SomeOne"), other);
+        assert_eq!(pick(&off, user), other);
+        assert_eq!(on.override_for(user).unwrap().name, other);
+        // Weight 0 puts a backend last for everyone.
+        state.update(|o| o.users.clear()).unwrap();
+        state
+            .update(|o| {
+                o.weights.insert(home.clone(), 0);
+            })
+            .unwrap();
+        for i in 0..200 {
+            assert_ne!(pick(&on, &format!("u{i}")), home);
+        }
     }
 
     #[test]

@@ -23,8 +23,13 @@ use crate::session::conn::Context;
 /// startup, on reload and by `check-config`.
 pub fn build_parts(
     cfg: &Config,
+    routes: &Arc<crate::ops::routes::RouteState>,
 ) -> anyhow::Result<(Arc<Router>, Option<tokio_rustls::TlsAcceptor>)> {
-    let router = Arc::new(Router::from_config(cfg).context("building backend pools")?);
+    let router = Arc::new(
+        Router::from_config(cfg)
+            .context("building backend pools")?
+            .with_state(routes.clone()),
+    );
     let needs_tls = cfg
         .listeners
         .iter()
@@ -69,7 +74,12 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let cfg = Arc::new(cfg);
-    let (router, tls) = build_parts(&cfg)?;
+    let routes = Arc::new(crate::ops::routes::RouteState::open(
+        cfg.routing.state_file.as_deref(),
+    )?);
+    let ops = Arc::new(crate::ops::Ops::new(routes.clone()));
+    let tokens = cfg.admin.load_tokens()?;
+    let (router, tls) = build_parts(&cfg, &routes)?;
     let metrics = Arc::new(Metrics::new()?);
     metrics.set_max_connections(cfg.server.max_connections);
     metrics.attach_router(router.clone())?;
@@ -138,6 +148,7 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
             pool: pool.clone(),
             watch: watch.clone(),
         },
+        ops: ops.clone(),
     }));
     let mut health_stop = start_health(&router, &cfg, &metrics, &stop_rx);
     let reload_task = {
@@ -190,6 +201,19 @@ pub async fn run(cfg: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
                 Some(w) => w.clone() as Arc<dyn crate::multiplex::wake::WakeSink>,
                 None => Arc::new(crate::multiplex::wake::NoWake),
             },
+            api: tokens.enabled().then(|| {
+                let api = Arc::new(crate::ops::api::Api {
+                    tokens: tokens.clone(),
+                    ctx: ctx.clone(),
+                    ops: ops.clone(),
+                    instance: std::env::var("HOSTNAME")
+                        .ok()
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| instance.as_str().to_string()),
+                });
+                api.update_gauges();
+                api
+            }),
             instance,
             fanout,
         });

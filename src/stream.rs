@@ -32,6 +32,15 @@ impl ClientStream {
         matches!(self, ClientStream::Deflate(_))
     }
 
+    /// The negotiated TLS version, on a TLS stream.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(s) => s.get_ref().1.protocol_version(),
+            ClientStream::Deflate(d) => d.get_ref().tls_version(),
+        }
+    }
+
     /// The same stream with COMPRESS=DEFLATE on it from now on; `pending`:
     /// compressed bytes already read from it. (Already compressed: as is.)
     pub fn start_deflate(self, pending: BytesMut, level: u32) -> ClientStream {

@@ -27,6 +27,8 @@ use std::time::Duration;
 use moka::sync::Cache;
 use ring::digest;
 
+use std::sync::Arc;
+
 use super::config::AuthCacheConfig;
 use super::Verdict;
 use crate::identity::Credentials;
@@ -69,8 +71,10 @@ pub struct ClientScope {
 
 pub struct AuthCache {
     salt: [u8; 32],
-    positive: Cache<Key, Verdict>,
-    negative: Cache<Key, Verdict>,
+    /// Verdicts, with the (lowercased) user name they are for, so that
+    /// one user's entries can be dropped ([`AuthCache::forget_user`]).
+    positive: Cache<Key, (Arc<str>, Verdict)>,
+    negative: Cache<Key, (Arc<str>, Verdict)>,
 }
 
 impl AuthCache {
@@ -80,6 +84,7 @@ impl AuthCache {
             Cache::builder()
                 .max_capacity(cfg.max_entries)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
+                .support_invalidation_closures()
                 .build()
         };
         AuthCache {
@@ -114,16 +119,31 @@ impl AuthCache {
     }
 
     pub fn get(&self, k: &Key) -> Option<Verdict> {
-        self.positive.get(k).or_else(|| self.negative.get(k))
+        self.positive
+            .get(k)
+            .or_else(|| self.negative.get(k))
+            .map(|(_, v)| v)
     }
 
-    pub fn put(&self, k: Key, v: &Verdict) {
+    /// Cache the verdict `v` on credentials of `user`.
+    pub fn put(&self, k: Key, user: &str, v: &Verdict) {
+        let user: Arc<str> = user.to_lowercase().into();
         match v {
             Verdict::Accept(_) => {
                 self.negative.invalidate(&k);
-                self.positive.insert(k, v.clone());
+                self.positive.insert(k, (user, v.clone()));
             }
-            Verdict::Reject { .. } => self.negative.insert(k, v.clone()),
+            Verdict::Reject { .. } => self.negative.insert(k, (user, v.clone())),
+        }
+    }
+
+    /// Forget every verdict on `user`'s credentials (compared
+    /// case-insensitively): the operator kicked or moved the user.
+    pub fn forget_user(&self, user: &str) {
+        let u: Arc<str> = user.to_lowercase().into();
+        for c in [&self.positive, &self.negative] {
+            let u = u.clone();
+            let _ = c.invalidate_entries_if(move |_, (who, _)| *who == u);
         }
     }
 
@@ -205,11 +225,19 @@ mod tests {
             wait: None,
             code: None,
         };
-        c.put(k, &no);
+        c.put(k, "u", &no);
         assert_eq!(c.get(&k), Some(no));
         let yes = Verdict::Accept(Grant::default());
-        c.put(k, &yes);
-        assert_eq!(c.get(&k), Some(yes));
+        c.put(k, "u", &yes);
+        assert_eq!(c.get(&k), Some(yes.clone()));
+        // Forgetting another user keeps it; forgetting this one drops it.
+        c.forget_user("someone-else");
+        c.positive.run_pending_tasks();
+        assert_eq!(c.get(&k), Some(yes.clone()));
+        c.forget_user("U");
+        c.positive.run_pending_tasks();
+        assert_eq!(c.get(&k), None);
+        c.put(k, "u", &yes);
         c.clear();
         assert_eq!(c.get(&k), None);
     }

@@ -53,6 +53,12 @@ pub fn granted(c: &Credentials, g: super::Grant) -> AuthDecision {
 
 #[async_trait]
 impl Authenticator for Directory {
+    fn forget_user(&self, user: &str) {
+        if let Some(c) = &self.cache {
+            c.forget_user(user);
+        }
+    }
+
     async fn authenticate(&self, req: Request<'_>) -> AuthDecision {
         let c = req.credentials;
         if c.mechanism.is_oauth() {
@@ -104,7 +110,7 @@ impl Authenticator for Directory {
                 match self.source.check(req).await {
                     Ok(v) => {
                         if let Some((cache, k)) = &key {
-                            cache.put(*k, &v);
+                            cache.put(*k, &c.user, &v);
                         }
                         self.count(
                             if matches!(v, Verdict::Accept(_)) {

@@ -49,6 +49,10 @@ pub enum AuthDecision {
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, req: Request<'_>) -> AuthDecision;
+
+    /// Forget what is cached about `user`'s credentials (the operator
+    /// kicked or moved the user). Sources without a cache do nothing.
+    fn forget_user(&self, _user: &str) {}
 }
 
 /// Log in to the backend with the client's own credentials.

@@ -234,6 +234,16 @@ impl FetchCache {
             .invalidate_entries_if(move |k, _| k.mailbox.same_mailbox(&b, &u, &m));
     }
 
+    /// Drop every entry of `user` (all backends and mailboxes); `same`
+    /// compares user names the way routing does.
+    pub fn invalidate_user(&self, user: &str, same: fn(&str, &str) -> bool) {
+        self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        let u = user.to_string();
+        let _ = self
+            .inner
+            .invalidate_entries_if(move |k, _| same(&k.mailbox.user, &u));
+    }
+
     /// Entries held (approximate, as moka reports it).
     pub fn entries(&self) -> u64 {
         self.inner.entry_count()

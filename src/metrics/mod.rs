@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod command;
 pub mod doveadm;
+pub mod ops;
 pub mod park;
 pub mod pool;
 pub mod protocol;
@@ -161,6 +162,7 @@ pub struct Metrics {
     pub push: push::PushMetrics,
     pub doveadm: doveadm::DoveadmMetrics,
     pub protocol: protocol::ProtocolMetrics,
+    pub ops: ops::OpsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -370,6 +372,7 @@ impl Metrics {
             push: push::PushMetrics::new(&r)?,
             doveadm: doveadm::DoveadmMetrics::new(&r)?,
             protocol: protocol::ProtocolMetrics::new(&r)?,
+            ops: ops::OpsMetrics::new(&r)?,
             registry: r,
             live_bytes,
             router: arc_swap::ArcSwapOption::empty(),

@@ -43,6 +43,9 @@ pub enum Outcome {
         selected: Box<SelectedMailbox>,
         /// What the client had enabled (enabled again on `backend`).
         enabled: Enabled,
+        /// The backend it re-attached to (another one of its pool when
+        /// the operator drained the old one).
+        on: Arc<Backend>,
     },
     /// The session is over.
     Ended(EndReason),
@@ -62,6 +65,10 @@ pub struct Parking<'a> {
     pub reuse: Option<(String, CredKey)>,
     pub user: String,
     pub counters: &'a Counters,
+    /// Where the session may re-attach (the operator's drains and moves).
+    pub router: &'a crate::route::Router,
+    /// The operator's request to end the session, when one can come.
+    pub stop: Option<&'a crate::lifecycle::StopSignal>,
 }
 
 /// Untagged lines the backend sent while imapmux asked its own questions:
@@ -208,14 +215,14 @@ impl Parking<'_> {
 
     /// A logged-in backend connection for this user: a pooled one, or a
     /// new login with the retained credentials.
-    async fn attach(&self) -> Option<LoggedIn> {
+    async fn attach(&self, target: &Arc<Backend>) -> Option<LoggedIn> {
         let t = &self.config.timeouts;
         if let Some(li) = self
             .mux
             .take_pooled(
                 self.metrics,
                 t.backend_response,
-                &self.backend.name,
+                &target.name,
                 self.reuse.as_ref(),
             )
             .await
@@ -223,9 +230,9 @@ impl Parking<'_> {
             return Some(li);
         }
         let m = self.metrics;
-        let name = &self.backend.name;
+        let name = &target.name;
         let t0 = Instant::now();
-        let c = match backend::connect(&self.backend, t.backend_connect, t.backend_response).await {
+        let c = match backend::connect(target, t.backend_connect, t.backend_response).await {
             Ok(c) => c,
             Err(e) => {
                 m.backend_error(name, "connect", e.kind());
@@ -233,7 +240,7 @@ impl Parking<'_> {
             }
         };
         m.backend_connected(name, t0.elapsed().as_secs_f64());
-        let info = self.backend.cfg.trusted.then_some(self.client_info);
+        let info = target.cfg.trusted.then_some(self.client_info);
         let t0 = Instant::now();
         match c.login(&self.creds, info).await {
             Ok(LoginOutcome::Ok(li)) => {
@@ -377,6 +384,28 @@ impl Parking<'_> {
         }
     }
 
+    /// Where to re-attach: the backend the session parked from, unless the
+    /// operator drained it and its pool has failover on (then the user's
+    /// best backend now), or moved the user elsewhere.
+    fn target(&self) -> Arc<Backend> {
+        let router = self.router;
+        if let Some(b) = router.override_for(&self.user) {
+            if !router.is_drained(&b.name) {
+                return b;
+            }
+        }
+        if router.is_drained(&self.backend.name) && router.failover_of(&self.backend.name) {
+            if let Some(b) = router
+                .candidates(&self.user)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+            {
+                return b;
+            }
+        }
+        self.backend.clone()
+    }
+
     /// Drive a parked session until it finishes: client input, watcher
     /// changes and snapshots, time, shutdown. What it queued for the client
     /// is written before it returns.
@@ -388,6 +417,10 @@ impl Parking<'_> {
         mut changes: tokio::sync::watch::Receiver<u64>,
     ) -> Result<(ClientStream, Box<ParkedSession>), EndReason> {
         let mut close_now = self.close_now.clone();
+        let mut stopping = false;
+        // Made once: the wait stays registered across turns.
+        let stop = crate::lifecycle::StopSignal::of(self.stop);
+        tokio::pin!(stop);
         let mut buf = BytesMut::new();
         let mut watching = true;
         let mut idling = s.idling();
@@ -443,6 +476,10 @@ impl Parking<'_> {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => s.handle_timeout(Instant::now()),
                 _ = close_now.changed() => s.shutdown(),
+                st = &mut stop, if !stopping => {
+                    stopping = true;
+                    s.end_with(st.bye(), st.reason);
+                }
             }
         }
     }
@@ -461,7 +498,11 @@ impl Parking<'_> {
         let fail = |why: &'static str| {
             tracing::warn!(session = %self.client_info.session_id, stage = why, "could not resume a parked session");
         };
-        let Some(mut li) = self.attach().await else {
+        let target = self.target();
+        if !Arc::ptr_eq(&target, &self.backend) {
+            tracing::info!(session = %self.client_info.session_id, from = %self.backend.name, to = %target.name, "parked session re-attaches to another backend");
+        }
+        let Some(mut li) = self.attach(&target).await else {
             fail("login");
             let _ = self
                 .send(
@@ -532,6 +573,7 @@ impl Parking<'_> {
                 select_reply,
             }),
             enabled: next.enabled,
+            on: target,
         }
     }
 }

@@ -237,6 +237,15 @@ impl ParkedSession {
         }
     }
 
+    /// The operator ended the session: `bye`, then the end (a parked
+    /// client is always between commands).
+    pub fn end_with(&mut self, bye: &'static [u8], reason: EndReason) {
+        if self.finish.is_none() {
+            self.out.extend_from_slice(bye);
+            self.finish = Some(ParkedFinish::End(reason));
+        }
+    }
+
     pub fn shutdown(&mut self) {
         if self.finish.is_none() {
             self.out

@@ -212,6 +212,37 @@ impl BackendPool {
         Some(p.conn)
     }
 
+    /// Every pooled connection: backend, user, and how long it has been idle.
+    pub fn list(&self, now: Instant) -> Vec<(String, String, Duration)> {
+        let slots = lock(&self.slots);
+        let mut out = Vec::new();
+        for (slot, list) in slots.iter() {
+            for p in list {
+                out.push((
+                    slot.backend.clone(),
+                    slot.user.clone(),
+                    now.saturating_duration_since(p.since),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Remove the connections of the (backend, user) slots `pick` names
+    /// (to be logged out).
+    pub fn remove_where(&self, pick: impl Fn(&str, &str) -> bool) -> Vec<LoggedIn> {
+        let mut out = Vec::new();
+        lock(&self.slots).retain(|slot, list| {
+            if pick(&slot.backend, &slot.user) {
+                out.extend(std::mem::take(list).into_iter().map(|p| p.conn));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+
     /// Remove the connections idle for too long (to be logged out).
     pub fn expire(&self, now: Instant) -> Vec<LoggedIn> {
         let mut out = Vec::new();

@@ -85,6 +85,8 @@ enum Turn {
     Backend(std::io::Result<Written>),
     Deadline,
     Shutdown,
+    /// The operator asked the session to end.
+    Stop(crate::lifecycle::Stop),
 }
 
 /// Relay between `client` and `backend` until the core finishes. The
@@ -96,6 +98,7 @@ pub async fn relay<C, B>(
     counters: &Counters,
     hooks: Vec<Box<dyn Hook>>,
     mut shutdown: watch::Receiver<bool>,
+    stop: Option<&crate::lifecycle::StopSignal>,
 ) -> RelayOutcome<C, B>
 where
     C: AsyncRead + AsyncWrite + Unpin + crate::stream::Compressible,
@@ -111,6 +114,10 @@ where
     if shutting {
         s.shutdown(Instant::now());
     }
+    let mut stopping = false;
+    // Made once: the wait stays registered across turns.
+    let stop = crate::lifecycle::StopSignal::of(stop);
+    tokio::pin!(stop);
     // One timer for the session. It is moved only when the core's deadline
     // comes earlier than the armed one: the idle deadline moves later with
     // every client read, and each reset takes the runtime's timer-wheel
@@ -168,6 +175,7 @@ where
                 Ok(()) if !*shutdown.borrow() => continue,
                 _ => Turn::Shutdown,
             },
+            st = &mut stop, if !stopping => Turn::Stop(st),
         };
         let now = Instant::now();
         match turn {
@@ -212,6 +220,10 @@ where
             Turn::Shutdown => {
                 shutting = true;
                 s.shutdown(now);
+            }
+            Turn::Stop(st) => {
+                stopping = true;
+                s.close_softly(st.bye(), st.reason, now + st.within, now);
             }
         }
     }

@@ -162,8 +162,18 @@ async fn login_unguarded(
     };
     // Route, cache and pool by whose mailbox it is, not by who typed it.
     let owner = mailbox_owner(&user_creds).to_string();
+    // The operator's per-user override (`imapmux ctl move`) wins over
+    // the directory's answer; a drained backend the directory names is
+    // replaced by routing (which refuses it when failover is off).
+    let hint = hint.filter(|_| ctx.router.override_for(&owner).is_none());
     let candidates = match &hint {
         Some(spec) => match ctx.router.backend_for(spec) {
+            Some(b) if ctx.router.is_drained(&b.name) => {
+                ctx.router.candidates(&owner).unwrap_or_else(|e| {
+                    tracing::warn!(target: LOG_TARGET, session = %client.session_id, error = %e, "no backend for login");
+                    Vec::new()
+                })
+            }
             Some(b) if b.is_up() => vec![b],
             Some(b) => {
                 tracing::warn!(target: LOG_TARGET, session = %client.session_id, backend = %b.name, "the directory's backend for this user is down");

@@ -362,6 +362,10 @@ pub struct ProxyConfig {
     pub self_signed: bool,
     pub listeners: Vec<ListenerCfg>,
     pub admin: Option<String>,
+    /// Further (key, raw TOML value) lines under `[admin]` (with `admin`).
+    pub admin_keys: Vec<(String, String)>,
+    /// Further (key, raw TOML value) lines under `[routing]`.
+    pub routing_keys: Vec<(String, String)>,
     /// interval, timeout, fall, rise
     pub health: Option<(String, String, u32, u32)>,
     pub default_pool: String,
@@ -393,6 +397,8 @@ impl Default for ProxyConfig {
             self_signed: true,
             listeners: Vec::new(),
             admin: None,
+            admin_keys: Vec::new(),
+            routing_keys: Vec::new(),
             health: Some(("1s".into(), "2s".into(), 1, 1)),
             default_pool: "default".into(),
             user_routes: Vec::new(),
@@ -461,6 +467,16 @@ impl ProxyConfig {
             Some(kv) => kv.1 = value.into(),
             None => self.timeouts.push((key.into(), value.into())),
         }
+        self
+    }
+    /// A `key = value` line (raw TOML value) under `[admin]`.
+    pub fn admin_key(mut self, key: &str, value: &str) -> Self {
+        self.admin_keys.push((key.into(), value.into()));
+        self
+    }
+    /// A `key = value` line (raw TOML value) under `[routing]`.
+    pub fn routing_key(mut self, key: &str, value: &str) -> Self {
+        self.routing_keys.push((key.into(), value.into()));
         self
     }
     pub fn admin(mut self, address: &str) -> Self {
@@ -538,6 +554,9 @@ impl ProxyConfig {
         }
         if let Some(a) = &self.admin {
             let _ = writeln!(w, "\n[admin]\naddress = {}", toml_str(a));
+            for (k, v) in &self.admin_keys {
+                let _ = writeln!(w, "{k} = {v}");
+            }
         }
         if let Some((interval, timeout, fall, rise)) = &self.health {
             let _ = writeln!(
@@ -549,6 +568,9 @@ impl ProxyConfig {
         }
         let _ = writeln!(w, "\n[routing]");
         let _ = writeln!(w, "default_pool = {}", toml_str(&self.default_pool));
+        for (k, v) in &self.routing_keys {
+            let _ = writeln!(w, "{k} = {v}");
+        }
         if !self.user_routes.is_empty() {
             let _ = writeln!(w, "\n[routing.users]");
             for (u, b) in &self.user_routes {

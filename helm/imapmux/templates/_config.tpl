@@ -66,6 +66,13 @@ address = {{ include "imapmux.bind" (dict "root" $ "port" $c.admin.port) | toJso
 push_secret_file = "/etc/imapmux/admin/push-secret"
 {{- end }}
 {{- end }}
+{{- if $c.admin.tokenSecret.name }}
+# Operations API token from the Secret {{ $c.admin.tokenSecret.name }}.
+token_file = "/etc/imapmux/admin/token"
+{{- end }}
+{{- if $c.admin.readonlyTokenSecret.name }}
+readonly_token_file = "/etc/imapmux/admin/readonly-token"
+{{- end }}
 {{- if include "imapmux.pushFanout" $ }}
 # Push fan-out: every ready pod of the release, from the headless Service.
 push_peers_dns = {{ printf "%s.%s.svc:%d" (include "imapmux.peersServiceName" $) $.Release.Namespace (int $c.admin.port) | toJson }}
@@ -83,6 +90,9 @@ rise = {{ int64 $c.health.rise }}
 default_pool = {{ . | toJson }}
 {{- end }}
 lowercase_users = {{ $c.routing.lowercase_users }}
+{{- if $c.routing.stateVolume }}
+state_file = "/var/lib/imapmux/routing-state.json"
+{{- end }}
 
 [routing.users]
 {{- range $user, $backend := $c.routing.users }}

@@ -67,6 +67,16 @@ be more than one pod (replicaCount > 1 or autoscaling).
 {{- if and $a.pushSecret.name $a.pushFanout.enabled (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}true{{ end }}
 {{- end }}
 
+{{/*
+True ("true") when the headless Service of the pods' admin ports exists:
+push fan-out, or the operations API with more than one pod (imapmux ctl
+--all).
+*/}}
+{{- define "imapmux.peersService" -}}
+{{- $a := .Values.config.admin }}
+{{- if or (include "imapmux.pushFanout" .) (and $a.tokenSecret.name (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1))) }}true{{ end }}
+{{- end }}
+
 {{/* The headless Service of the pods' admin ports (push fan-out peers). */}}
 {{- define "imapmux.peersServiceName" -}}
 {{- printf "%s-peers" (include "imapmux.fullname" . | trunc 57 | trimSuffix "-") }}
@@ -98,6 +108,16 @@ they do).
 {{- with .Values.config.admin.pushSecret }}
 {{- if .name }}
 {{- $files = append $files (dict "secret" .name "key" (.key | default "secret") "path" "admin/push-secret") }}
+{{- end }}
+{{- end }}
+{{- with .Values.config.admin.tokenSecret }}
+{{- if .name }}
+{{- $files = append $files (dict "secret" .name "key" (.key | default "token") "path" "admin/token") }}
+{{- end }}
+{{- end }}
+{{- with .Values.config.admin.readonlyTokenSecret }}
+{{- if .name }}
+{{- $files = append $files (dict "secret" .name "key" (.key | default "token") "path" "admin/readonly-token") }}
 {{- end }}
 {{- end }}
 {{- range $i, $p := .Values.config.pools }}

@@ -26,6 +26,12 @@ impl RelaySession {
             {
                 return;
             }
+            if self.soft.is_some() && self.stepped.is_none() && self.up.at_boundary() {
+                // The operator asked the session to end: no new command
+                // starts (the one under way, e.g. an APPEND's literal,
+                // goes on to its end).
+                return;
+            }
             let Some((piece, len)) = self
                 .stepped
                 .take()

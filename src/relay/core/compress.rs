@@ -106,6 +106,8 @@ impl RelaySession {
         let pending = std::mem::take(&mut self.client_in);
         // What waited for the switch (backend data, imapmux's own answers).
         self.process_backend(now);
+        // An operator's stop that waited for the switch goes out now.
+        self.try_soft_close(now);
         pending
     }
 

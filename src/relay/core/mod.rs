@@ -168,6 +168,15 @@ struct Idle {
     since: Option<Instant>,
 }
 
+/// An operator's request to end the session at a safe point.
+#[derive(Debug, Clone, Copy)]
+struct SoftClose {
+    bye: &'static [u8],
+    reason: EndReason,
+    /// BYE now, safe point or not.
+    deadline: Instant,
+}
+
 /// A client command held back: waiting for a hook's prefetch.
 #[derive(Debug)]
 struct Held {
@@ -222,6 +231,8 @@ pub struct RelaySession {
     /// A closing answer is queued; the session ends at this deadline at
     /// the latest.
     closing: Option<Instant>,
+    /// The operator asked the session to end at the next safe point.
+    soft: Option<SoftClose>,
     finish: Option<Finish>,
 }
 
@@ -294,6 +305,7 @@ impl RelaySession {
             logout: false,
             last_client: now,
             closing: None,
+            soft: None,
             finish: None,
         };
         s.process_backend(now);
@@ -367,6 +379,7 @@ impl RelaySession {
     pub fn client_data(&mut self, now: Instant) {
         self.last_client = now;
         self.process_client(now);
+        self.try_soft_close(now);
     }
 
     /// Backend bytes were read into [`Io::backend_in`].
@@ -374,6 +387,7 @@ impl RelaySession {
         self.process_backend(now);
         // Answers may have unblocked client commands (ledger, prefetch).
         self.process_client(now);
+        self.try_soft_close(now);
     }
 
     /// Feed client bytes (tests, simple drivers).
@@ -439,6 +453,57 @@ impl RelaySession {
         );
     }
 
+    /// The operator asked the session to end: `bye` goes out at the first
+    /// safe point (no client command in flight but an IDLE, the client
+    /// between two commands: never inside an APPEND or its literal), or
+    /// at `deadline` whatever the session is doing. Client commands not
+    /// yet started wait (they never reach the backend; the client sees
+    /// the BYE instead of their answers).
+    pub fn close_softly(
+        &mut self,
+        bye: &'static [u8],
+        reason: EndReason,
+        deadline: Instant,
+        now: Instant,
+    ) {
+        if self.soft.is_some() || self.closing.is_some() || self.finish.is_some() {
+            return;
+        }
+        self.soft = Some(SoftClose {
+            bye,
+            reason,
+            deadline,
+        });
+        self.try_soft_close(now);
+    }
+
+    /// Between two client commands, with nothing in flight but an IDLE.
+    fn at_safe_point(&self) -> bool {
+        let idle_only = self
+            .idle
+            .as_ref()
+            .is_some_and(|i| !i.done && self.ledger.only_idle(&i.tag));
+        (self.ledger.is_empty() || idle_only)
+            && self.up.at_boundary()
+            && self.stepped.is_none()
+            && self.held.is_none()
+            && self.awaiting_plus.is_none()
+            && !self.parking
+            && !self.deflate.pending()
+    }
+
+    fn try_soft_close(&mut self, now: Instant) {
+        let Some(s) = self.soft else { return };
+        if self.finish.is_some() || self.closing.is_some() {
+            self.soft = None;
+            return;
+        }
+        if self.at_safe_point() || now >= s.deadline {
+            self.soft = None;
+            self.close_with(s.bye, s.reason, now);
+        }
+    }
+
     // ----- output -----
 
     /// The next bytes to write to the client.
@@ -462,6 +527,7 @@ impl RelaySession {
             // Room again: commands held for it go on.
             self.process_client(now);
         }
+        self.try_soft_close(now);
     }
 
     pub fn backend_transmit(&self) -> Option<&[u8]> {
@@ -501,6 +567,9 @@ impl RelaySession {
         if let Some(p) = self.park_due() {
             next = next.min(p);
         }
+        if let Some(s) = &self.soft {
+            next = next.min(s.deadline);
+        }
         Some(next)
     }
 
@@ -508,6 +577,7 @@ impl RelaySession {
         if self.finish.is_some() {
             return;
         }
+        self.try_soft_close(now);
         if let Some(d) = self.closing {
             if now >= d {
                 // No message boundary (or no room) in time for the BYE.
@@ -544,6 +614,7 @@ impl RelaySession {
         let since = idle.since?;
         let parkable = !self.parking
             && self.closing.is_none()
+            && self.soft.is_none()
             && self.ledger.only_idle(&idle.tag)
             && !self.unparkable
             && self.awaiting_plus.is_none()

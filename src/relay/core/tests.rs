@@ -705,3 +705,5 @@ fn a_bye_during_the_compress_switch_waits_for_it() {
     let _ = t.s.deflate_started(t.now);
     assert!(t.sent_to_client().starts_with("* BYE"));
 }
+#[path = "soft_close_tests.rs"]
+mod soft_close;

@@ -57,6 +57,9 @@ pub struct Context {
     pub close_now: watch::Receiver<bool>,
     /// The reuse pool and the watchers of parked sessions.
     pub mux: Multiplex,
+    /// Live sessions and the operator's routing changes (kept across
+    /// reloads).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// How a session ended, for the log line.
@@ -84,7 +87,23 @@ pub async fn serve(
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let bytes = ctx.metrics.session_bytes(counters.clone());
-    let summary = run(&ctx, tcp, &client, mode, &counters, &mut admission).await;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let registered =
+        ctx.ops
+            .registry
+            .register(&client.session_id, client.peer, counters.clone(), since);
+    let summary = run(
+        &ctx,
+        tcp,
+        (&client, registered.entry()),
+        mode,
+        &counters,
+        &mut admission,
+    )
+    .await;
+    drop(registered);
     drop(bytes);
     ctx.metrics.session_ended(summary.end, started.elapsed());
     ctx.metrics
@@ -106,7 +125,7 @@ pub async fn serve(
 async fn run(
     ctx: &Context,
     tcp: TcpStream,
-    client: &ClientInfo,
+    (client, entry): (&ClientInfo, &Arc<crate::ops::registry::SessionEntry>),
     mode: ListenerMode,
     counters: &Counters,
     admission: &mut Admission,
@@ -121,7 +140,7 @@ async fn run(
     let Some((stream, pipelined, logged_in, who)) = Box::pin(preauth::phase(
         ctx,
         tcp,
-        client,
+        (client, entry),
         mode,
         counters,
         &mut summary,
@@ -146,11 +165,13 @@ async fn run(
     let mut selected = None;
     let mut enabled = Enabled::default();
     loop {
+        entry.set_phase(crate::lifecycle::Phase::Attached);
         let (mut relay_cfg, reusable, parkable) = relay_config(ctx, &summary, &li);
         relay_cfg.selected = selected.take();
         relay_cfg.enabled = enabled;
         relay_cfg.compressed = client_side.0.is_compressed();
-        let hooks = hooks(ctx, &summary);
+        let mut hooks = hooks(ctx, &summary);
+        hooks.push(Box::new(crate::ops::hook::MailboxHook::new(entry.clone())));
         // Counted open for as long as the relay runs.
         let backend_conn = summary
             .backend
@@ -177,6 +198,7 @@ async fn run(
             counters,
             hooks,
             ctx.close_now.clone(),
+            Some(entry.stop_signal()),
         ))
         .await;
         drop(backend_conn);
@@ -184,13 +206,16 @@ async fn run(
         // its task holds the parked state and nothing of the relay.
         let next = match after_relay(
             ctx,
-            client,
+            (client, &**entry),
             counters,
             &mut summary,
             out,
             (capabilities, logged_in_at),
         ) {
-            Next::Park(parking) => parking.await,
+            Next::Park(parking) => {
+                entry.set_phase(crate::lifecycle::Phase::Parked);
+                parking.await
+            }
             Next::Release(release) => {
                 release.await;
                 break;
@@ -204,7 +229,17 @@ async fn run(
                 backend,
                 selected: now,
                 enabled: on,
+                on: reattached_to,
             } => {
+                if summary.backend.as_deref() != Some(reattached_to.name.as_str()) {
+                    summary.backend = Some(reattached_to.name.clone());
+                    if let Some(r) = summary.retained.as_mut() {
+                        r.0 = reattached_to.clone();
+                    }
+                }
+                if let Some(user) = &summary.user {
+                    entry.set_login(user, &reattached_to.name);
+                }
                 client_side = (client, pipelined);
                 li = backend;
                 selected = Some(*now);
@@ -246,7 +281,7 @@ fn relay_config(ctx: &Context, summary: &Summary, li: &LoggedIn) -> (RelayConfig
 
 /// Features hook into the relay core: the FETCH cache, metrics.
 fn hooks(ctx: &Context, summary: &Summary) -> Vec<Box<dyn Hook>> {
-    let mut hooks: Vec<Box<dyn Hook>> = Vec::with_capacity(2);
+    let mut hooks: Vec<Box<dyn Hook>> = Vec::with_capacity(3);
     if let (Some((cache, templates)), Some(backend), Some(user)) =
         (&ctx.cache, &summary.backend, &summary.user)
     {
@@ -277,7 +312,7 @@ enum Next<'a> {
 /// session keeps while parked is the park future alone.
 fn after_relay<'a>(
     ctx: &'a Context,
-    client: &'a ClientInfo,
+    (client, entry): (&'a ClientInfo, &'a crate::ops::registry::SessionEntry),
     counters: &'a Counters,
     summary: &mut Summary,
     out: RelayOutcome<ClientStream, backend::BoxStream>,
@@ -318,6 +353,8 @@ fn after_relay<'a>(
                 reuse: summary.reuse.clone(),
                 user,
                 counters,
+                router: &ctx.router,
+                stop: Some(entry.stop_signal()),
             };
             Next::Park(Box::pin(p.park((cstream, cbuf), old, parked)))
         }

@@ -57,14 +57,20 @@ pub(crate) async fn handshake(
 pub(super) async fn phase(
     ctx: &Context,
     tcp: TcpStream,
-    client: &ClientInfo,
+    (client, entry): (&ClientInfo, &crate::ops::registry::SessionEntry),
     mode: ListenerMode,
     counters: &Counters,
     summary: &mut Summary,
     admission: &mut Admission,
 ) -> Option<(ClientStream, BytesMut, LoggedIn, ClientInfo)> {
     match preauth_loop(ctx, tcp, client, mode, counters, summary, admission).await {
-        Ok(done) => Some(done),
+        Ok(done) => {
+            if let (Some(user), Some(backend)) = (&summary.user, &summary.backend) {
+                entry.set_login(user, backend);
+            }
+            entry.set_tls(done.0.tls_version());
+            Some(done)
+        }
         Err(end) => {
             summary.end = end;
             None
