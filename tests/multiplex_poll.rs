@@ -220,18 +220,23 @@ async fn doveadm_polling_watches_many_users_on_a_constant_few_connections() {
     let count = "imapmux_doveadm_poll_batch_size_count{backend=\"b1\"}";
     let sum = "imapmux_doveadm_poll_batch_size_sum{backend=\"b1\"}";
     let before = env.metrics([ok, count, sum]);
-    let idle_max = max_sessions_over(&env, 4);
+    let mut idle_max = max_sessions_over(&env, 4);
     // The request counter and the batch histogram are two series: a scrape
-    // may fall between their updates, so take one where they agree.
-    let after = wait_until(Duration::from_secs(5), || {
+    // may fall between their updates, so take one where they agree; and on
+    // a loaded machine polls come late: watch on until three came.
+    let after = wait_until(Duration::from_secs(30), || {
         let a = env.metrics([ok, count, sum]);
-        (a[0] - before[0] == a[1] - before[1]).then_some(a)
+        if a[0] - before[0] >= 3.0 && a[0] - before[0] == a[1] - before[1] {
+            return Some(a);
+        }
+        idle_max = idle_max.max(max_sessions_over(&env, 1));
+        None
     })
-    .expect("doveadm request and batch counts never agreed");
+    .expect("three doveadm polls with agreeing counts never came");
     let rounds = after[0] - before[0];
     eprintln!("{n} parked clients of {users} users: at most {idle_max} backend sessions over {rounds} doveadm polls");
     assert!(idle_max <= 1, "{idle_max}");
-    assert!(rounds >= 2.0, "{rounds} polls in 4 intervals");
+    assert!(rounds >= 3.0, "{rounds} polls");
     assert_eq!(env.metric("imapmux_backend_watchers"), users as f64);
     assert_eq!(env.metric("imapmux_backend_watcher_connections"), 0.0);
     // One request per round, asking for all 50 mailboxes.
