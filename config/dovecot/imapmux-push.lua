@@ -30,7 +30,10 @@
 --   }
 --
 -- (Set mail_plugins where the changes happen: globally, or in protocol imap,
--- lmtp and lda blocks.) The request is made synchronously when the
+-- lmtp and lda blocks. With imapmux polling through doveadm, prefer the
+-- protocol blocks: loaded globally, every doveadm `mailbox status` also
+-- starts this driver for its user, 2.5 instead of 1.5 ms of Dovecot CPU per
+-- mailbox polled; docs/multiplexing.md, mobile findings.) The request is made synchronously when the
 -- transaction ends, so the Dovecot process waits for imapmux's answer: at
 -- most TIMEOUT_MSECS below (2 s), once, no retries; a refused connection
 -- fails at once. Failures are logged by Dovecot as errors and never fail

@@ -30,6 +30,27 @@ pub fn process(pid: u32) -> Option<(u64, u64)> {
     Some((rss, pss))
 }
 
+/// Every `kB` field of `/proc/PID/smaps_rollup` (Rss, Pss, Pss_Anon,
+/// Pss_File, Anonymous, …), summed over `pids`: where a process's memory is.
+pub fn smaps_rollup(pids: &[u32]) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for pid in pids {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(key), Some(n), Some("kB")) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if let (Some(key), Ok(n)) = (key.strip_suffix(':'), n.parse::<u64>()) {
+                *out.entry(key.to_string()).or_insert(0) += n;
+            }
+        }
+    }
+    out
+}
+
 /// Pids whose `/proc/PID/comm` is exactly `name` (comm is at most 15
 /// bytes, so `name` is compared after truncation to 15 bytes).
 pub fn pids_by_comm(name: &str) -> Vec<u32> {

@@ -49,6 +49,7 @@ use crate::stats::{BenchError, ErrKind, Rec, Recorder, Res};
 use crate::util::Rng;
 use crate::{Cli, Ctx};
 
+mod cpu;
 mod sample;
 use sample::*;
 
@@ -666,7 +667,16 @@ pub struct MobileReport {
     pub burst_errors: u64,
     pub proxy: Option<MemReport>,
     pub metrics_steady_start: Option<BTreeMap<String, f64>>,
+    /// Scraped right after the proxy's memory sample (mid steady state).
+    pub metrics_steady_mid: Option<BTreeMap<String, f64>>,
     pub metrics_steady_end: Option<BTreeMap<String, f64>>,
+    /// The proxy's `/proc/PID/smaps_rollup` (kB, summed) at the memory sample.
+    pub proxy_smaps_mid: Option<BTreeMap<String, u64>>,
+    /// The proxy's memory after the burst (every client logged out).
+    pub proxy_after_burst: Option<mem::MemSample>,
+    /// CPU use over the steady state (machine-wide per CPU; proxy, backend,
+    /// this client).
+    pub cpu_steady: Option<cpu::CpuReport>,
     pub metrics_after_burst: Option<BTreeMap<String, f64>>,
     /// (seconds since start, backend processes), once a second.
     pub backend_conns_series: Vec<(f64, u64)>,
@@ -840,13 +850,21 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     let steady_end = steady_from + ctx.cli.duration;
     let _ = sh.steady_end.set(steady_end);
     let m0 = kept(scrape_all(&ctx, &side).await);
+    let proxy_pids_now = proxy_pids(&ctx).map(|(_, p)| p).unwrap_or_default();
+    let cpu0 = cpu::snap(&proxy_pids_now, ctx.cli.proc_pgid);
     let delivery = tokio::spawn(deliveries(ctx.clone(), sh.clone(), side.clone()));
     sleep_or_stop(steady_from + ctx.cli.duration / 2).await;
     let proxy_during = proxy_sample(&ctx);
+    // What the proxy holds at that moment: memory by kind, sessions by state.
+    let proxy_smaps_mid = proxy_during
+        .as_ref()
+        .map(|(_, pids, _)| mem::smaps_rollup(pids));
+    let m_mid = kept(scrape_all(&ctx, &side).await);
     sleep_or_stop(steady_end).await;
     let _ = delivery.await;
     sleep_or_stop(Instant::now() + ctx.cli.mail_grace).await;
     let steady_until = Instant::now();
+    let cpu_steady = cpu::report(&cpu0, &cpu::snap(&proxy_pids_now, ctx.cli.proc_pgid));
     let m1 = kept(scrape_all(&ctx, &side).await);
     // Let the sampler take the last steady-state sample.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -861,6 +879,8 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
     // Let the backend finish its logouts before the last samples.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m2 = kept(scrape_all(&ctx, &side).await);
+    // Every client gone: what the proxy keeps (allocator high-water, caches).
+    let proxy_after_burst = proxy_sample(&ctx).map(|(_, _, s)| s);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     stop_sampler.store(true, Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_secs(5), sampler).await;
@@ -974,7 +994,11 @@ pub async fn run(ctx: Arc<Ctx>) -> Report {
         burst_errors: counter("burst_errors"),
         proxy,
         metrics_steady_start: m0,
+        metrics_steady_mid: m_mid,
         metrics_steady_end: m1,
+        proxy_smaps_mid,
+        proxy_after_burst,
+        cpu_steady,
         metrics_after_burst: m2,
         backend_conns_series: s.conns.clone(),
         backend_logins_series: s.logins.clone(),

@@ -148,6 +148,8 @@ pub(super) const KEEP_METRICS: &[&str] = &[
     "imapmux_backend_connections_open",
     "imapmux_backend_connections_pooled",
     "imapmux_backend_watchers",
+    "imapmux_backend_watcher_connections",
+    "imapmux_resync_duration_seconds_count",
     "imapmux_parks_total",
     "imapmux_reattaches_total",
     "imapmux_wakes_total",
@@ -162,7 +164,12 @@ pub(super) const KEEP_METRICS: &[&str] = &[
 pub(super) fn kept(m: Option<BTreeMap<String, f64>>) -> Option<BTreeMap<String, f64>> {
     m.map(|m| {
         m.into_iter()
-            .filter(|(k, _)| KEEP_METRICS.contains(&k.as_str()) || k.starts_with("imapmux_push"))
+            .filter(|(k, _)| {
+                KEEP_METRICS.contains(&k.as_str())
+                    || k.starts_with("imapmux_push")
+                    || k.starts_with("imapmux_doveadm_poll")
+                    || k.starts_with("imapmux_client_sessions")
+            })
             .collect()
     })
 }
