@@ -18,11 +18,33 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes through every compressed client stream of the process, inside
+/// (plain) and on the socket (wire), for the metrics.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub plain_sent: AtomicU64,
+    pub wire_sent: AtomicU64,
+    pub wire_received: AtomicU64,
+    pub plain_received: AtomicU64,
+}
+
+pub static TOTALS: Totals = Totals {
+    plain_sent: AtomicU64::new(0),
+    wire_sent: AtomicU64::new(0),
+    wire_received: AtomicU64::new(0),
+    plain_received: AtomicU64::new(0),
+};
+
+fn count(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Ordering::Relaxed);
+}
 
 /// Compressed bytes waiting for the socket before writes stop taking more.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -210,6 +232,7 @@ impl<S: AsyncWrite + Unpin> Deflated<S> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            count(&TOTALS.wire_sent, n);
             self.wpos += n;
         }
         self.wbuf.clear();
@@ -245,6 +268,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deflated<S> {
                 let (used, made) = me.codec.decompress(&me.rbuf, buf.initialize_unfilled())?;
                 me.rbuf.advance(used);
                 buf.advance(made);
+                count(&TOTALS.plain_received, made);
                 if made > 0 {
                     return Poll::Ready(Ok(()));
                 }
@@ -272,6 +296,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deflated<S> {
             let polled = Pin::new(&mut me.inner).poll_read(cx, &mut rb);
             let n = rb.filled().len();
             me.rbuf.truncate(start + n);
+            count(&TOTALS.wire_received, n);
             ready!(polled)?;
             if n == 0 {
                 me.eof = true;
@@ -291,6 +316,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deflated<S> {
         let n = data.len().min(HIGH_WATER);
         me.codec
             .compress(data.get(..n).unwrap_or_default(), &mut me.wbuf, false)?;
+        count(&TOTALS.plain_sent, n);
         // Start writing now; what the socket does not take waits.
         if let Poll::Ready(Err(e)) = me.poll_drain(cx) {
             return Poll::Ready(Err(e));
@@ -315,6 +341,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deflated<S> {
                 .compress(b.get(..take).unwrap_or_default(), &mut me.wbuf, false)?;
             n += take;
         }
+        count(&TOTALS.plain_sent, n);
         if let Poll::Ready(Err(e)) = me.poll_drain(cx) {
             return Poll::Ready(Err(e));
         }

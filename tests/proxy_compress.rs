@@ -63,10 +63,12 @@ fn a_compressing_client_sees_through_imapmux_what_it_sees_direct() {
     let ca = TestCa::new("imapmux compress CA");
     let cert = ca.issue_localhost();
     let implicit = free_addr();
+    let admin = free_addr();
     let cfg = ProxyConfig::new()
         .tls_files(&cert.chain, &cert.key)
         .listener(&implicit, "implicit")
         .backend(BackendCfg::new("b1", &d.addr()))
+        .admin(&admin)
         .to_toml();
     let _proxy = Imapmux::start(&cfg, &implicit);
     let ca_file = ca.ca_pem_path().display().to_string();
@@ -103,6 +105,13 @@ fn a_compressing_client_sees_through_imapmux_what_it_sees_direct() {
     // (The greetings and LOGIN answers differ: imapmux's capabilities.)
     assert!(m_plain.abs_diff(t_plain) < 1000, "{m_plain} vs {t_plain}");
     assert!(m_wire * 2 < m_plain, "{m_wire} vs {m_plain}");
+    // The metrics tell the same: what went out inside vs on the wire.
+    let sent = admin_metric(&admin, "imapmux_compress_plain_sent_bytes_total");
+    let wire = admin_metric(&admin, "imapmux_compress_wire_sent_bytes_total");
+    assert!(sent > 400_000.0 && wire * 2.0 < sent, "{sent} vs {wire}");
+    let got = admin_metric(&admin, "imapmux_compress_plain_received_bytes_total");
+    assert!(got > 300_000.0, "{got}");
+    assert!(admin_metric(&admin, "imapmux_compress_wire_received_bytes_total") < got / 2.0);
 }
 
 #[test]

@@ -246,6 +246,7 @@ impl Metrics {
         );
         let live_bytes = Arc::new(sampled::LiveBytes::default());
         r.register(Box::new(live_bytes.collector()?))?;
+        r.register(Box::new(sampled::compress_collector()?))?;
         let m = Metrics {
             client_open: gauge(
                 &r,

@@ -204,6 +204,45 @@ impl Drop for SessionBytes {
     }
 }
 
+/// COMPRESS=DEFLATE toward clients: bytes inside and on the socket of every
+/// compressed stream (process-wide totals).
+pub(crate) fn compress_collector() -> Result<Sampled, prometheus::Error> {
+    use Kind::*;
+    Sampled::new(
+        &[
+            (
+                Counter,
+                "imapmux_compress_plain_sent_bytes_total",
+                "Bytes sent to COMPRESS=DEFLATE clients, before compression.",
+            ),
+            (
+                Counter,
+                "imapmux_compress_wire_sent_bytes_total",
+                "Bytes sent to COMPRESS=DEFLATE clients on the socket (compressed).",
+            ),
+            (
+                Counter,
+                "imapmux_compress_wire_received_bytes_total",
+                "Bytes received from COMPRESS=DEFLATE clients on the socket (compressed).",
+            ),
+            (
+                Counter,
+                "imapmux_compress_plain_received_bytes_total",
+                "Bytes received from COMPRESS=DEFLATE clients, after decompression.",
+            ),
+        ],
+        Box::new(|| {
+            let t = &crate::compress::TOTALS;
+            vec![
+                t.plain_sent.load(Ordering::Relaxed),
+                t.wire_sent.load(Ordering::Relaxed),
+                t.wire_received.load(Ordering::Relaxed),
+                t.plain_received.load(Ordering::Relaxed),
+            ]
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
