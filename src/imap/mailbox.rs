@@ -402,7 +402,7 @@ impl Tracker {
             } => {
                 let recorded = self.recording.take();
                 self.reply = match recorded {
-                    Some(r) if ok => r.finish(rest.as_bytes()).map(Arc::new),
+                    Some(r) if ok => r.finish(rest.as_bytes()).map(crate::imap::select::intern),
                     _ => None,
                 };
                 if ok {

@@ -9,6 +9,9 @@
 //! §2.3.2). Anything that changes the mailbox or the session's view of it
 //! makes the kept answer unusable; the caller drops it then.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
 /// Most bytes of untagged data kept (Dovecot's answer is ~350 bytes;
 /// anything much larger is not worth keeping per parked client).
 const MAX_LINES: usize = 2048;
@@ -154,7 +157,14 @@ impl Recorder {
         if self.unusable || !ok || rest.len() > 512 {
             return None;
         }
-        let mut tagged = rest.strip_suffix(b"\r\n").unwrap_or(rest).to_vec();
+        let text = rest.strip_suffix(b"\r\n").unwrap_or(rest);
+        // Dovecot's timing suffix ("(0.002 + 0.000 + 0.001 secs)") says how
+        // long that SELECT took, not this one: left out, so sessions of one
+        // mailbox share one answer.
+        let mut tagged = match before_timing(text) {
+            Some(head) => [head, b"."].concat(),
+            None => text.to_vec(),
+        };
         tagged.extend_from_slice(b"\r\n");
         Some(SelectReply {
             lines: self.lines.into_boxed_slice(),
@@ -162,6 +172,43 @@ impl Recorder {
             nomodseq: self.nomodseq,
         })
     }
+}
+
+/// `OK [READ-WRITE] Select completed (0.002 + 0.000 secs).` → the text
+/// before ` (`, when what follows is only Dovecot's timing.
+fn before_timing(text: &[u8]) -> Option<&[u8]> {
+    let open = memchr::memrchr(b'(', text)?;
+    let tail = text.get(open..)?;
+    let timing = tail.ends_with(b" secs).")
+        && tail
+            .iter()
+            .all(|b| b.is_ascii_digit() || b" .+()secs".contains(b));
+    let head = text.get(..open.checked_sub(1)?)?;
+    (timing && text.get(open - 1) == Some(&b' ')).then_some(head)
+}
+
+/// Sessions whose SELECT answers are the same share one copy (users'
+/// devices, webmail sessions of one mailbox): a weak set, pruned as it
+/// grows.
+pub fn intern(r: SelectReply) -> Arc<SelectReply> {
+    static POOL: OnceLock<Mutex<HashMap<u64, Weak<SelectReply>>>> = OnceLock::new();
+    let key = xxhash_rust::xxh3::xxh3_64(&r.lines)
+        ^ xxhash_rust::xxh3::xxh3_64(&r.tagged).rotate_left(1)
+        ^ u64::from(r.nomodseq);
+    let Ok(mut pool) = POOL.get_or_init(Default::default).lock() else {
+        return Arc::new(r);
+    };
+    if let Some(have) = pool.get(&key).and_then(Weak::upgrade) {
+        if *have == r {
+            return have;
+        }
+    }
+    let new = Arc::new(r);
+    pool.insert(key, Arc::downgrade(&new));
+    if pool.len() >= 1024 && pool.len().is_power_of_two() {
+        pool.retain(|_, w| w.strong_count() > 0);
+    }
+    new
 }
 
 #[cfg(test)]
@@ -205,7 +252,7 @@ mod tests {
 * OK [UIDVALIDITY 1796413307] UIDs valid\r\n\
 * OK [UIDNEXT 40243] Predicted next UID\r\n\
 * OK [HIGHESTMODSEQ 120326] Highest\r\n\
-c OK [READ-WRITE] Select completed (0.002 + 0.000 + 0.001 secs).\r\n";
+c OK [READ-WRITE] Select completed.\r\n";
         assert_eq!(again, want);
         assert!(reply.heap_size() < 512);
         // Without modification sequences, or where the backend said so.
@@ -223,6 +270,26 @@ c OK [READ-WRITE] Select completed (0.002 + 0.000 + 0.001 secs).\r\n";
             b"* OK [CLOSED] Previous mailbox closed.\r\n* 2 EXISTS\r\n\
               * OK [NOMODSEQ] No permanent modsequences\r\nt OK done\r\n"
         );
+    }
+
+    #[test]
+    fn answers_alike_are_shared_and_timing_is_left_out() {
+        let a = record(DOVECOT)
+            .finish(b"OK [READ-WRITE] Select completed (0.002 + 0.000 + 0.001 secs).\r\n")
+            .unwrap();
+        let b = record(DOVECOT)
+            .finish(b"OK [READ-WRITE] Select completed (0.001 + 0.000 secs).")
+            .unwrap();
+        assert_eq!(a, b);
+        let (a, b) = (intern(a), intern(b));
+        assert!(Arc::ptr_eq(&a, &b));
+        // Not Dovecot's timing: kept as said.
+        let odd = record(DOVECOT).finish(b"OK done (fast)\r\n").unwrap();
+        assert!(String::from_utf8(odd.again("t", 0))
+            .unwrap()
+            .ends_with("t OK done (fast)\r\n"));
+        let other = intern(odd);
+        assert!(!Arc::ptr_eq(&a, &other));
     }
 
     #[test]

@@ -152,7 +152,7 @@ async fn run(
     };
     // From here on the session is who the login was for (the client
     // behind a trusted webmail or proxy, when its ID said so).
-    let client = &who;
+    let client = who.as_ref().unwrap_or(client);
     // Counted open (by protocol) while logged in, parked time included.
     let _open = ctx
         .metrics

@@ -62,7 +62,7 @@ pub(super) async fn phase(
     counters: &Counters,
     summary: &mut Summary,
     admission: &mut Admission,
-) -> Option<(ClientStream, BytesMut, LoggedIn, ClientInfo)> {
+) -> Option<(ClientStream, BytesMut, LoggedIn, Option<ClientInfo>)> {
     match preauth_loop(ctx, tcp, client, mode, counters, summary, admission).await {
         Ok(done) => {
             if let (Some(user), Some(backend)) = (&summary.user, &summary.backend) {
@@ -97,7 +97,7 @@ async fn preauth_loop(
     counters: &Counters,
     summary: &mut Summary,
     admission: &mut Admission,
-) -> Result<(ClientStream, BytesMut, LoggedIn, ClientInfo), EndReason> {
+) -> Result<(ClientStream, BytesMut, LoggedIn, Option<ClientInfo>), EndReason> {
     // One pre-auth deadline from accept: TLS handshake, commands, login.
     let deadline = Instant::now() + admission.preauth_timeout;
     let mut stream = match mode {
@@ -126,9 +126,9 @@ async fn preauth_loop(
     let mut rbuf = vec![0u8; 4096];
     let mut out = BytesMut::new();
     let mut attempts = 0u32;
-    // Who the session is from: the peer, or the client behind a trusted
-    // webmail or proxy as its ID said (logs, limits, forwarding).
-    let mut who = client.clone();
+    // Who the session is from: the peer, or (when set) the client behind
+    // a trusted webmail or proxy as its ID said (logs, limits, forwarding).
+    let mut who: Option<ClientInfo> = None;
     let logged_in: LoggedIn = loop {
         let step = next_step(&mut pre, &mut out);
         if !out.is_empty() {
@@ -152,11 +152,11 @@ async fn preauth_loop(
                 let tls = stream.is_tls();
                 let req = (tag, creds);
                 if let Some(f) = pre.forwarded() {
-                    who = forwarded_client(client, f);
+                    who = Some(forwarded_client(client, f));
                 }
                 match on_login(
                     ctx,
-                    &who,
+                    who.as_ref().unwrap_or(client),
                     summary,
                     admission,
                     &mut pre,
