@@ -74,7 +74,10 @@ impl Driver {
             n += 1;
             assert!(!self.closed, "event after Close: {ev:?}");
             assert!(!self.pending, "event while a login is pending: {ev:?}");
-            assert!(!after_starttls, "plaintext pipelined after STLS was processed: {ev:?}");
+            assert!(
+                !after_starttls,
+                "plaintext pipelined after STLS was processed: {ev:?}"
+            );
             match ev {
                 FrontEvent::Send(b) => assert_crlf_lines(&b),
                 FrontEvent::StartTls => {
@@ -88,7 +91,10 @@ impl Driver {
                     }
                 }
                 FrontEvent::Login(c) => {
-                    assert!(self.tls || self.allow_plaintext, "login requested without TLS");
+                    assert!(
+                        self.tls || self.allow_plaintext,
+                        "login requested without TLS"
+                    );
                     assert!(!c.user.is_empty() && !c.user.contains(['\0', '\r', '\n']));
                     if let Some(a) = &c.authzid {
                         assert!(!a.is_empty() && a != &c.user);
@@ -124,9 +130,17 @@ impl Driver {
 
     fn login_failed(&mut self, hostile: bool) {
         let r = if hostile {
-            Refusal { status: "NO", code: Some("X\r\nY"), text: "no\r\n+OK forged\0\"\\" }
+            Refusal {
+                status: "NO",
+                code: Some("X\r\nY"),
+                text: "no\r\n+OK forged\0\"\\",
+            }
         } else {
-            Refusal { status: "NO", code: Some("AUTHENTICATIONFAILED"), text: "Authentication failed." }
+            Refusal {
+                status: "NO",
+                code: Some("AUTHENTICATIONFAILED"),
+                text: "Authentication failed.",
+            }
         };
         let was = std::mem::take(&mut self.pending);
         self.m.login_failed(&r);
