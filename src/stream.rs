@@ -61,16 +61,11 @@ impl ClientStream {
 /// Streams the relay can turn COMPRESS=DEFLATE on for.
 pub trait Compressible: Sized {
     fn start_deflate(self, pending: BytesMut, level: u32) -> Self;
-    fn is_compressed(&self) -> bool;
 }
 
 impl Compressible for ClientStream {
     fn start_deflate(self, pending: BytesMut, level: u32) -> Self {
         ClientStream::start_deflate(self, pending, level)
-    }
-
-    fn is_compressed(&self) -> bool {
-        ClientStream::is_compressed(self)
     }
 }
 

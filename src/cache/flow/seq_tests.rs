@@ -5,7 +5,7 @@
 //! reaches the client.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -14,19 +14,7 @@ use crate::cache::{CacheConfig, FetchCache};
 use crate::relay::{Hook, RelayConfig, RelaySession};
 
 fn cfg() -> RelayConfig {
-    RelayConfig {
-        max_line: 65536,
-        idle_timeout: Duration::from_secs(1800),
-        bye_grace: Duration::from_secs(5),
-        prefetch_timeout: Duration::from_secs(30),
-        release_on_logout: false,
-        park_after: None,
-        track_uids: true,
-        selected: None,
-        enabled: Default::default(),
-        compress: None,
-        compressed: false,
-    }
+    RelayConfig::for_tests()
 }
 
 /// What every session of one imapmux shares.

@@ -74,6 +74,27 @@ pub struct RelayConfig {
     pub compressed: bool,
 }
 
+impl RelayConfig {
+    /// The settings the transcript tests start from (no parking, no
+    /// reuse, the UID map kept, COMPRESS not offered).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        RelayConfig {
+            max_line: 65536,
+            idle_timeout: Duration::from_secs(1800),
+            bye_grace: Duration::from_secs(5),
+            prefetch_timeout: Duration::from_secs(30),
+            release_on_logout: false,
+            park_after: None,
+            track_uids: true,
+            selected: None,
+            enabled: Default::default(),
+            compress: None,
+            compressed: false,
+        }
+    }
+}
+
 /// A mailbox selected before the relay started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectedMailbox {

@@ -12,19 +12,7 @@ use crate::cache::{CacheConfig, FetchCache};
 use crate::relay::ledger::MAX_IN_FLIGHT;
 
 fn cfg() -> RelayConfig {
-    RelayConfig {
-        max_line: 65536,
-        idle_timeout: Duration::from_secs(1800),
-        bye_grace: Duration::from_secs(5),
-        prefetch_timeout: Duration::from_secs(30),
-        release_on_logout: false,
-        park_after: None,
-        track_uids: true,
-        selected: None,
-        enabled: Default::default(),
-        compress: None,
-        compressed: false,
-    }
+    RelayConfig::for_tests()
 }
 
 /// Records what hooks are told.
